@@ -1,0 +1,33 @@
+# wsim: `make run` starts the server, `make test` runs every test (SQLite and MariaDB).
+SHELL := /bin/bash
+CARGO ?= cargo
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/wsim-target
+WSIM_TEST_MYSQL_URL ?= mysql://root@127.0.0.1:3306/test
+LISTEN ?= 0.0.0.0:6060
+DATA_DIR ?= ./data
+
+.PHONY: deps run test lint fmt build
+
+# The MySQL client library (libmysqlclient) comes from Debian.
+deps:
+	@if ! dpkg -s default-libmysqlclient-dev >/dev/null 2>&1; then \
+		echo "installing default-libmysqlclient-dev"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-libmysqlclient-dev pkg-config; \
+	fi
+
+build: deps
+	$(CARGO) build --release
+
+run: build
+	mkdir -p $(DATA_DIR)
+	$(CARGO_TARGET_DIR)/release/wsim --listen $(LISTEN) --data-dir $(DATA_DIR)
+
+test: deps
+	WSIM_TEST_MYSQL_URL=$(WSIM_TEST_MYSQL_URL) $(CARGO) test --all-targets -- --test-threads=4
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all

@@ -1,0 +1,59 @@
+-- Users: nickname and avatar shown in group member lists.
+CREATE TABLE users (
+    app VARCHAR(64) NOT NULL,
+    id VARCHAR(64) NOT NULL,
+    nickname VARCHAR(255) NOT NULL,
+    avatar VARCHAR(1024) NOT NULL,
+    updated_us BIGINT NOT NULL,
+    PRIMARY KEY (app, id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- Conversations: groups (kind 0) and direct conversations between two users (kind 1).
+CREATE TABLE conversations (
+    app VARCHAR(64) NOT NULL,
+    id VARCHAR(160) NOT NULL,
+    kind INTEGER NOT NULL,
+    conv_type INTEGER NOT NULL DEFAULT 0,
+    creator VARCHAR(64) NOT NULL,
+    name VARCHAR(255) NOT NULL,
+    notice TEXT NOT NULL,
+    snap VARCHAR(1024) NOT NULL,
+    archived BOOLEAN NOT NULL DEFAULT 0,
+    deleted BOOLEAN NOT NULL DEFAULT 0,
+    last_msg_id BIGINT NOT NULL DEFAULT 0,
+    last_send_us BIGINT NOT NULL DEFAULT 0,
+    last_sender VARCHAR(64) NOT NULL DEFAULT '',
+    created_us BIGINT NOT NULL,
+    PRIMARY KEY (app, id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- Membership, with each member's delivery watermark (highest message id delivered to it).
+CREATE TABLE conv_members (
+    app VARCHAR(64) NOT NULL,
+    conv VARCHAR(160) NOT NULL,
+    user_id VARCHAR(64) NOT NULL,
+    delivered_upto BIGINT NOT NULL DEFAULT 0,
+    joined_us BIGINT NOT NULL,
+    PRIMARY KEY (app, conv, user_id),
+    KEY conv_members_by_user (app, user_id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- Messages: time-ordered 64-bit ids.
+CREATE TABLE messages (
+    id BIGINT NOT NULL PRIMARY KEY,
+    app VARCHAR(64) NOT NULL,
+    conv VARCHAR(160) NOT NULL,
+    sender VARCHAR(64) NOT NULL,
+    recipient VARCHAR(64) NOT NULL,
+    kind VARCHAR(32) NOT NULL,
+    payload MEDIUMTEXT NOT NULL,
+    extension MEDIUMTEXT NOT NULL,
+    sent_us BIGINT NOT NULL,
+    KEY messages_by_conv (app, conv, id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- Named counters (group ids).
+CREATE TABLE counters (
+    name VARCHAR(64) NOT NULL PRIMARY KEY,
+    value BIGINT NOT NULL
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;

@@ -1,0 +1,323 @@
+//! Configuration: command-line flags, then `WSIM_*` environment variables, then a TOML file
+//! (`--config`), then defaults — the first that sets a value wins.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:6060";
+pub const DEFAULT_APP: &str = "default";
+
+/// Command-line flags. Each one can also be set by the environment variable named in its help, or
+/// in the TOML file given with `--config`.
+#[derive(Debug, Default, Parser)]
+#[command(name = "wsim", version, about = "wsim: an instant-messaging server (wsim /entry, group API, …)")]
+pub struct Cli {
+    /// TOML configuration file [env: WSIM_CONFIG]
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on; repeat for several [env: WSIM_LISTEN, comma-separated] [default: 0.0.0.0:6060]
+    #[arg(long = "listen", value_name = "ADDR")]
+    pub listen: Vec<String>,
+    /// Database: sqlite://PATH or mysql://USER:PASS@HOST:PORT/DB [env: WSIM_DATABASE_URL]
+    /// [default: sqlite://<data-dir>/wsim.db]
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Directory for the SQLite database and media [env: WSIM_DATA_DIR] [default: ./data]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Base of the URLs the server hands out, e.g. http://im.example.com [env: WSIM_PUBLIC_URL]
+    /// [default: http://127.0.0.1:<first listen port>]
+    #[arg(long, value_name = "URL")]
+    pub public_url: Option<String>,
+    /// This node's id (0-1023), part of every message id [env: WSIM_NODE_ID] [default: 1]
+    #[arg(long, value_name = "N")]
+    pub node_id: Option<u16>,
+    /// Seconds between server heartbeats on live connections [env: WSIM_HEARTBEAT_INTERVAL] [default: 30]
+    #[arg(long, value_name = "SECS")]
+    pub heartbeat_interval: Option<u64>,
+    /// Seconds of silence after which a peer is dropped [env: WSIM_CLIENT_TIMEOUT] [default: 90]
+    #[arg(long, value_name = "SECS")]
+    pub client_timeout: Option<u64>,
+    /// Success code of the wsim group API (1 as documented, 0 for the deployed Android clients)
+    /// [env: WSIM_OK_CODE] [default: 1]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub ok_code: Option<i64>,
+    /// Unsent bytes a connection may hold before it is dropped as a slow reader
+    /// [env: WSIM_OUTBOUND_QUEUE_KIB] [default: 1024]
+    #[arg(long, value_name = "KIB")]
+    pub outbound_queue_kib: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<Vec<String>>,
+    pub database_url: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub public_url: Option<String>,
+    pub node_id: Option<u16>,
+    pub heartbeat_interval: Option<u64>,
+    pub client_timeout: Option<u64>,
+    pub outbound_queue_kib: Option<u64>,
+    pub default_app: Option<String>,
+    #[serde(default)]
+    pub store: StoreFile,
+    #[serde(default)]
+    pub wsim: WsimFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreFile {
+    pub pool_size: Option<u32>,
+    pub max_batch: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WsimFile {
+    pub ok_code: Option<i64>,
+    pub default_avatar: Option<String>,
+    pub default_group_snap: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    #[error("bad configuration file {0}: {1}")]
+    Parse(PathBuf, toml::de::Error),
+    #[error("bad value for {0}: {1}")]
+    Invalid(&'static str, String),
+}
+
+/// The wsim front-end's settings.
+#[derive(Debug, Clone)]
+pub struct WsimSettings {
+    pub ok_code: i64,
+    /// Avatar of users who never set one. Empty: `<public_url>/emopic/default_avatar.jpg`.
+    pub default_avatar: String,
+    /// Snap of new groups. Empty: `<public_url>/emovideo/default_group.jpg`.
+    pub default_group_snap: String,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: Vec<String>,
+    pub database_url: String,
+    pub data_dir: PathBuf,
+    /// `None` until the server knows its port (then `http://127.0.0.1:<port>`).
+    pub public_url: Option<String>,
+    pub node_id: u16,
+    pub heartbeat_interval: Duration,
+    pub client_timeout: Duration,
+    pub outbound_queue_bytes: u64,
+    pub default_app: String,
+    pub pool_size: u32,
+    pub max_batch: usize,
+    pub wsim: WsimSettings,
+}
+
+fn env_parse<T: std::str::FromStr>(
+    env: &dyn Fn(&str) -> Option<String>,
+    name: &'static str,
+) -> Result<Option<T>, ConfigError> {
+    match env(name) {
+        None => Ok(None),
+        Some(v) if v.trim().is_empty() => Ok(None),
+        Some(v) => v.trim().parse().map(Some).map_err(|_| ConfigError::Invalid(name, v)),
+    }
+}
+
+impl Settings {
+    /// Resolves flags, environment (through `env`), file and defaults.
+    pub fn resolve(cli: Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
+        let path =
+            cli.config.clone().or_else(|| env("WSIM_CONFIG").filter(|s| !s.is_empty()).map(PathBuf::from));
+        let file = match &path {
+            Some(p) => Self::read_file(p)?,
+            None => FileConfig::default(),
+        };
+        Self::merge(cli, env, file)
+    }
+
+    pub fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.into(), e))?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse(path.into(), e))
+    }
+
+    pub fn merge(
+        cli: Cli,
+        env: &dyn Fn(&str) -> Option<String>,
+        file: FileConfig,
+    ) -> Result<Settings, ConfigError> {
+        let listen = if !cli.listen.is_empty() {
+            cli.listen
+        } else if let Some(v) = env("WSIM_LISTEN").filter(|v| !v.trim().is_empty()) {
+            v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
+        } else {
+            file.listen.unwrap_or_else(|| vec![DEFAULT_LISTEN.to_string()])
+        };
+        let data_dir = cli
+            .data_dir
+            .or(env_parse(env, "WSIM_DATA_DIR")?)
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("./data"));
+        let database_url = cli
+            .database_url
+            .or(env_parse(env, "WSIM_DATABASE_URL")?)
+            .or(file.database_url)
+            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("wsim.db").display()));
+        let public_url = cli
+            .public_url
+            .or(env_parse(env, "WSIM_PUBLIC_URL")?)
+            .or(file.public_url)
+            .map(|u: String| u.trim_end_matches('/').to_string());
+        let node_id = cli.node_id.or(env_parse(env, "WSIM_NODE_ID")?).or(file.node_id).unwrap_or(1);
+        if node_id > crate::core::ids::MAX_NODE {
+            return Err(ConfigError::Invalid("node_id", format!("{node_id} (0-1023)")));
+        }
+        let heartbeat = cli
+            .heartbeat_interval
+            .or(env_parse(env, "WSIM_HEARTBEAT_INTERVAL")?)
+            .or(file.heartbeat_interval)
+            .unwrap_or(30);
+        let timeout = cli
+            .client_timeout
+            .or(env_parse(env, "WSIM_CLIENT_TIMEOUT")?)
+            .or(file.client_timeout)
+            .unwrap_or(90);
+        if heartbeat == 0 || timeout == 0 {
+            return Err(ConfigError::Invalid("heartbeat_interval/client_timeout", "must be > 0".into()));
+        }
+        let queue_kib = cli
+            .outbound_queue_kib
+            .or(env_parse(env, "WSIM_OUTBOUND_QUEUE_KIB")?)
+            .or(file.outbound_queue_kib)
+            .unwrap_or(1024)
+            .max(64);
+        let ok_code = cli.ok_code.or(env_parse(env, "WSIM_OK_CODE")?).or(file.wsim.ok_code).unwrap_or(1);
+        if ok_code < 0 {
+            return Err(ConfigError::Invalid("ok_code", format!("{ok_code} (errors use negative codes)")));
+        }
+        let default_app = file.default_app.unwrap_or_else(|| DEFAULT_APP.to_string());
+        if !crate::core::message::valid_id(&default_app) {
+            return Err(ConfigError::Invalid("default_app", default_app));
+        }
+        Ok(Settings {
+            listen,
+            database_url,
+            data_dir,
+            public_url,
+            node_id,
+            heartbeat_interval: Duration::from_secs(heartbeat),
+            client_timeout: Duration::from_secs(timeout),
+            outbound_queue_bytes: queue_kib * 1024,
+            default_app,
+            pool_size: file.store.pool_size.unwrap_or(8),
+            max_batch: file.store.max_batch.unwrap_or(1000),
+            wsim: WsimSettings {
+                ok_code,
+                default_avatar: file.wsim.default_avatar.unwrap_or_default(),
+                default_group_snap: file.wsim.default_group_snap.unwrap_or_default(),
+            },
+        })
+    }
+
+    /// Reads the real process environment.
+    pub fn from_process() -> Result<Settings, ConfigError> {
+        Self::resolve(Cli::parse(), &|k| std::env::var(k).ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |k| map.get(k).cloned()
+    }
+
+    fn file(text: &str) -> FileConfig {
+        toml::from_str(text).expect("valid toml")
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_set() {
+        let s = Settings::merge(Cli::default(), &env_of(&[]), FileConfig::default()).expect("settings");
+        assert_eq!(s.listen, vec!["0.0.0.0:6060"]);
+        assert_eq!(s.database_url, "sqlite://./data/wsim.db");
+        assert_eq!(s.heartbeat_interval, Duration::from_secs(30));
+        assert_eq!(s.client_timeout, Duration::from_secs(90));
+        assert_eq!(s.wsim.ok_code, 1);
+        assert_eq!(s.node_id, 1);
+        assert!(s.public_url.is_none());
+    }
+
+    #[test]
+    fn flags_beat_env_beat_file_beat_defaults() {
+        let f = "listen = [\"127.0.0.1:1\"]\nnode_id = 3\nheartbeat_interval = 7\nclient_timeout = 8\n\
+                 [wsim]\nok_code = 5\n";
+        let env = env_of(&[
+            ("WSIM_LISTEN", "127.0.0.1:2,127.0.0.1:3"),
+            ("WSIM_NODE_ID", "4"),
+            ("WSIM_OK_CODE", "0"),
+        ]);
+        let cli = Cli { node_id: Some(9), ..Cli::default() };
+        let s = Settings::merge(cli, &env, file(f)).expect("settings");
+        assert_eq!(s.node_id, 9, "flag wins");
+        assert_eq!(s.listen, vec!["127.0.0.1:2", "127.0.0.1:3"], "env beats file");
+        assert_eq!(s.wsim.ok_code, 0, "env beats file");
+        assert_eq!(s.heartbeat_interval, Duration::from_secs(7), "file beats default");
+        assert_eq!(s.client_timeout, Duration::from_secs(8));
+    }
+
+    #[test]
+    fn flags_parse_from_the_command_line() {
+        let cli = Cli::try_parse_from([
+            "wsim",
+            "--listen",
+            "127.0.0.1:1",
+            "--listen",
+            "127.0.0.1:2",
+            "--database-url",
+            "mysql://root@127.0.0.1/test",
+            "--ok-code",
+            "0",
+            "--public-url",
+            "http://im.example.com/",
+        ])
+        .expect("flags");
+        let s =
+            Settings::merge(cli, &env_of(&[("WSIM_DATABASE_URL", "sqlite://x.db")]), FileConfig::default())
+                .expect("settings");
+        assert_eq!(s.listen.len(), 2);
+        assert_eq!(s.database_url, "mysql://root@127.0.0.1/test");
+        assert_eq!(s.wsim.ok_code, 0);
+        assert_eq!(s.public_url.as_deref(), Some("http://im.example.com"));
+    }
+
+    #[test]
+    fn bad_values_are_reported() {
+        assert!(Settings::merge(Cli::default(), &env_of(&[("WSIM_NODE_ID", "x")]), FileConfig::default())
+            .is_err());
+        assert!(Settings::merge(Cli::default(), &env_of(&[("WSIM_NODE_ID", "5000")]), FileConfig::default())
+            .is_err());
+        assert!(toml::from_str::<FileConfig>("nonsense_key = 1").is_err());
+    }
+
+    #[test]
+    fn example_config_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/wsim.example.toml");
+        let f = Settings::read_file(&path).expect("example config parses");
+        let s = Settings::merge(Cli::default(), &env_of(&[]), f).expect("example config is valid");
+        assert!(!s.listen.is_empty());
+    }
+}

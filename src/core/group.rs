@@ -1,0 +1,184 @@
+//! Group: one actor per active group. Knows the members (loaded from the store, kept in step with
+//! membership changes) and which of them are online, checks that senders are members, and fans stored
+//! messages out to the members' sessions.
+
+use std::collections::{HashMap, HashSet};
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+use super::message::{Draft, GroupKey, SharedMessage};
+use super::registry::{GroupGone, OnlineSessions, Registry};
+use super::session::{SessionDeliver, UserSession};
+use super::writer::{Persist, Persisted, StoreWriter};
+use super::{CoreError, Origin};
+use crate::store::rooms::members_of;
+use crate::store::Store;
+
+/// Send a message to the group.
+pub struct GroupSubmit {
+    pub draft: Draft,
+    pub origin: Origin,
+    pub ack: Option<oneshot::Sender<Result<SharedMessage, CoreError>>>,
+}
+impl actix::Message for GroupSubmit {
+    type Result = ();
+}
+
+/// A member's session is online.
+pub struct MemberOnline {
+    pub user: String,
+    pub session: Addr<UserSession>,
+}
+impl actix::Message for MemberOnline {
+    type Result = ();
+}
+
+/// Membership changed in the store; `added` carries the sessions of added users that are online.
+pub struct MembersChanged {
+    pub added: Vec<(String, Option<Addr<UserSession>>)>,
+    pub removed: Vec<String>,
+}
+impl actix::Message for MembersChanged {
+    type Result = ();
+}
+
+pub struct Group {
+    key: GroupKey,
+    registry: Addr<Registry>,
+    writer: Addr<StoreWriter>,
+    store: Store,
+    exists: bool,
+    members: HashSet<String>,
+    online: HashMap<String, Addr<UserSession>>,
+}
+
+impl Group {
+    pub fn new(key: GroupKey, registry: Addr<Registry>, writer: Addr<StoreWriter>, store: Store) -> Self {
+        Group { key, registry, writer, store, exists: false, members: HashSet::new(), online: HashMap::new() }
+    }
+}
+
+impl Actor for Group {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // Nothing else is handled until the members are loaded.
+        let store = self.store.clone();
+        let (app, id) = (self.key.app.clone(), self.key.group.clone());
+        let registry = self.registry.clone();
+        let load = async move {
+            let group = store
+                .run(move |c| {
+                    let exists = crate::store::rooms::group(c, &app, &id)?.is_some();
+                    if exists {
+                        Ok(Some(members_of(c, &app, &id)?))
+                    } else {
+                        Ok(None)
+                    }
+                })
+                .await;
+            group
+        };
+        ctx.wait(load.into_actor(self).then(move |res, act, _| {
+            let mut ask = None;
+            match res {
+                Ok(Some(members)) => {
+                    act.exists = true;
+                    act.members = members.iter().cloned().collect();
+                    ask = Some(members);
+                }
+                Ok(None) => {}
+                Err(e) => log::error!("group {}: loading members: {e}", act.key.group),
+            }
+            let app = act.key.app.clone();
+            async move {
+                match ask {
+                    Some(users) => registry.send(OnlineSessions { app, users }).await.unwrap_or_default(),
+                    None => Vec::new(),
+                }
+            }
+            .into_actor(act)
+            .map(|online, act, ctx| {
+                for (user, session) in online {
+                    act.online.insert(user, session);
+                }
+                if !act.exists {
+                    act.registry.do_send(GroupGone { key: act.key.clone(), addr: ctx.address() });
+                }
+            })
+        }));
+    }
+}
+
+impl Handler<GroupSubmit> for Group {
+    type Result = ();
+
+    fn handle(&mut self, msg: GroupSubmit, ctx: &mut Self::Context) {
+        let refuse = |err: CoreError, msg: GroupSubmit| {
+            msg.origin.reject(err.clone());
+            if let Some(ack) = msg.ack {
+                let _ = ack.send(Err(err));
+            }
+        };
+        if !self.exists {
+            return refuse(CoreError::NoSuchGroup, msg);
+        }
+        if !self.members.contains(&msg.draft.sender) {
+            return refuse(CoreError::NotMember, msg);
+        }
+        let persist =
+            Persist { draft: msg.draft, origin: msg.origin, notify: ctx.address().recipient(), ack: msg.ack };
+        if let Err(e) = self.writer.try_send(persist) {
+            let p = match e {
+                SendError::Full(p) | SendError::Closed(p) => p,
+            };
+            p.origin.reject(CoreError::Busy);
+            if let Some(ack) = p.ack {
+                let _ = ack.send(Err(CoreError::Busy));
+            }
+        }
+    }
+}
+
+impl Handler<Persisted> for Group {
+    type Result = ();
+
+    fn handle(&mut self, msg: Persisted, _: &mut Self::Context) {
+        let members = &self.members;
+        self.online.retain(|user, session| {
+            if !session.connected() {
+                return false;
+            }
+            if members.contains(user) {
+                session.do_send(SessionDeliver { msg: msg.msg.clone(), origin: msg.origin });
+            }
+            true
+        });
+    }
+}
+
+impl Handler<MemberOnline> for Group {
+    type Result = ();
+
+    fn handle(&mut self, msg: MemberOnline, _: &mut Self::Context) {
+        self.online.insert(msg.user, msg.session);
+    }
+}
+
+impl Handler<MembersChanged> for Group {
+    type Result = ();
+
+    fn handle(&mut self, msg: MembersChanged, _: &mut Self::Context) {
+        for user in msg.removed {
+            self.members.remove(&user);
+            self.online.remove(&user);
+        }
+        for (user, session) in msg.added {
+            if let Some(s) = session {
+                self.online.insert(user.clone(), s);
+            }
+            self.members.insert(user);
+        }
+    }
+}

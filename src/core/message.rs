@@ -1,0 +1,157 @@
+//! Domain types shared by the core, the store and the front-ends: users, conversations, messages.
+//! No wire format lives here.
+
+use std::sync::Arc;
+
+/// Identifies one live connection, unique for the life of the process.
+pub type ConnId = u64;
+
+/// Longest accepted user, group or app id, in bytes.
+pub const MAX_ID_LEN: usize = 64;
+
+/// True when `id` is acceptable as a user, group or app id: 1 to 64 bytes of printable characters
+/// (no control characters).
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_ID_LEN && !id.chars().any(char::is_control)
+}
+
+/// A user, within its app (tenant).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserKey {
+    pub app: String,
+    pub user: String,
+}
+
+impl UserKey {
+    pub fn new(app: impl Into<String>, user: impl Into<String>) -> Self {
+        UserKey { app: app.into(), user: user.into() }
+    }
+}
+
+/// A group (conversation), within its app.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct GroupKey {
+    pub app: String,
+    pub group: String,
+}
+
+impl GroupKey {
+    pub fn new(app: impl Into<String>, group: impl Into<String>) -> Self {
+        GroupKey { app: app.into(), group: group.into() }
+    }
+}
+
+/// The kinds of conversation the store knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConvKind {
+    Group = 0,
+    Direct = 1,
+}
+
+impl ConvKind {
+    pub fn from_i32(v: i32) -> ConvKind {
+        if v == 1 {
+            ConvKind::Direct
+        } else {
+            ConvKind::Group
+        }
+    }
+}
+
+/// The conversation id of the direct conversation between two users: both ids, sorted, joined by a
+/// newline (which no valid id contains, so it never collides with a group id).
+pub fn direct_conv_id(a: &str, b: &str) -> String {
+    if a <= b {
+        format!("{a}\n{b}")
+    } else {
+        format!("{b}\n{a}")
+    }
+}
+
+/// Where a message goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    User(String),
+    Group(String),
+}
+
+/// A message as stored and delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Time-ordered, unique across nodes (see `ids`).
+    pub id: i64,
+    pub app: String,
+    /// Conversation id: the group id, or [`direct_conv_id`] for a direct message.
+    pub conv: String,
+    pub sender: String,
+    /// The recipient of a direct message; empty for a group message.
+    pub recipient: String,
+    /// Message kind as the front-end named it (wsim: text, emotion, picture, audio, video).
+    pub kind: String,
+    pub payload: String,
+    /// Opaque client data relayed byte for byte.
+    pub extension: String,
+    /// Send time, microseconds since the Unix epoch (UTC).
+    pub sent_us: i64,
+}
+
+impl Message {
+    /// The group id when this is a group message.
+    pub fn group(&self) -> Option<&str> {
+        if self.recipient.is_empty() {
+            Some(&self.conv)
+        } else {
+            None
+        }
+    }
+
+    /// For a direct message, the participant that is not `user`.
+    pub fn peer_of(&self, user: &str) -> &str {
+        if self.sender == user {
+            &self.recipient
+        } else {
+            &self.sender
+        }
+    }
+}
+
+/// A stored message shared between every recipient without copying.
+pub type SharedMessage = Arc<Message>;
+
+/// A message as submitted by a front-end, before it has an id and a send time.
+#[derive(Debug, Clone)]
+pub struct Draft {
+    pub app: String,
+    pub sender: String,
+    pub target: Target,
+    pub kind: String,
+    pub payload: String,
+    pub extension: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_validated() {
+        for (id, ok) in [
+            ("", false),
+            ("1000001653", true),
+            ("张三", true),
+            ("a b", true),
+            ("a\nb", false),
+            ("tab\there", false),
+            (&"x".repeat(64), true),
+            (&"x".repeat(65), false),
+        ] {
+            assert_eq!(valid_id(id), ok, "{id:?}");
+        }
+    }
+
+    #[test]
+    fn direct_conversation_id_is_symmetric() {
+        assert_eq!(direct_conv_id("a", "b"), direct_conv_id("b", "a"));
+        assert_ne!(direct_conv_id("a", "bc"), direct_conv_id("ab", "c"));
+    }
+}

@@ -1,0 +1,92 @@
+//! The core: protocol-agnostic actors (registry, user sessions, groups, the store writer) and the
+//! domain types. Knows nothing of any wire format. May import `store`; never a front-end.
+//!
+//! Front-ends talk to the core through [`Core`] (a cheap, cloneable handle) and register each live
+//! connection as a [`ConnHandle`]: the core pushes [`Deliver`] and [`ConnEvent`] to it and the
+//! connection renders them in its own format.
+
+pub mod group;
+pub mod ids;
+pub mod message;
+pub mod registry;
+pub mod service;
+pub mod session;
+pub mod writer;
+
+use actix::prelude::*;
+
+pub use message::{ConnId, Draft, GroupKey, Message, SharedMessage, Target, UserKey};
+pub use service::Core;
+
+/// Why the core refused something.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CoreError {
+    #[error("not a member")]
+    NotMember,
+    #[error("no such group")]
+    NoSuchGroup,
+    #[error("bad id")]
+    BadId,
+    #[error("server busy")]
+    Busy,
+    #[error("storage failure")]
+    Storage,
+}
+
+/// A stored message for one connection to render.
+#[derive(Clone)]
+pub struct Deliver {
+    pub msg: SharedMessage,
+}
+
+impl actix::Message for Deliver {
+    type Result = ();
+}
+
+/// Control events from the core to a connection.
+#[derive(Debug, Clone)]
+pub enum ConnEvent {
+    /// A page of offline replay has been handed over and more is waiting: ask for it with
+    /// `session::ReplayNext` once the page has been written out.
+    ReplayPaused,
+    /// Something the connection sent was refused.
+    Rejected(CoreError),
+}
+
+impl actix::Message for ConnEvent {
+    type Result = ();
+}
+
+/// What the core keeps of a live connection.
+#[derive(Clone)]
+pub struct ConnHandle {
+    pub id: ConnId,
+    pub deliver: Recipient<Deliver>,
+    pub events: Recipient<ConnEvent>,
+}
+
+/// Who sent something, so refusals reach it and deliveries skip it.
+#[derive(Clone, Default)]
+pub struct Origin {
+    pub conn: Option<ConnId>,
+    pub events: Option<Recipient<ConnEvent>>,
+}
+
+impl Origin {
+    pub fn of(conn: &ConnHandle) -> Origin {
+        Origin { conn: Some(conn.id), events: Some(conn.events.clone()) }
+    }
+
+    pub fn reject(&self, err: CoreError) {
+        if let Some(ev) = &self.events {
+            ev.do_send(ConnEvent::Rejected(err));
+        }
+    }
+}
+
+/// Hands out connection ids, unique for the life of the process.
+pub fn next_conn_id() -> ConnId {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}

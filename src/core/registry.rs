@@ -1,0 +1,298 @@
+//! Registry: the directory of online user sessions and active groups. Starts them on demand, routes
+//! direct messages, and answers presence. Its handlers are small and never wait on the database.
+
+use std::collections::HashMap;
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+use super::group::{Group, GroupSubmit, MemberOnline, MembersChanged};
+use super::message::{Draft, GroupKey, SharedMessage, Target, UserKey};
+use super::session::{AttachConn, FlushCursors, SessionDeliver, UserSession};
+use super::writer::{Persist, Persisted, StoreWriter};
+use super::{ConnHandle, CoreError, Origin};
+use crate::store::Store;
+
+/// Log a connection in as `key`; answers with the user's session.
+pub struct Attach {
+    pub key: UserKey,
+    pub conn: ConnHandle,
+}
+impl actix::Message for Attach {
+    type Result = Addr<UserSession>;
+}
+
+/// Send a message (direct or to a group).
+pub struct Submit {
+    pub draft: Draft,
+    pub origin: Origin,
+    pub ack: Option<oneshot::Sender<Result<SharedMessage, CoreError>>>,
+}
+impl actix::Message for Submit {
+    type Result = ();
+}
+
+/// A session has no connection left; answers true when the registry forgot it (no attach is on its way).
+pub struct SessionIdle {
+    pub key: UserKey,
+    pub attaches_seen: u64,
+}
+impl actix::Message for SessionIdle {
+    type Result = bool;
+}
+
+/// A session came online; tell the active groups among `groups`.
+pub struct AnnounceOnline {
+    pub key: UserKey,
+    pub session: Addr<UserSession>,
+    pub groups: Vec<String>,
+}
+impl actix::Message for AnnounceOnline {
+    type Result = ();
+}
+
+/// The online sessions among `users`.
+pub struct OnlineSessions {
+    pub app: String,
+    pub users: Vec<String>,
+}
+impl actix::Message for OnlineSessions {
+    type Result = Vec<(String, Addr<UserSession>)>;
+}
+
+/// Which of `users` are online.
+pub struct WhoIsOnline {
+    pub app: String,
+    pub users: Vec<String>,
+}
+impl actix::Message for WhoIsOnline {
+    type Result = Vec<String>;
+}
+
+/// Group membership changed in the store.
+pub struct MembershipChanged {
+    pub key: GroupKey,
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+}
+impl actix::Message for MembershipChanged {
+    type Result = ();
+}
+
+/// A group actor found its group missing; forget it if it is still the registered one.
+pub struct GroupGone {
+    pub key: GroupKey,
+    pub addr: Addr<Group>,
+}
+impl actix::Message for GroupGone {
+    type Result = ();
+}
+
+/// Ask every session to store its watermarks (shutdown).
+pub struct FlushSessions;
+impl actix::Message for FlushSessions {
+    type Result = ();
+}
+
+struct SessionEntry {
+    addr: Addr<UserSession>,
+    attaches: u64,
+}
+
+pub struct Registry {
+    writer: Addr<StoreWriter>,
+    store: Store,
+    users: HashMap<UserKey, SessionEntry>,
+    groups: HashMap<GroupKey, Addr<Group>>,
+}
+
+impl Registry {
+    pub fn new(writer: Addr<StoreWriter>, store: Store) -> Self {
+        Registry { writer, store, users: HashMap::new(), groups: HashMap::new() }
+    }
+
+    fn group(&mut self, key: &GroupKey, ctx: &mut Context<Self>) -> Addr<Group> {
+        if let Some(g) = self.groups.get(key) {
+            if g.connected() {
+                return g.clone();
+            }
+        }
+        let g = Group::new(key.clone(), ctx.address(), self.writer.clone(), self.store.clone()).start();
+        self.groups.insert(key.clone(), g.clone());
+        g
+    }
+
+    fn session(&self, app: &str, user: &str) -> Option<&Addr<UserSession>> {
+        // Lookups by borrowed parts would need a custom key; ids are short, so build the key.
+        self.users.get(&UserKey::new(app, user)).map(|e| &e.addr)
+    }
+}
+
+impl Actor for Registry {
+    type Context = Context<Self>;
+}
+
+impl Handler<Attach> for Registry {
+    type Result = MessageResult<Attach>;
+
+    fn handle(&mut self, msg: Attach, ctx: &mut Self::Context) -> Self::Result {
+        let entry = match self.users.get_mut(&msg.key) {
+            Some(e) if e.addr.connected() => e,
+            _ => {
+                let addr =
+                    UserSession::new(msg.key.clone(), ctx.address(), self.writer.clone(), self.store.clone())
+                        .start();
+                self.users.insert(msg.key.clone(), SessionEntry { addr, attaches: 0 });
+                self.users.get_mut(&msg.key).expect("just inserted")
+            }
+        };
+        entry.attaches += 1;
+        entry.addr.do_send(AttachConn { conn: msg.conn });
+        MessageResult(entry.addr.clone())
+    }
+}
+
+impl Handler<SessionIdle> for Registry {
+    type Result = bool;
+
+    fn handle(&mut self, msg: SessionIdle, _: &mut Self::Context) -> bool {
+        match self.users.get(&msg.key) {
+            Some(e) if e.attaches > msg.attaches_seen => false,
+            Some(_) => {
+                self.users.remove(&msg.key);
+                true
+            }
+            None => true,
+        }
+    }
+}
+
+impl Handler<Submit> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Submit, ctx: &mut Self::Context) {
+        match &msg.draft.target {
+            Target::Group(g) => {
+                let key = GroupKey::new(msg.draft.app.clone(), g.clone());
+                self.group(&key, ctx).do_send(GroupSubmit {
+                    draft: msg.draft,
+                    origin: msg.origin,
+                    ack: msg.ack,
+                });
+            }
+            Target::User(_) => {
+                let persist = Persist {
+                    draft: msg.draft,
+                    origin: msg.origin,
+                    notify: ctx.address().recipient(),
+                    ack: msg.ack,
+                };
+                if let Err(e) = self.writer.try_send(persist) {
+                    let p = match e {
+                        SendError::Full(p) | SendError::Closed(p) => p,
+                    };
+                    p.origin.reject(CoreError::Busy);
+                    if let Some(ack) = p.ack {
+                        let _ = ack.send(Err(CoreError::Busy));
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Handler<Persisted> for Registry {
+    type Result = ();
+
+    /// A direct message is stored: deliver it to the recipient's connections and to the sender's
+    /// other connections.
+    fn handle(&mut self, msg: Persisted, _: &mut Self::Context) {
+        let m = &msg.msg;
+        if let Some(s) = self.session(&m.app, &m.recipient) {
+            let origin = if m.recipient == m.sender { msg.origin } else { None };
+            s.do_send(SessionDeliver { msg: msg.msg.clone(), origin });
+        }
+        if m.recipient != m.sender {
+            if let Some(s) = self.session(&m.app, &m.sender) {
+                s.do_send(SessionDeliver { msg: msg.msg.clone(), origin: msg.origin });
+            }
+        }
+    }
+}
+
+impl Handler<AnnounceOnline> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: AnnounceOnline, _: &mut Self::Context) {
+        for g in msg.groups {
+            if let Some(group) = self.groups.get(&GroupKey::new(msg.key.app.clone(), g)) {
+                group.do_send(MemberOnline { user: msg.key.user.clone(), session: msg.session.clone() });
+            }
+        }
+    }
+}
+
+impl Handler<OnlineSessions> for Registry {
+    type Result = MessageResult<OnlineSessions>;
+
+    fn handle(&mut self, msg: OnlineSessions, _: &mut Self::Context) -> Self::Result {
+        let out = msg
+            .users
+            .into_iter()
+            .filter_map(|u| {
+                let s = self.session(&msg.app, &u)?.clone();
+                Some((u, s))
+            })
+            .collect();
+        MessageResult(out)
+    }
+}
+
+impl Handler<WhoIsOnline> for Registry {
+    type Result = MessageResult<WhoIsOnline>;
+
+    fn handle(&mut self, msg: WhoIsOnline, _: &mut Self::Context) -> Self::Result {
+        let out = msg.users.into_iter().filter(|u| self.session(&msg.app, u).is_some()).collect();
+        MessageResult(out)
+    }
+}
+
+impl Handler<MembershipChanged> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: MembershipChanged, _: &mut Self::Context) {
+        let Some(group) = self.groups.get(&msg.key) else { return };
+        let added = msg
+            .added
+            .into_iter()
+            .map(|u| {
+                let s = self.session(&msg.key.app, &u).cloned();
+                (u, s)
+            })
+            .collect();
+        group.do_send(MembersChanged { added, removed: msg.removed });
+    }
+}
+
+impl Handler<GroupGone> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: GroupGone, _: &mut Self::Context) {
+        if self.groups.get(&msg.key).is_some_and(|g| *g == msg.addr) {
+            self.groups.remove(&msg.key);
+        }
+    }
+}
+
+impl Handler<FlushSessions> for Registry {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: FlushSessions, _: &mut Self::Context) -> Self::Result {
+        let sessions: Vec<Addr<UserSession>> = self.users.values().map(|e| e.addr.clone()).collect();
+        Box::pin(async move {
+            for s in sessions {
+                let _ = s.send(FlushCursors).await;
+            }
+        })
+    }
+}

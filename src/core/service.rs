@@ -1,0 +1,236 @@
+//! [`Core`]: the handle front-ends use. Starts the core actors and offers the operations front-ends
+//! need (log in, send, group management, queries), keeping storage and delivery consistent: a
+//! membership change is stored and then applied to live routing at once.
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+use super::ids::{now_us, IdGen};
+use super::message::{direct_conv_id, Draft, GroupKey, Message, SharedMessage, UserKey};
+use super::registry::{Attach, FlushSessions, MembershipChanged, Registry, Submit, WhoIsOnline};
+use super::session::UserSession;
+use super::writer::{Flush, StoreWriter};
+use super::{ConnHandle, CoreError, Origin};
+use crate::store::models::UserRow;
+use crate::store::rooms::{self, GroupRecord, NewGroup};
+use crate::store::{messages, users, Store, StoreError};
+
+/// Settings the core needs.
+#[derive(Debug, Clone)]
+pub struct CoreSettings {
+    pub node_id: u16,
+    pub max_batch: usize,
+}
+
+/// A cheap, cloneable handle on the running core.
+#[derive(Clone)]
+pub struct Core {
+    pub store: Store,
+    registry: Addr<Registry>,
+    writer: Addr<StoreWriter>,
+}
+
+impl From<StoreError> for CoreError {
+    fn from(e: StoreError) -> Self {
+        log::error!("storage: {e}");
+        CoreError::Storage
+    }
+}
+
+impl Core {
+    /// Starts the core actors on one arbiter of their own.
+    pub fn start(store: Store, settings: &CoreSettings) -> Core {
+        let ids = Arc::new(IdGen::new(settings.node_id));
+        let arbiter = Arbiter::new();
+        let handle = arbiter.handle();
+        let (s, w) = (store.clone(), settings.max_batch);
+        let writer = StoreWriter::start_in_arbiter(&handle, move |_| StoreWriter::new(s, ids, w));
+        let (s, wr) = (store.clone(), writer.clone());
+        let registry = Registry::start_in_arbiter(&handle, move |_| Registry::new(wr, s));
+        // The arbiter lives as long as the process.
+        std::mem::forget(arbiter);
+        Core { store, registry, writer }
+    }
+
+    /// Attaches a connection as `key`; the session starts its offline replay to it.
+    pub async fn login(&self, key: UserKey, conn: ConnHandle) -> Result<Addr<UserSession>, CoreError> {
+        self.registry.send(Attach { key, conn }).await.map_err(|_| CoreError::Busy)
+    }
+
+    /// Sends a message; refusals go to `origin`, deliveries skip `origin`'s connection.
+    pub fn submit(&self, draft: Draft, origin: Origin) {
+        self.registry.do_send(Submit { draft, origin, ack: None });
+    }
+
+    /// Sends a message and waits until it is stored.
+    pub async fn submit_acked(&self, draft: Draft, origin: Origin) -> Result<SharedMessage, CoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.registry.do_send(Submit { draft, origin, ack: Some(tx) });
+        rx.await.map_err(|_| CoreError::Busy)?
+    }
+
+    /// Waits until every accepted message and watermark is written (graceful shutdown).
+    pub async fn flush(&self) {
+        let _ = self.registry.send(FlushSessions).await;
+        let _ = self.writer.send(Flush).await;
+    }
+
+    pub async fn online_among(&self, app: &str, users: Vec<String>) -> Vec<String> {
+        self.registry.send(WhoIsOnline { app: app.to_string(), users }).await.unwrap_or_default()
+    }
+
+    pub async fn create_group(
+        &self,
+        app: &str,
+        creator: &str,
+        name: &str,
+        notice: &str,
+        members: Vec<String>,
+        snap: &str,
+    ) -> Result<GroupRecord, CoreError> {
+        let (app, creator, name, notice, snap) =
+            (app.to_string(), creator.to_string(), name.to_string(), notice.to_string(), snap.to_string());
+        Ok(self
+            .store
+            .run(move |c| {
+                rooms::create_group(
+                    c,
+                    &NewGroup {
+                        app: &app,
+                        creator: &creator,
+                        name: &name,
+                        notice: &notice,
+                        members: &members,
+                        snap: &snap,
+                    },
+                )
+            })
+            .await?)
+    }
+
+    pub async fn group(&self, app: &str, group: &str) -> Result<Option<GroupRecord>, CoreError> {
+        let (app, group) = (app.to_string(), group.to_string());
+        Ok(self.store.run(move |c| rooms::group(c, &app, &group)).await?)
+    }
+
+    pub async fn groups_of(&self, app: &str, user: &str) -> Result<Vec<GroupRecord>, CoreError> {
+        let (app, user) = (app.to_string(), user.to_string());
+        Ok(self.store.run(move |c| rooms::groups_of(c, &app, &user)).await?)
+    }
+
+    /// Adds members; returns those that were new. Live routing follows at once.
+    pub async fn add_members(
+        &self,
+        app: &str,
+        group: &str,
+        users: Vec<String>,
+    ) -> Result<Vec<String>, CoreError> {
+        let (a, g) = (app.to_string(), group.to_string());
+        let added = self.store.run(move |c| rooms::add_members(c, &a, &g, &users)).await?;
+        self.registry.do_send(MembershipChanged {
+            key: GroupKey::new(app, group),
+            added: added.clone(),
+            removed: Vec::new(),
+        });
+        Ok(added)
+    }
+
+    /// Removes members; returns those that were members. Live routing follows at once.
+    pub async fn remove_members(
+        &self,
+        app: &str,
+        group: &str,
+        users: Vec<String>,
+    ) -> Result<Vec<String>, CoreError> {
+        let (a, g) = (app.to_string(), group.to_string());
+        let removed = self.store.run(move |c| rooms::remove_members(c, &a, &g, &users)).await?;
+        self.registry.do_send(MembershipChanged {
+            key: GroupKey::new(app, group),
+            added: Vec::new(),
+            removed: removed.clone(),
+        });
+        Ok(removed)
+    }
+
+    pub async fn edit_group(
+        &self,
+        app: &str,
+        group: &str,
+        name: Option<String>,
+        notice: Option<String>,
+    ) -> Result<(), CoreError> {
+        let (app, group) = (app.to_string(), group.to_string());
+        Ok(self
+            .store
+            .run(move |c| rooms::edit_group(c, &app, &group, name.as_deref(), notice.as_deref()))
+            .await?)
+    }
+
+    pub async fn set_group_snap(&self, app: &str, group: &str, snap: &str) -> Result<(), CoreError> {
+        let (app, group, snap) = (app.to_string(), group.to_string(), snap.to_string());
+        Ok(self.store.run(move |c| rooms::set_snap(c, &app, &group, &snap)).await?)
+    }
+
+    pub async fn set_profile(
+        &self,
+        key: UserKey,
+        nickname: Option<String>,
+        avatar: Option<String>,
+        default_avatar: &str,
+    ) -> Result<UserRow, CoreError> {
+        let default_avatar = default_avatar.to_string();
+        Ok(self
+            .store
+            .run(move |c| {
+                users::set_profile(
+                    c,
+                    &key.app,
+                    &key.user,
+                    nickname.as_deref(),
+                    avatar.as_deref(),
+                    &default_avatar,
+                )
+            })
+            .await?)
+    }
+
+    pub async fn profiles(
+        &self,
+        app: &str,
+        ids: Vec<String>,
+    ) -> Result<std::collections::HashMap<String, UserRow>, CoreError> {
+        let app = app.to_string();
+        Ok(self.store.run(move |c| users::profiles(c, &app, &ids)).await?)
+    }
+
+    /// Up to `limit` messages of a group sent before `before_us`, oldest first.
+    pub async fn group_history(
+        &self,
+        app: &str,
+        group: &str,
+        before_us: i64,
+        limit: i64,
+    ) -> Result<Vec<Message>, CoreError> {
+        let (app, conv) = (app.to_string(), group.to_string());
+        Ok(self.store.run(move |c| messages::history_before(c, &app, &conv, before_us, limit)).await?)
+    }
+
+    /// Up to `limit` messages between two users sent before `before_us`, oldest first.
+    pub async fn direct_history(
+        &self,
+        app: &str,
+        a: &str,
+        b: &str,
+        before_us: i64,
+        limit: i64,
+    ) -> Result<Vec<Message>, CoreError> {
+        let (app, conv) = (app.to_string(), direct_conv_id(a, b));
+        Ok(self.store.run(move |c| messages::history_before(c, &app, &conv, before_us, limit)).await?)
+    }
+
+    pub fn now_us() -> i64 {
+        now_us()
+    }
+}

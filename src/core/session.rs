@@ -1,0 +1,366 @@
+//! UserSession: one actor per online user. Holds the user's live connections, hands every message
+//! to each of them, replays what the user missed, and keeps the user's delivery watermarks.
+//!
+//! Watermarks move only when a connection reports that a message was written out (`Delivered`), so
+//! what sat in the queue of a connection that was dropped is replayed at the next login.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+use super::message::{ConnId, ConvKind, SharedMessage, UserKey};
+use super::registry::{AnnounceOnline, Registry, SessionIdle};
+use super::writer::{SaveCursors, StoreWriter};
+use super::{ConnEvent, ConnHandle, Deliver};
+use crate::store::messages::{conversations_of, replay_page, Cursor};
+use crate::store::Store;
+
+/// Messages per replay page.
+pub const REPLAY_PAGE: i64 = 200;
+/// Live messages held for a connection while its replay runs; beyond this they are dropped and
+/// fetched again from the store.
+const REPLAY_BUFFER: usize = 1024;
+const CURSOR_FLUSH_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Attach a logged-in connection (sent by the registry).
+pub struct AttachConn {
+    pub conn: ConnHandle,
+}
+impl actix::Message for AttachConn {
+    type Result = ();
+}
+
+/// A connection has gone; `delivered` is its last report.
+pub struct DetachConn {
+    pub conn: ConnId,
+    pub delivered: Vec<(String, i64)>,
+}
+impl actix::Message for DetachConn {
+    type Result = ();
+}
+
+/// A connection wrote these messages out: the highest id per conversation.
+pub struct Delivered {
+    pub conn: ConnId,
+    pub delivered: Vec<(String, i64)>,
+}
+impl actix::Message for Delivered {
+    type Result = ();
+}
+
+/// A connection is ready for the next replay page.
+pub struct ReplayNext {
+    pub conn: ConnId,
+}
+impl actix::Message for ReplayNext {
+    type Result = ();
+}
+
+/// A stored message for this user (from a group or the registry).
+pub struct SessionDeliver {
+    pub msg: SharedMessage,
+    /// The sending connection, which does not get its own message back.
+    pub origin: Option<ConnId>,
+}
+impl actix::Message for SessionDeliver {
+    type Result = ();
+}
+
+/// Write dirty watermarks now; answers when they are stored.
+pub struct FlushCursors;
+impl actix::Message for FlushCursors {
+    type Result = ();
+}
+
+struct Replay {
+    cursors: HashMap<String, i64>,
+    buffer: Vec<SharedMessage>,
+    overflow: bool,
+}
+
+struct ConnEntry {
+    handle: ConnHandle,
+    replay: Option<Replay>,
+}
+
+pub struct UserSession {
+    key: UserKey,
+    registry: Addr<Registry>,
+    writer: Addr<StoreWriter>,
+    store: Store,
+    conns: HashMap<ConnId, ConnEntry>,
+    delivered: HashMap<String, i64>,
+    dirty: HashSet<String>,
+    attaches_seen: u64,
+    announced: bool,
+}
+
+impl UserSession {
+    pub fn new(key: UserKey, registry: Addr<Registry>, writer: Addr<StoreWriter>, store: Store) -> Self {
+        UserSession {
+            key,
+            registry,
+            writer,
+            store,
+            conns: HashMap::new(),
+            delivered: HashMap::new(),
+            dirty: HashSet::new(),
+            attaches_seen: 0,
+            announced: false,
+        }
+    }
+
+    fn note_delivered(&mut self, delivered: Vec<(String, i64)>) {
+        for (conv, id) in delivered {
+            let e = self.delivered.entry(conv.clone()).or_insert(0);
+            if id > *e {
+                *e = id;
+                self.dirty.insert(conv);
+            }
+        }
+    }
+
+    fn take_dirty(&mut self) -> Vec<Cursor> {
+        let dirty = std::mem::take(&mut self.dirty);
+        dirty
+            .into_iter()
+            .filter_map(|conv| {
+                let upto = *self.delivered.get(&conv)?;
+                Some(Cursor { app: self.key.app.clone(), user: self.key.user.clone(), conv, upto })
+            })
+            .collect()
+    }
+
+    fn save_cursors(&mut self, done: Option<oneshot::Sender<bool>>) {
+        let cursors = self.take_dirty();
+        if cursors.is_empty() {
+            if let Some(done) = done {
+                let _ = done.send(true);
+            }
+            return;
+        }
+        if let Err(e) = self.writer.try_send(SaveCursors { cursors, done }) {
+            // Keep them dirty and try again on the next tick.
+            let SaveCursors { cursors, done } = match e {
+                SendError::Full(s) | SendError::Closed(s) => s,
+            };
+            self.dirty.extend(cursors.into_iter().map(|c| c.conv));
+            if let Some(done) = done {
+                let _ = done.send(false);
+            }
+        }
+    }
+
+    fn start_replay(&mut self, conn: ConnId, ctx: &mut Context<Self>) {
+        let Some(entry) = self.conns.get_mut(&conn) else { return };
+        let previous = entry.replay.take().map(|r| r.cursors).unwrap_or_default();
+        entry.replay = Some(Replay { cursors: HashMap::new(), buffer: Vec::new(), overflow: false });
+        let (app, user) = (self.key.app.clone(), self.key.user.clone());
+        let store = self.store.clone();
+        let fut = async move { store.run(move |c| conversations_of(c, &app, &user)).await };
+        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+            let convs = match res {
+                Ok(convs) => convs,
+                Err(e) => {
+                    log::error!("replay for {}: {e}", act.key.user);
+                    act.finish_replay(conn, ctx);
+                    return;
+                }
+            };
+            if !act.announced {
+                act.announced = true;
+                let groups =
+                    convs.iter().filter(|c| c.kind == ConvKind::Group).map(|c| c.conv.clone()).collect();
+                act.registry.do_send(AnnounceOnline { key: act.key.clone(), session: ctx.address(), groups });
+            }
+            let mut cursors = HashMap::new();
+            for c in convs {
+                let mut upto = c.delivered_upto;
+                if let Some(&mem) = act.delivered.get(&c.conv) {
+                    upto = upto.max(mem);
+                }
+                if let Some(&prev) = previous.get(&c.conv) {
+                    upto = upto.max(prev);
+                }
+                if c.last_msg_id > upto {
+                    cursors.insert(c.conv, upto);
+                }
+            }
+            if let Some(r) = act.conns.get_mut(&conn).and_then(|e| e.replay.as_mut()) {
+                r.cursors = cursors;
+                act.next_page(conn, ctx);
+            }
+        }));
+    }
+
+    fn next_page(&mut self, conn: ConnId, ctx: &mut Context<Self>) {
+        let Some(replay) = self.conns.get(&conn).and_then(|e| e.replay.as_ref()) else { return };
+        if replay.cursors.is_empty() {
+            self.finish_replay(conn, ctx);
+            return;
+        }
+        let after: Vec<(String, i64)> = replay.cursors.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        let (app, user) = (self.key.app.clone(), self.key.user.clone());
+        let store = self.store.clone();
+        let fut = async move { store.run(move |c| replay_page(c, &app, &user, &after, REPLAY_PAGE)).await };
+        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+            let Some(entry) = act.conns.get_mut(&conn) else { return };
+            let page = match res {
+                Ok(page) => page,
+                Err(e) => {
+                    log::error!("replay page for {}: {e}", act.key.user);
+                    act.finish_replay(conn, ctx);
+                    return;
+                }
+            };
+            let full = page.len() as i64 >= REPLAY_PAGE;
+            if let Some(r) = entry.replay.as_mut() {
+                for m in page {
+                    r.cursors.insert(m.conv.clone(), m.id);
+                    entry.handle.deliver.do_send(Deliver { msg: std::sync::Arc::new(m) });
+                }
+            }
+            if full {
+                entry.handle.events.do_send(ConnEvent::ReplayPaused);
+            } else {
+                act.finish_replay(conn, ctx);
+            }
+        }));
+    }
+
+    fn finish_replay(&mut self, conn: ConnId, ctx: &mut Context<Self>) {
+        let Some(entry) = self.conns.get_mut(&conn) else { return };
+        let Some(replay) = entry.replay.as_mut() else { return };
+        if replay.overflow {
+            // Live messages were dropped while replaying: go round once more from the store (the
+            // cursors reached so far are kept, so nothing is sent twice).
+            replay.overflow = false;
+            replay.buffer.clear();
+            self.start_replay(conn, ctx);
+            return;
+        }
+        let Some(replay) = entry.replay.take() else { return };
+        for msg in replay.buffer {
+            let seen = replay.cursors.get(&msg.conv).copied().unwrap_or(i64::MIN);
+            if msg.sender == self.key.user || msg.id > seen {
+                entry.handle.deliver.do_send(Deliver { msg });
+            }
+        }
+    }
+
+    /// The last connection left: store the watermarks, then ask the registry to forget this session
+    /// unless a new connection is already on its way.
+    fn begin_idle(&mut self, ctx: &mut Context<Self>) {
+        let (tx, rx) = oneshot::channel();
+        self.save_cursors(Some(tx));
+        let registry = self.registry.clone();
+        let key = self.key.clone();
+        let fut = async move {
+            let _ = rx.await;
+        };
+        ctx.wait(fut.into_actor(self).then(move |_, act, _| {
+            let msg = SessionIdle { key, attaches_seen: act.attaches_seen };
+            let conns_empty = act.conns.is_empty();
+            async move {
+                if conns_empty {
+                    registry.send(msg).await.unwrap_or(true)
+                } else {
+                    false
+                }
+            }
+            .into_actor(act)
+            .map(|forget, act, ctx| {
+                if forget && act.conns.is_empty() {
+                    ctx.stop();
+                }
+            })
+        }));
+    }
+}
+
+impl Actor for UserSession {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(CURSOR_FLUSH_INTERVAL, |act, _| {
+            if !act.dirty.is_empty() {
+                act.save_cursors(None);
+            }
+        });
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        if !self.dirty.is_empty() {
+            self.save_cursors(None);
+        }
+    }
+}
+
+impl Handler<AttachConn> for UserSession {
+    type Result = ();
+
+    fn handle(&mut self, msg: AttachConn, ctx: &mut Self::Context) {
+        self.attaches_seen += 1;
+        let id = msg.conn.id;
+        self.conns.insert(id, ConnEntry { handle: msg.conn, replay: None });
+        self.start_replay(id, ctx);
+    }
+}
+
+impl Handler<DetachConn> for UserSession {
+    type Result = ();
+
+    fn handle(&mut self, msg: DetachConn, ctx: &mut Self::Context) {
+        self.note_delivered(msg.delivered);
+        if self.conns.remove(&msg.conn).is_some() && self.conns.is_empty() {
+            self.begin_idle(ctx);
+        }
+    }
+}
+
+impl Handler<Delivered> for UserSession {
+    type Result = ();
+
+    fn handle(&mut self, msg: Delivered, _: &mut Self::Context) {
+        self.note_delivered(msg.delivered);
+    }
+}
+
+impl Handler<ReplayNext> for UserSession {
+    type Result = ();
+
+    fn handle(&mut self, msg: ReplayNext, ctx: &mut Self::Context) {
+        self.next_page(msg.conn, ctx);
+    }
+}
+
+impl Handler<SessionDeliver> for UserSession {
+    type Result = ();
+
+    fn handle(&mut self, msg: SessionDeliver, _: &mut Self::Context) {
+        for (id, entry) in self.conns.iter_mut() {
+            if Some(*id) == msg.origin {
+                continue;
+            }
+            match entry.replay.as_mut() {
+                Some(r) if r.buffer.len() >= REPLAY_BUFFER => r.overflow = true,
+                Some(r) => r.buffer.push(msg.msg.clone()),
+                None => entry.handle.deliver.do_send(Deliver { msg: msg.msg.clone() }),
+            }
+        }
+    }
+}
+
+impl Handler<FlushCursors> for UserSession {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: FlushCursors, _: &mut Self::Context) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.save_cursors(Some(tx));
+        Box::pin(async move {
+            let _ = rx.await;
+        })
+    }
+}

@@ -1,0 +1,231 @@
+//! The store writer: the one actor that writes messages and delivery watermarks.
+//!
+//! Group commit: while one transaction is in flight, new work accumulates; when it finishes, everything
+//! that accumulated (up to `max_batch` messages) goes out in the next transaction. A burst of messages
+//! therefore costs few transactions, and ids (assigned here, in arrival order) match commit order.
+//! Recipients are notified only after the commit, in id order.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+use super::ids::{now_us, IdGen};
+use super::message::{direct_conv_id, Draft, Message, SharedMessage, Target};
+use super::{CoreError, Origin};
+use crate::store::messages::{write_batch, Cursor};
+use crate::store::Store;
+
+/// How many messages the writer's mailbox holds before senders are told the server is busy.
+pub const WRITER_MAILBOX: usize = 50_000;
+const KNOWN_DIRECT_MAX: usize = 200_000;
+
+/// Store a message, then tell `notify` (in id order) or the origin why it failed.
+pub struct Persist {
+    pub draft: Draft,
+    pub origin: Origin,
+    pub notify: Recipient<Persisted>,
+    /// Answered after the commit, for front-ends that acknowledge sends.
+    pub ack: Option<oneshot::Sender<Result<SharedMessage, CoreError>>>,
+}
+
+impl actix::Message for Persist {
+    type Result = ();
+}
+
+/// A message is stored; deliver it.
+#[derive(Clone)]
+pub struct Persisted {
+    pub msg: SharedMessage,
+    /// The connection that sent it (excluded from delivery).
+    pub origin: Option<super::message::ConnId>,
+}
+
+impl actix::Message for Persisted {
+    type Result = ();
+}
+
+/// Raise delivery watermarks; `done` is answered once they are written.
+pub struct SaveCursors {
+    pub cursors: Vec<Cursor>,
+    pub done: Option<oneshot::Sender<bool>>,
+}
+
+impl actix::Message for SaveCursors {
+    type Result = ();
+}
+
+/// Answers once everything received so far is written.
+pub struct Flush;
+
+impl actix::Message for Flush {
+    type Result = ();
+}
+
+struct Job {
+    msg: SharedMessage,
+    origin: Origin,
+    notify: Recipient<Persisted>,
+    ack: Option<oneshot::Sender<Result<SharedMessage, CoreError>>>,
+}
+
+pub struct StoreWriter {
+    store: Store,
+    ids: Arc<IdGen>,
+    max_batch: usize,
+    queue: VecDeque<Job>,
+    cursors: Vec<Cursor>,
+    cursor_waiters: Vec<oneshot::Sender<bool>>,
+    flush_waiters: Vec<oneshot::Sender<()>>,
+    in_flight: bool,
+    known_direct: HashSet<(String, String)>,
+}
+
+impl StoreWriter {
+    pub fn new(store: Store, ids: Arc<IdGen>, max_batch: usize) -> Self {
+        StoreWriter {
+            store,
+            ids,
+            max_batch: max_batch.max(1),
+            queue: VecDeque::new(),
+            cursors: Vec::new(),
+            cursor_waiters: Vec::new(),
+            flush_waiters: Vec::new(),
+            in_flight: false,
+            known_direct: HashSet::new(),
+        }
+    }
+
+    fn stamp(&self, draft: Draft) -> Message {
+        let (conv, recipient) = match draft.target {
+            Target::User(to) => (direct_conv_id(&draft.sender, &to), to),
+            Target::Group(g) => (g, String::new()),
+        };
+        Message {
+            id: self.ids.next(),
+            app: draft.app,
+            conv,
+            sender: draft.sender,
+            recipient,
+            kind: draft.kind,
+            payload: draft.payload,
+            extension: draft.extension,
+            sent_us: now_us(),
+        }
+    }
+
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        if self.in_flight {
+            return;
+        }
+        if self.queue.is_empty() && self.cursors.is_empty() {
+            for w in self.flush_waiters.drain(..) {
+                let _ = w.send(());
+            }
+            return;
+        }
+        let n = self.queue.len().min(self.max_batch);
+        let jobs: Vec<Job> = self.queue.drain(..n).collect();
+        let cursors = std::mem::take(&mut self.cursors);
+        let cursor_waiters = std::mem::take(&mut self.cursor_waiters);
+        let msgs: Vec<SharedMessage> = jobs.iter().map(|j| j.msg.clone()).collect();
+        let new_direct: Vec<usize> = msgs
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| {
+                !m.recipient.is_empty() && !self.known_direct.contains(&(m.app.clone(), m.conv.clone()))
+            })
+            .map(|(i, _)| i)
+            .collect();
+        self.in_flight = true;
+        let store = self.store.clone();
+        let fut = async move {
+            store
+                .run(move |conn| {
+                    let batch: Vec<&Message> = msgs.iter().map(|m| m.as_ref()).collect();
+                    let direct: Vec<&Message> = new_direct.iter().map(|&i| batch[i]).collect();
+                    write_batch(conn, &batch, &direct, &cursors)
+                })
+                .await
+        };
+        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+            act.in_flight = false;
+            match res {
+                Ok(()) => {
+                    if act.known_direct.len() > KNOWN_DIRECT_MAX {
+                        act.known_direct.clear();
+                    }
+                    for job in jobs {
+                        if !job.msg.recipient.is_empty() {
+                            act.known_direct.insert((job.msg.app.clone(), job.msg.conv.clone()));
+                        }
+                        job.notify.do_send(Persisted { msg: job.msg.clone(), origin: job.origin.conn });
+                        if let Some(ack) = job.ack {
+                            let _ = ack.send(Ok(job.msg));
+                        }
+                    }
+                    for w in cursor_waiters {
+                        let _ = w.send(true);
+                    }
+                }
+                Err(e) => {
+                    log::error!("store writer: batch of {} messages failed: {e}", jobs.len());
+                    for job in jobs {
+                        job.origin.reject(CoreError::Storage);
+                        if let Some(ack) = job.ack {
+                            let _ = ack.send(Err(CoreError::Storage));
+                        }
+                    }
+                    for w in cursor_waiters {
+                        let _ = w.send(false);
+                    }
+                }
+            }
+            act.flush(ctx);
+        }));
+    }
+}
+
+impl Actor for StoreWriter {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(WRITER_MAILBOX);
+    }
+}
+
+impl Handler<Persist> for StoreWriter {
+    type Result = ();
+
+    fn handle(&mut self, p: Persist, ctx: &mut Self::Context) {
+        let msg = Arc::new(self.stamp(p.draft));
+        self.queue.push_back(Job { msg, origin: p.origin, notify: p.notify, ack: p.ack });
+        self.flush(ctx);
+    }
+}
+
+impl Handler<SaveCursors> for StoreWriter {
+    type Result = ();
+
+    fn handle(&mut self, s: SaveCursors, ctx: &mut Self::Context) {
+        self.cursors.extend(s.cursors);
+        if let Some(done) = s.done {
+            self.cursor_waiters.push(done);
+        }
+        self.flush(ctx);
+    }
+}
+
+impl Handler<Flush> for StoreWriter {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Flush, ctx: &mut Self::Context) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.flush_waiters.push(tx);
+        self.flush(ctx);
+        Box::pin(async move {
+            let _ = rx.await;
+        })
+    }
+}

@@ -1,0 +1,11 @@
+//! wsim: an instant-messaging server with one actor core behind several protocols.
+//!
+//! Dependency direction (a module never imports from its right):
+//! `core::{message, ids}` → `store` → `core` actors → `transport` → `proto::*` → `server` → `main`.
+
+pub mod config;
+pub mod core;
+pub mod proto;
+pub mod server;
+pub mod store;
+pub mod transport;

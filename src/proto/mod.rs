@@ -1,0 +1,4 @@
+//! Front-ends: one folder per protocol. Each owns its wire format, its connection actors and its
+//! HTTP handlers, and reaches storage and delivery only through `core::Core`.
+
+pub mod wsim;

@@ -1,0 +1,341 @@
+//! EntryConn: one actor per `/entry` WebSocket. Owns the socket, the heartbeat, the bounded outbound
+//! queue and the protocol state (logged in or not); turns signals into core calls and core deliveries
+//! into receive frames.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_web_actors::ws::{self, CloseCode, CloseReason, ProtocolError};
+use bytes::BytesMut;
+
+use super::codec::{self, Scope, Signal};
+use super::render::{error_frame, incoming_frame};
+use crate::core::message::{ConnId, Draft, Target, UserKey};
+use crate::core::session::{Delivered, DetachConn, ReplayNext, UserSession};
+use crate::core::{next_conn_id, ConnEvent, ConnHandle, Core, CoreError, Deliver, Origin};
+use crate::transport::ws::{OutboundMeter, MAX_FRAME};
+
+/// How often the connection reports written messages and checks its peer.
+const TICK: Duration = Duration::from_millis(200);
+/// Messages returned by `records_`.
+pub const RECORDS_LIMIT: i64 = 50;
+
+/// What a connection needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct ConnSettings {
+    pub app: String,
+    pub heartbeat_interval: Duration,
+    pub client_timeout: Duration,
+    pub outbound_queue_bytes: u64,
+}
+
+pub struct EntryConn {
+    id: ConnId,
+    core: Core,
+    settings: Arc<ConnSettings>,
+    user: Option<String>,
+    session: Option<Addr<UserSession>>,
+    last_heard: Instant,
+    meter: OutboundMeter,
+    replay_paused: bool,
+    fragments: Option<BytesMut>,
+}
+
+impl EntryConn {
+    pub fn new(core: Core, settings: Arc<ConnSettings>) -> Self {
+        let meter = OutboundMeter::new(settings.outbound_queue_bytes);
+        EntryConn {
+            id: next_conn_id(),
+            core,
+            settings,
+            user: None,
+            session: None,
+            last_heard: Instant::now(),
+            meter,
+            replay_paused: false,
+            fragments: None,
+        }
+    }
+
+    /// The byte counter to hand to `transport::ws::start`.
+    pub fn counter(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.meter.counter()
+    }
+
+    fn send_text(&mut self, ctx: &mut ws::WebsocketContext<Self>, text: String) {
+        self.meter.frame(text.len());
+        ctx.text(text);
+    }
+
+    fn send_error(&mut self, ctx: &mut ws::WebsocketContext<Self>, code: u16, reason: &str) {
+        self.send_text(ctx, codec::render_error(code, reason));
+    }
+
+    fn conn_handle(&self, ctx: &mut ws::WebsocketContext<Self>) -> ConnHandle {
+        let addr = ctx.address();
+        ConnHandle { id: self.id, deliver: addr.clone().recipient(), events: addr.recipient() }
+    }
+
+    fn detach(&mut self) {
+        if let Some(session) = self.session.take() {
+            let delivered = self.meter.written();
+            session.do_send(DetachConn { conn: self.id, delivered });
+        }
+        self.meter.forget_in_flight();
+        self.user = None;
+        self.replay_paused = false;
+    }
+
+    fn on_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
+        let signal = match codec::parse(text) {
+            Ok(s) => s,
+            Err(e) => return self.send_error(ctx, e.code(), e.reason()),
+        };
+        match signal {
+            Signal::Heartbeat => {}
+            Signal::Login(uid) => self.login(uid, ctx),
+            Signal::Logout(_) => {
+                self.detach();
+                ctx.close(Some(CloseReason { code: CloseCode::Normal, description: Some("logout".into()) }));
+                ctx.stop();
+            }
+            Signal::Send { kind, to, payload, scope, extension } => {
+                let Some(user) = self.user.clone() else {
+                    return self.send_error(ctx, 401, "login first");
+                };
+                let target = match scope {
+                    Scope::Unicast => Target::User(to),
+                    Scope::Group => Target::Group(to),
+                };
+                let draft = Draft {
+                    app: self.settings.app.clone(),
+                    sender: user,
+                    target,
+                    kind: kind.to_string(),
+                    payload,
+                    extension,
+                };
+                let origin = Origin::of(&self.conn_handle(ctx));
+                self.core.submit(draft, origin);
+            }
+            Signal::Members(group) => {
+                let Some(user) = self.user.clone() else {
+                    return self.send_error(ctx, 401, "login first");
+                };
+                let core = self.core.clone();
+                let app = self.settings.app.clone();
+                let fut = async move { core.group(&app, &group).await.map(|g| (group, g)) };
+                ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| match res {
+                    Ok((_, None)) => act.send_error(ctx, 404, "no such group"),
+                    Ok((group, Some(g))) => {
+                        if g.members.contains(&user) {
+                            act.send_text(ctx, codec::render_members(&group, &g.members));
+                        } else {
+                            act.send_error(ctx, 403, "not a member");
+                        }
+                    }
+                    Err(_) => act.send_error(ctx, 500, "internal error"),
+                }));
+            }
+            Signal::Records { id, before } => {
+                let Some(user) = self.user.clone() else {
+                    return self.send_error(ctx, 401, "login first");
+                };
+                let core = self.core.clone();
+                let app = self.settings.app.clone();
+                let before_us =
+                    if before == 0 { Core::now_us() + 1 } else { before.saturating_mul(1_000_000) };
+                let viewer = user.clone();
+                let fut = async move {
+                    let group = core.group(&app, &id).await?;
+                    let msgs = match group {
+                        Some(g) if g.members.contains(&user) => {
+                            core.group_history(&app, &id, before_us, RECORDS_LIMIT).await?
+                        }
+                        _ => core.direct_history(&app, &user, &id, before_us, RECORDS_LIMIT).await?,
+                    };
+                    Ok::<_, CoreError>((id, msgs))
+                };
+                ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| match res {
+                    Ok((id, msgs)) => {
+                        for m in &msgs {
+                            act.send_text(ctx, incoming_frame(m, &viewer));
+                        }
+                        act.send_text(ctx, codec::render_records_end(&id));
+                    }
+                    Err(_) => act.send_error(ctx, 500, "internal error"),
+                }));
+            }
+        }
+    }
+
+    fn login(&mut self, uid: String, ctx: &mut ws::WebsocketContext<Self>) {
+        if self.user.as_deref() == Some(uid.as_str()) {
+            return self.send_text(ctx, codec::OK.to_string());
+        }
+        self.detach();
+        // `ok` first: the offline replay follows it.
+        self.send_text(ctx, codec::OK.to_string());
+        self.user = Some(uid.clone());
+        let key = UserKey::new(self.settings.app.clone(), uid);
+        let handle = self.conn_handle(ctx);
+        let core = self.core.clone();
+        let fut = async move { core.login(key, handle).await };
+        // Nothing else is handled until the session has the connection.
+        ctx.wait(fut.into_actor(self).map(|res, act, ctx| match res {
+            Ok(session) => act.session = Some(session),
+            Err(_) => {
+                act.user = None;
+                act.send_error(ctx, 503, "server busy");
+            }
+        }));
+    }
+
+    fn tick(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        if self.last_heard.elapsed() > self.settings.client_timeout {
+            log::info!("wsim conn {}: peer silent, dropping", self.id);
+            ctx.stop();
+            return;
+        }
+        if self.meter.over_limit() {
+            log::info!(
+                "wsim conn {}: peer not reading ({} bytes queued), dropping",
+                self.id,
+                self.meter.backlog()
+            );
+            ctx.stop();
+            return;
+        }
+        if let Some(session) = &self.session {
+            let delivered = self.meter.written();
+            if !delivered.is_empty() {
+                session.do_send(Delivered { conn: self.id, delivered });
+            }
+            if self.replay_paused && self.meter.drained() {
+                self.replay_paused = false;
+                session.do_send(ReplayNext { conn: self.id });
+            }
+        }
+    }
+}
+
+impl Actor for EntryConn {
+    type Context = ws::WebsocketContext<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(TICK, |act, ctx| act.tick(ctx));
+        ctx.run_interval(self.settings.heartbeat_interval, |act, ctx| {
+            let hb = codec::render_heartbeat(chrono::Utc::now().timestamp());
+            act.send_text(ctx, hb);
+            act.meter.frame(0);
+            ctx.ping(b"");
+        });
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.detach();
+    }
+}
+
+impl Handler<Deliver> for EntryConn {
+    type Result = ();
+
+    fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
+        let Some(user) = self.user.as_deref() else { return };
+        let frame = incoming_frame(&msg.msg, user);
+        self.meter.message(frame.len(), Arc::from(msg.msg.conv.as_str()), msg.msg.id);
+        ctx.text(frame);
+        if self.meter.over_limit() {
+            log::info!("wsim conn {}: peer not reading, dropping", self.id);
+            ctx.stop();
+        }
+    }
+}
+
+impl Handler<ConnEvent> for EntryConn {
+    type Result = ();
+
+    fn handle(&mut self, msg: ConnEvent, ctx: &mut Self::Context) {
+        match msg {
+            ConnEvent::ReplayPaused => self.replay_paused = true,
+            ConnEvent::Rejected(err) => {
+                let (code, reason) = error_frame(&err);
+                self.send_error(ctx, code, reason);
+            }
+        }
+    }
+}
+
+impl StreamHandler<Result<ws::Message, ProtocolError>> for EntryConn {
+    fn handle(&mut self, item: Result<ws::Message, ProtocolError>, ctx: &mut Self::Context) {
+        self.last_heard = Instant::now();
+        match item {
+            Ok(ws::Message::Text(text)) => self.on_text(&text, ctx),
+            Ok(ws::Message::Binary(bin)) => match std::str::from_utf8(&bin) {
+                Ok(text) => self.on_text(text, ctx),
+                Err(_) => self.send_error(ctx, 400, "bad signal"),
+            },
+            Ok(ws::Message::Ping(p)) => {
+                self.meter.frame(p.len());
+                ctx.pong(&p);
+            }
+            Ok(ws::Message::Pong(_)) | Ok(ws::Message::Nop) => {}
+            Ok(ws::Message::Continuation(item)) => self.on_fragment(item, ctx),
+            Ok(ws::Message::Close(reason)) => {
+                ctx.close(reason);
+                ctx.stop();
+            }
+            Err(ProtocolError::Overflow) => {
+                ctx.close(Some(CloseReason {
+                    code: CloseCode::Size,
+                    description: Some("frame too large".into()),
+                }));
+                ctx.stop();
+            }
+            Err(e) => {
+                log::debug!("wsim conn {}: protocol error: {e}", self.id);
+                ctx.close(Some(CloseReason { code: CloseCode::Protocol, description: None }));
+                ctx.stop();
+            }
+        }
+    }
+}
+
+impl EntryConn {
+    /// Reassembles a fragmented message, within the same 64 KiB bound as single frames.
+    fn on_fragment(&mut self, item: actix_http::ws::Item, ctx: &mut ws::WebsocketContext<Self>) {
+        let (data, last) = match item {
+            actix_http::ws::Item::FirstText(b) | actix_http::ws::Item::FirstBinary(b) => {
+                self.fragments = Some(BytesMut::new());
+                (b, false)
+            }
+            actix_http::ws::Item::Continue(b) => (b, false),
+            actix_http::ws::Item::Last(b) => (b, true),
+        };
+        let Some(buf) = self.fragments.as_mut() else {
+            return self.send_error(ctx, 400, "bad signal");
+        };
+        if buf.len() + data.len() > MAX_FRAME {
+            self.fragments = None;
+            ctx.close(Some(CloseReason {
+                code: CloseCode::Size,
+                description: Some("frame too large".into()),
+            }));
+            ctx.stop();
+            return;
+        }
+        buf.extend_from_slice(&data);
+        if last {
+            if let Some(buf) = self.fragments.take() {
+                match std::str::from_utf8(&buf) {
+                    Ok(text) => {
+                        let text = text.to_string();
+                        self.on_text(&text, ctx)
+                    }
+                    Err(_) => self.send_error(ctx, 400, "bad signal"),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! The wsim group API: creategrp, addmembers, delmembers, editgrp, querymygrps, grpinfo, refreshgrp and
+//! setuserinfo. Parameters come from the query string or a POST form body (extra ones are ignored).
+//! Answers are HTTP 200 with `{"code","message","data"}`: the configured ok code on success, negative
+//! codes on errors (-1 bad argument, -2 no such group, -3 not allowed, -5 internal).
+
+use std::collections::HashMap;
+
+use actix_web::http::header::{self, ContentType};
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use super::WsimState;
+use crate::core::message::{valid_id, UserKey};
+use crate::core::CoreError;
+use crate::store::models::UserRow;
+use crate::store::rooms::GroupRecord;
+
+/// Most members one call may name.
+pub const MAX_MEMBERS_PER_CALL: usize = 2000;
+const MAX_TEXT: usize = 255;
+const MAX_NOTICE: usize = 4096;
+const MAX_URL: usize = 1024;
+
+pub const ERR_ARGUMENT: i64 = -1;
+pub const ERR_NO_GROUP: i64 = -2;
+pub const ERR_NOT_ALLOWED: i64 = -3;
+pub const ERR_INTERNAL: i64 = -5;
+
+/// A refusal of the group API.
+#[derive(Debug)]
+pub struct ApiError {
+    code: i64,
+    message: String,
+}
+
+impl ApiError {
+    fn arg(message: impl Into<String>) -> Self {
+        ApiError { code: ERR_ARGUMENT, message: message.into() }
+    }
+}
+
+impl From<CoreError> for ApiError {
+    fn from(e: CoreError) -> Self {
+        match e {
+            CoreError::NoSuchGroup => ApiError { code: ERR_NO_GROUP, message: "no such group".into() },
+            CoreError::NotMember => ApiError { code: ERR_NOT_ALLOWED, message: "not a member".into() },
+            CoreError::BadId => ApiError::arg("bad id"),
+            CoreError::Busy | CoreError::Storage => {
+                ApiError { code: ERR_INTERNAL, message: "internal error".into() }
+            }
+        }
+    }
+}
+
+fn json_response(body: &Value) -> HttpResponse {
+    HttpResponse::Ok().insert_header(ContentType::json()).body(body.to_string())
+}
+
+fn reply(state: &WsimState, result: Result<Option<Value>, ApiError>) -> HttpResponse {
+    match result {
+        Ok(None) => json_response(&json!({"code": state.ok_code, "message": "OK"})),
+        Ok(Some(data)) => json_response(&json!({"code": state.ok_code, "message": "OK", "data": data})),
+        Err(e) => json_response(&json!({"code": e.code, "message": e.message})),
+    }
+}
+
+/// Query-string and form parameters, the form winning.
+pub struct Params(HashMap<String, String>);
+
+impl Params {
+    pub fn from_request(req: &HttpRequest, body: &[u8]) -> Result<Params, ApiError> {
+        let mut map: HashMap<String, String> = HashMap::new();
+        let query: Vec<(String, String)> =
+            serde_urlencoded::from_str(req.query_string()).map_err(|_| ApiError::arg("bad query string"))?;
+        map.extend(query);
+        let is_form = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+        if is_form && !body.is_empty() {
+            let form: Vec<(String, String)> =
+                serde_urlencoded::from_bytes(body).map_err(|_| ApiError::arg("bad form body"))?;
+            map.extend(form);
+        }
+        Ok(Params(map))
+    }
+
+    /// A parameter, trimmed; `None` when absent or empty.
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(|s| s.trim()).filter(|s| !s.is_empty())
+    }
+
+    fn id(&self, name: &str) -> Result<String, ApiError> {
+        match self.get(name) {
+            None => Err(ApiError::arg(format!("{name} is required"))),
+            Some(v) if valid_id(v) => Ok(v.to_string()),
+            Some(_) => Err(ApiError::arg(format!("bad {name}"))),
+        }
+    }
+
+    fn text(&self, name: &str, max: usize) -> Result<Option<String>, ApiError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(v) if v.chars().count() <= max => Ok(Some(v.to_string())),
+            Some(_) => Err(ApiError::arg(format!("{name} too long"))),
+        }
+    }
+
+    /// A comma-separated id list (empty entries skipped, duplicates removed, order kept).
+    fn ids(&self, name: &str) -> Result<Vec<String>, ApiError> {
+        let mut out: Vec<String> = Vec::new();
+        for part in self.get(name).unwrap_or("").split(',') {
+            let part = part.trim();
+            if part.is_empty() {
+                continue;
+            }
+            if !valid_id(part) {
+                return Err(ApiError::arg(format!("bad id in {name}")));
+            }
+            if !out.iter().any(|o| o == part) {
+                out.push(part.to_string());
+            }
+        }
+        if out.len() > MAX_MEMBERS_PER_CALL {
+            return Err(ApiError::arg(format!("too many ids in {name}")));
+        }
+        Ok(out)
+    }
+}
+
+#[derive(Serialize)]
+struct MemberView<'a> {
+    userid: &'a str,
+    nickname: &'a str,
+    snap: &'a str,
+}
+
+fn group_json(g: &GroupRecord, members: Value) -> Value {
+    json!({
+        "groupid": g.row.id,
+        "creator": g.row.creator,
+        "name": g.row.name,
+        "notice": g.row.notice,
+        "snap": g.row.snap,
+        "members": members,
+    })
+}
+
+fn member_objects(state: &WsimState, ids: &[String], profiles: &HashMap<String, UserRow>) -> Value {
+    let list: Vec<MemberView<'_>> = ids
+        .iter()
+        .map(|id| match profiles.get(id) {
+            Some(p) => MemberView { userid: id, nickname: &p.nickname, snap: &p.avatar },
+            None => MemberView { userid: id, nickname: id, snap: &state.default_avatar },
+        })
+        .collect();
+    serde_json::to_value(list).unwrap_or_else(|_| json!([]))
+}
+
+async fn with_profiles(state: &WsimState, groups: Vec<GroupRecord>) -> Result<Vec<Value>, ApiError> {
+    let mut ids: Vec<String> = groups.iter().flat_map(|g| g.members.iter().cloned()).collect();
+    ids.sort();
+    ids.dedup();
+    let profiles = state.core.profiles(&state.app, ids).await?;
+    Ok(groups.iter().map(|g| group_json(g, member_objects(state, &g.members, &profiles))).collect())
+}
+
+async fn existing_group(state: &WsimState, id: &str) -> Result<GroupRecord, ApiError> {
+    state.core.group(&state.app, id).await?.ok_or(ApiError::from(CoreError::NoSuchGroup))
+}
+
+pub async fn creategrp(state: web::Data<WsimState>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    let result = async {
+        let p = Params::from_request(&req, &body)?;
+        let creator = p.id("creator")?;
+        let members = p.ids("members")?;
+        let name = p.text("name", MAX_TEXT)?.unwrap_or_default();
+        let notice = p.text("notice", MAX_NOTICE)?.unwrap_or_default();
+        let g = state
+            .core
+            .create_group(&state.app, &creator, &name, &notice, members, &state.default_group_snap)
+            .await?;
+        Ok(Some(group_json(&g, json!(g.members))))
+    }
+    .await;
+    reply(&state, result)
+}
+
+pub async fn addmembers(state: web::Data<WsimState>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    let result = async {
+        let p = Params::from_request(&req, &body)?;
+        let group = p.id("groupid")?;
+        let members = p.ids("members")?;
+        if members.is_empty() {
+            return Err(ApiError::arg("members is required"));
+        }
+        existing_group(&state, &group).await?;
+        state.core.add_members(&state.app, &group, members).await?;
+        Ok(None)
+    }
+    .await;
+    reply(&state, result)
+}
+
+pub async fn delmembers(state: web::Data<WsimState>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    let result = async {
+        let p = Params::from_request(&req, &body)?;
+        let group = p.id("groupid")?;
+        let members = p.ids("members")?;
+        if members.is_empty() {
+            return Err(ApiError::arg("members is required"));
+        }
+        let g = existing_group(&state, &group).await?;
+        if members.contains(&g.row.creator) {
+            return Err(ApiError { code: ERR_NOT_ALLOWED, message: "the creator cannot be removed".into() });
+        }
+        state.core.remove_members(&state.app, &group, members).await?;
+        Ok(None)
+    }
+    .await;
+    reply(&state, result)
+}
+
+pub async fn editgrp(state: web::Data<WsimState>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    let result = async {
+        let p = Params::from_request(&req, &body)?;
+        let group = p.id("groupid")?;
+        let name = p.text("name", MAX_TEXT)?;
+        let notice = p.text("notice", MAX_NOTICE)?;
+        if name.is_none() && notice.is_none() {
+            return Err(ApiError::arg("name or notice is required"));
+        }
+        existing_group(&state, &group).await?;
+        state.core.edit_group(&state.app, &group, name, notice).await?;
+        Ok(None)
+    }
+    .await;
+    reply(&state, result)
+}
+
+pub async fn querymygrps(state: web::Data<WsimState>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    let result = async {
+        let p = Params::from_request(&req, &body)?;
+        let user = p.id("userid")?;
+        let groups = state.core.groups_of(&state.app, &user).await?;
+        Ok(Some(Value::Array(with_profiles(&state, groups).await?)))
+    }
+    .await;
+    reply(&state, result)
+}
+
+pub async fn grpinfo(state: web::Data<WsimState>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    let result = async {
+        let p = Params::from_request(&req, &body)?;
+        let group = p.id("groupid")?;
+        let g = existing_group(&state, &group).await?;
+        Ok(with_profiles(&state, vec![g]).await?.pop())
+    }
+    .await;
+    reply(&state, result)
+}
+
+/// Re-reads a group and answers with its current info (the snap is redrawn once snaps are drawn).
+pub async fn refreshgrp(state: web::Data<WsimState>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    grpinfo(state, req, body).await
+}
+
+pub async fn setuserinfo(state: web::Data<WsimState>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    let result = async {
+        let p = Params::from_request(&req, &body)?;
+        let user = p.id("userid")?;
+        let nickname = p.text("nickname", MAX_TEXT)?;
+        let avatar = match p.text("snap", MAX_URL)? {
+            Some(a) => Some(a),
+            None => p.text("avatar", MAX_URL)?,
+        };
+        let row = state
+            .core
+            .set_profile(UserKey::new(state.app.clone(), user), nickname, avatar, &state.default_avatar)
+            .await?;
+        Ok(Some(json!({"userid": row.id, "nickname": row.nickname, "snap": row.avatar})))
+    }
+    .await;
+    reply(&state, result)
+}

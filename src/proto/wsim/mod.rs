@@ -1,0 +1,58 @@
+//! The wsim front-end: `/entry` WebSocket signaling and the group HTTP API, at `/` and under `/wsim/`.
+
+pub mod codec;
+pub mod conn;
+pub mod http;
+pub mod render;
+
+use std::sync::Arc;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use crate::core::Core;
+use conn::{ConnSettings, EntryConn};
+
+/// What the wsim handlers share.
+pub struct WsimState {
+    pub core: Core,
+    pub app: String,
+    pub ok_code: i64,
+    pub default_avatar: String,
+    pub default_group_snap: String,
+    pub conn: Arc<ConnSettings>,
+}
+
+async fn entry(
+    state: web::Data<WsimState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, actix_web::Error> {
+    let conn = EntryConn::new(state.core.clone(), state.conn.clone());
+    let counter = conn.counter();
+    let (_, res) = crate::transport::ws::start(conn, &req, payload, counter)?;
+    Ok(res)
+}
+
+/// Mounts the wsim routes.
+pub fn configure(state: web::Data<WsimState>) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg| {
+        cfg.app_data(state);
+        for prefix in ["", "/wsim"] {
+            cfg.route(&format!("{prefix}/entry"), web::get().to(entry));
+            macro_rules! api {
+                ($name:literal, $h:path) => {
+                    cfg.route(&format!("{prefix}/{}", $name), web::get().to($h));
+                    cfg.route(&format!("{prefix}/{}", $name), web::post().to($h));
+                };
+            }
+            api!("creategrp", http::creategrp);
+            api!("addmembers", http::addmembers);
+            api!("delmembers", http::delmembers);
+            api!("editgrp", http::editgrp);
+            api!("querymygrps", http::querymygrps);
+            api!("grpinfo", http::grpinfo);
+            api!("refreshgrp", http::refreshgrp);
+            api!("setuserinfo", http::setuserinfo);
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! App wiring: opens the store, starts the core, binds the listeners and mounts every front-end.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+
+use actix_web::{middleware, web, App, HttpResponse, HttpServer};
+
+use crate::config::Settings;
+use crate::core::service::CoreSettings;
+use crate::core::Core;
+use crate::proto::wsim::{self, conn::ConnSettings, WsimState};
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {0}: {1}")]
+    Bind(String, std::io::Error),
+}
+
+/// A started server.
+pub struct Running {
+    pub addrs: Vec<SocketAddr>,
+    pub public_url: String,
+    server: actix_web::dev::Server,
+    core: Core,
+}
+
+impl Running {
+    /// Serves until SIGINT/SIGTERM (or [`Running::handle`]'s stop), then writes out everything
+    /// accepted before returning.
+    pub async fn wait(self) -> std::io::Result<()> {
+        let res = self.server.await;
+        log::info!("stopped accepting; flushing");
+        self.core.flush().await;
+        log::info!("flushed; bye");
+        res
+    }
+
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+}
+
+async fn healthz(store: web::Data<Store>) -> HttpResponse {
+    if store.healthy().await {
+        HttpResponse::Ok().content_type("text/plain").body("ok")
+    } else {
+        HttpResponse::ServiceUnavailable().content_type("text/plain").body("database unavailable")
+    }
+}
+
+/// Opens the store, starts the core and binds every listen address.
+pub async fn start(settings: Settings) -> Result<Running, StartError> {
+    let (url, pool) = (settings.database_url.clone(), settings.pool_size);
+    let store = actix_web::rt::task::spawn_blocking(move || Store::connect(&url, pool))
+        .await
+        .map_err(|_| StoreError::Cancelled)??;
+    log::info!("store ready ({:?})", store.backend());
+    let core = Core::start(
+        store.clone(),
+        &CoreSettings { node_id: settings.node_id, max_batch: settings.max_batch },
+    );
+
+    let mut listeners = Vec::new();
+    for addr in &settings.listen {
+        let l = TcpListener::bind(addr).map_err(|e| StartError::Bind(addr.clone(), e))?;
+        listeners.push(l);
+    }
+    let addrs: Vec<SocketAddr> = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
+    let public_url = settings
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://127.0.0.1:{}", addrs.first().map(|a| a.port()).unwrap_or(6060)));
+
+    let or_default = |v: &str, default: String| if v.is_empty() { default } else { v.to_string() };
+    let wsim_state = web::Data::new(WsimState {
+        core: core.clone(),
+        app: settings.default_app.clone(),
+        ok_code: settings.wsim.ok_code,
+        default_avatar: or_default(
+            &settings.wsim.default_avatar,
+            format!("{public_url}/emopic/default_avatar.jpg"),
+        ),
+        default_group_snap: or_default(
+            &settings.wsim.default_group_snap,
+            format!("{public_url}/emovideo/default_group.jpg"),
+        ),
+        conn: Arc::new(ConnSettings {
+            app: settings.default_app.clone(),
+            heartbeat_interval: settings.heartbeat_interval,
+            client_timeout: settings.client_timeout,
+            outbound_queue_bytes: settings.outbound_queue_bytes,
+        }),
+    });
+    let store_data = web::Data::new(store);
+
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .wrap(middleware::Logger::new("%a \"%r\" %s %b %Dms").log_target("wsim::http"))
+            .app_data(store_data.clone())
+            .route("/healthz", web::get().to(healthz))
+            .configure(wsim::configure(wsim_state.clone()))
+    })
+    .shutdown_timeout(5);
+    for l in listeners {
+        let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        server = server.listen(l).map_err(|e| StartError::Bind(addr, e))?;
+    }
+    let server = server.run();
+    Ok(Running { addrs, public_url, server, core })
+}

@@ -1,0 +1,190 @@
+//! Messages and delivery watermarks.
+
+use diesel::prelude::*;
+
+use super::models::{ConversationRow, MemberRow, MessageRow};
+use super::schema::{conv_members, conversations, messages};
+use super::{DbConn, StoreError};
+use crate::core::message::{ConvKind, Message};
+use crate::db_run;
+
+/// A delivery watermark to raise: `user` has received everything in `conv` up to `upto`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    pub app: String,
+    pub conv: String,
+    pub user: String,
+    pub upto: i64,
+}
+
+/// Writes one batch in one transaction: the messages, the direct conversations they open, each
+/// conversation's last message, and the delivery watermarks. `new_direct` lists the direct messages
+/// whose conversation may not exist yet.
+pub fn write_batch(
+    conn: &mut DbConn,
+    batch: &[&Message],
+    new_direct: &[&Message],
+    cursors: &[Cursor],
+) -> Result<(), StoreError> {
+    let rows: Vec<MessageRow> = batch.iter().map(|m| MessageRow::from(*m)).collect();
+    // The last message of each conversation in this batch (batches are in id order).
+    let mut last: Vec<&Message> = Vec::new();
+    for m in batch.iter().rev() {
+        if !last.iter().any(|l| l.app == m.app && l.conv == m.conv) {
+            last.push(m);
+        }
+    }
+    db_run!(conn: {
+        conn.transaction::<_, StoreError, _>(|conn| {
+            for m in new_direct {
+                let conv = ConversationRow {
+                    app: m.app.clone(),
+                    id: m.conv.clone(),
+                    kind: ConvKind::Direct as i32,
+                    conv_type: 0,
+                    creator: m.sender.clone(),
+                    name: String::new(),
+                    notice: String::new(),
+                    snap: String::new(),
+                    archived: false,
+                    deleted: false,
+                    last_msg_id: 0,
+                    last_send_us: 0,
+                    last_sender: String::new(),
+                    created_us: m.sent_us,
+                };
+                diesel::insert_or_ignore_into(conversations::table).values(&conv).execute(conn)?;
+                let members: Vec<MemberRow> = [&m.sender, &m.recipient]
+                    .into_iter()
+                    .map(|u| MemberRow {
+                        app: m.app.clone(),
+                        conv: m.conv.clone(),
+                        user_id: u.clone(),
+                        delivered_upto: 0,
+                        joined_us: m.sent_us,
+                    })
+                    .collect();
+                for member in &members {
+                    diesel::insert_or_ignore_into(conv_members::table).values(member).execute(conn)?;
+                }
+            }
+            for chunk in rows.chunks(1000) {
+                diesel::insert_into(messages::table).values(chunk).execute(conn)?;
+            }
+            for m in &last {
+                diesel::update(
+                    conversations::table
+                        .filter(conversations::app.eq(&m.app).and(conversations::id.eq(&m.conv)))
+                        .filter(conversations::last_msg_id.lt(m.id)),
+                )
+                .set((
+                    conversations::last_msg_id.eq(m.id),
+                    conversations::last_send_us.eq(m.sent_us),
+                    conversations::last_sender.eq(&m.sender),
+                ))
+                .execute(conn)?;
+            }
+            for c in cursors {
+                diesel::update(
+                    conv_members::table
+                        .filter(conv_members::app.eq(&c.app).and(conv_members::conv.eq(&c.conv)))
+                        .filter(conv_members::user_id.eq(&c.user))
+                        .filter(conv_members::delivered_upto.lt(c.upto)),
+                )
+                .set(conv_members::delivered_upto.eq(c.upto))
+                .execute(conn)?;
+            }
+            Ok(())
+        })
+    })
+}
+
+/// Up to `limit` messages of a conversation sent before `before_us`, oldest first.
+pub fn history_before(
+    conn: &mut DbConn,
+    app: &str,
+    conv: &str,
+    before_us: i64,
+    limit: i64,
+) -> Result<Vec<Message>, StoreError> {
+    let mut rows: Vec<MessageRow> = db_run!(conn: {
+        messages::table
+            .filter(messages::app.eq(app).and(messages::conv.eq(conv)))
+            .filter(messages::sent_us.lt(before_us))
+            .order(messages::id.desc())
+            .limit(limit)
+            .select(MessageRow::as_select())
+            .load(conn)?
+    });
+    rows.reverse();
+    Ok(rows.into_iter().map(Message::from).collect())
+}
+
+/// One of a user's conversations as seen by offline replay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConvState {
+    pub conv: String,
+    pub kind: ConvKind,
+    /// Highest message id already delivered to the user.
+    pub delivered_upto: i64,
+    /// Highest message id in the conversation.
+    pub last_msg_id: i64,
+}
+
+/// Every conversation (group or direct) the user belongs to, with its watermark.
+pub fn conversations_of(conn: &mut DbConn, app: &str, user: &str) -> Result<Vec<ConvState>, StoreError> {
+    let rows: Vec<(String, i32, i64, i64)> = db_run!(conn: {
+        conv_members::table
+            .inner_join(
+                conversations::table.on(conversations::app
+                    .eq(conv_members::app)
+                    .and(conversations::id.eq(conv_members::conv))),
+            )
+            .filter(conv_members::app.eq(app).and(conv_members::user_id.eq(user)))
+            .filter(conversations::deleted.eq(false))
+            .select((
+                conv_members::conv,
+                conversations::kind,
+                conv_members::delivered_upto,
+                conversations::last_msg_id,
+            ))
+            .load(conn)?
+    });
+    Ok(rows
+        .into_iter()
+        .map(|(conv, kind, delivered_upto, last_msg_id)| ConvState {
+            conv,
+            kind: ConvKind::from_i32(kind),
+            delivered_upto,
+            last_msg_id,
+        })
+        .collect())
+}
+
+/// The next page of offline replay: messages of the given conversations with ids above each
+/// conversation's watermark, not sent by `user`, oldest first, at most `limit`.
+pub fn replay_page(
+    conn: &mut DbConn,
+    app: &str,
+    user: &str,
+    after: &[(String, i64)],
+    limit: i64,
+) -> Result<Vec<Message>, StoreError> {
+    let mut out: Vec<MessageRow> = Vec::new();
+    for (conv, upto) in after {
+        let rows: Vec<MessageRow> = db_run!(conn: {
+            messages::table
+                .filter(messages::app.eq(app).and(messages::conv.eq(conv)))
+                .filter(messages::id.gt(upto))
+                .filter(messages::sender.ne(user))
+                .order(messages::id.asc())
+                .limit(limit)
+                .select(MessageRow::as_select())
+                .load(conn)?
+        });
+        out.extend(rows);
+    }
+    out.sort_by_key(|m| m.id);
+    out.truncate(usize::try_from(limit).unwrap_or(0));
+    Ok(out.into_iter().map(Message::from).collect())
+}

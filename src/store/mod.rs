@@ -1,0 +1,252 @@
+//! Storage: the one door to the database.
+//!
+//! Owns the diesel schema, the connection pools of both backends (SQLite, MySQL/MariaDB), the embedded
+//! migrations and the query functions. Everything here is blocking: callers run it through
+//! [`Store::run`], which moves the work to the blocking thread pool. Must not import the core actors or
+//! any front-end.
+
+pub mod messages;
+pub mod models;
+pub mod rooms;
+pub mod schema;
+pub mod users;
+
+use std::time::Duration;
+
+use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
+use diesel::Connection;
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+#[cfg(not(any(feature = "sqlite", feature = "mysql")))]
+compile_error!("enable at least one of the `sqlite` and `mysql` features");
+
+#[cfg(feature = "sqlite")]
+use diesel::sqlite::SqliteConnection;
+
+#[cfg(feature = "mysql")]
+use diesel::mysql::MysqlConnection;
+
+#[cfg(feature = "sqlite")]
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+#[cfg(feature = "mysql")]
+const MYSQL_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/mysql");
+
+/// Errors of the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("unsupported database url (expected sqlite://PATH or mysql://…): {0}")]
+    BadUrl(String),
+    #[error("database connection failed: {0}")]
+    Connect(String),
+    #[error("database pool: {0}")]
+    Pool(#[from] diesel::r2d2::PoolError),
+    #[error("database query: {0}")]
+    Query(#[from] diesel::result::Error),
+    #[error("database migration: {0}")]
+    Migration(String),
+    #[error("blocking task was cancelled")]
+    Cancelled,
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// Which backend a pool talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Mysql,
+}
+
+/// A pooled connection of either backend. Storage functions match on it with [`db_run!`].
+pub enum DbConn {
+    #[cfg(feature = "sqlite")]
+    Sqlite(PooledConnection<ConnectionManager<SqliteConnection>>),
+    #[cfg(feature = "mysql")]
+    Mysql(PooledConnection<ConnectionManager<MysqlConnection>>),
+}
+
+/// Runs the same diesel code against whichever backend `$conn` holds; the body is compiled once per
+/// backend, so backend-specific query builder features (insert-or-ignore, …) are available in it.
+#[macro_export]
+macro_rules! db_run {
+    ($conn:ident: $body:block) => {
+        match $conn {
+            #[cfg(feature = "sqlite")]
+            $crate::store::DbConn::Sqlite($conn) => {
+                #[allow(unused_variables)]
+                let $conn: &mut diesel::sqlite::SqliteConnection = &mut *$conn;
+                $body
+            }
+            #[cfg(feature = "mysql")]
+            $crate::store::DbConn::Mysql($conn) => {
+                #[allow(unused_variables)]
+                let $conn: &mut diesel::mysql::MysqlConnection = &mut *$conn;
+                $body
+            }
+        }
+    };
+}
+
+#[derive(Clone)]
+enum DbPool {
+    #[cfg(feature = "sqlite")]
+    Sqlite(Pool<ConnectionManager<SqliteConnection>>),
+    #[cfg(feature = "mysql")]
+    Mysql(Pool<ConnectionManager<MysqlConnection>>),
+}
+
+/// Per-connection setup for SQLite: WAL, a busy timeout so concurrent writers wait instead of failing,
+/// foreign keys on.
+#[cfg(feature = "sqlite")]
+#[derive(Debug)]
+struct SqliteSetup;
+
+#[cfg(feature = "sqlite")]
+impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqliteSetup {
+    fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
+        use diesel::connection::SimpleConnection;
+        conn.batch_execute(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+             PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+        )
+        .map_err(diesel::r2d2::Error::QueryError)
+    }
+}
+
+/// Per-connection setup for MySQL/MariaDB: utf8mb4 so Chinese text and emoji round-trip.
+#[cfg(feature = "mysql")]
+#[derive(Debug)]
+struct MysqlSetup;
+
+#[cfg(feature = "mysql")]
+impl CustomizeConnection<MysqlConnection, diesel::r2d2::Error> for MysqlSetup {
+    fn on_acquire(&self, conn: &mut MysqlConnection) -> Result<(), diesel::r2d2::Error> {
+        use diesel::connection::SimpleConnection;
+        conn.batch_execute("SET NAMES utf8mb4 COLLATE utf8mb4_bin; SET time_zone = '+00:00';")
+            .map_err(diesel::r2d2::Error::QueryError)
+    }
+}
+
+/// A handle on the database: cheap to clone, shared by every actor and handler.
+#[derive(Clone)]
+pub struct Store {
+    pool: DbPool,
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite://PATH` or `mysql://…`), runs the embedded migrations and returns the
+    /// pooled store.
+    pub fn connect(url: &str, pool_size: u32) -> Result<Store, StoreError> {
+        let store = if let Some(path) = url.strip_prefix("sqlite://") {
+            Self::connect_sqlite(path, pool_size)?
+        } else if url.starts_with("mysql://") {
+            Self::connect_mysql(url, pool_size)?
+        } else {
+            return Err(StoreError::BadUrl(url.to_string()));
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    #[cfg(feature = "sqlite")]
+    fn connect_sqlite(path: &str, pool_size: u32) -> Result<Store, StoreError> {
+        if let Some(parent) = std::path::Path::new(path).parent() {
+            if !parent.as_os_str().is_empty() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| StoreError::Connect(format!("{}: {e}", parent.display())))?;
+            }
+        }
+        // Probe once so a bad path fails with a clear message rather than a pool timeout.
+        SqliteConnection::establish(path).map_err(|e| StoreError::Connect(e.to_string()))?;
+        let pool = Pool::builder()
+            .max_size(pool_size.max(2))
+            .connection_timeout(Duration::from_secs(10))
+            .connection_customizer(Box::new(SqliteSetup))
+            .build(ConnectionManager::<SqliteConnection>::new(path))
+            .map_err(|e| StoreError::Connect(e.to_string()))?;
+        Ok(Store { pool: DbPool::Sqlite(pool) })
+    }
+
+    #[cfg(not(feature = "sqlite"))]
+    fn connect_sqlite(_path: &str, _pool_size: u32) -> Result<Store, StoreError> {
+        Err(StoreError::BadUrl("this build has no sqlite support".into()))
+    }
+
+    #[cfg(feature = "mysql")]
+    fn connect_mysql(url: &str, pool_size: u32) -> Result<Store, StoreError> {
+        MysqlConnection::establish(url).map_err(|e| StoreError::Connect(e.to_string()))?;
+        let pool = Pool::builder()
+            .max_size(pool_size.max(2))
+            .connection_timeout(Duration::from_secs(10))
+            .connection_customizer(Box::new(MysqlSetup))
+            .build(ConnectionManager::<MysqlConnection>::new(url))
+            .map_err(|e| StoreError::Connect(e.to_string()))?;
+        Ok(Store { pool: DbPool::Mysql(pool) })
+    }
+
+    #[cfg(not(feature = "mysql"))]
+    fn connect_mysql(_url: &str, _pool_size: u32) -> Result<Store, StoreError> {
+        Err(StoreError::BadUrl("this build has no mysql support".into()))
+    }
+
+    pub fn backend(&self) -> Backend {
+        match &self.pool {
+            #[cfg(feature = "sqlite")]
+            DbPool::Sqlite(_) => Backend::Sqlite,
+            #[cfg(feature = "mysql")]
+            DbPool::Mysql(_) => Backend::Mysql,
+        }
+    }
+
+    /// Takes a connection from the pool (blocking).
+    pub fn conn(&self) -> Result<DbConn, StoreError> {
+        Ok(match &self.pool {
+            #[cfg(feature = "sqlite")]
+            DbPool::Sqlite(p) => DbConn::Sqlite(p.get()?),
+            #[cfg(feature = "mysql")]
+            DbPool::Mysql(p) => DbConn::Mysql(p.get()?),
+        })
+    }
+
+    fn migrate(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        let conn = &mut conn;
+        match conn {
+            #[cfg(feature = "sqlite")]
+            DbConn::Sqlite(c) => c
+                .run_pending_migrations(SQLITE_MIGRATIONS)
+                .map(|_| ())
+                .map_err(|e| StoreError::Migration(e.to_string())),
+            #[cfg(feature = "mysql")]
+            DbConn::Mysql(c) => c
+                .run_pending_migrations(MYSQL_MIGRATIONS)
+                .map(|_| ())
+                .map_err(|e| StoreError::Migration(e.to_string())),
+        }
+    }
+
+    /// Runs blocking storage work on the blocking thread pool, never on an actor's thread.
+    pub async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut DbConn) -> Result<T, StoreError> + Send + 'static,
+    {
+        let store = self.clone();
+        actix_web::rt::task::spawn_blocking(move || {
+            let mut conn = store.conn()?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(|_| StoreError::Cancelled)?
+    }
+
+    /// True when a connection can be had and answers a trivial query.
+    pub async fn healthy(&self) -> bool {
+        self.run(|conn| {
+            use diesel::connection::SimpleConnection;
+            db_run!(conn: { conn.batch_execute("SELECT 1").map_err(StoreError::from) })
+        })
+        .await
+        .is_ok()
+    }
+}

@@ -1,0 +1,175 @@
+//! WebSocket plumbing with a bounded outbound queue.
+//!
+//! actix-web-actors queues outgoing frames without a bound and tells the actor nothing about the socket.
+//! [`start`] builds the response itself and wraps the body stream in [`CountingStream`], which counts
+//! the bytes the HTTP dispatcher has taken. The actor counts what it queued ([`OutboundMeter`]); the
+//! difference is what sits unsent, and the actor drops the connection when it passes its limit. The same
+//! counts tell which messages have really been written out, so delivery watermarks only move for those.
+
+use std::collections::{HashMap, VecDeque};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use actix::{Actor, Addr, StreamHandler};
+use actix_web::{web, Error, HttpRequest, HttpResponse};
+use actix_web_actors::ws;
+use bytes::Bytes;
+use futures_util::Stream;
+
+/// Largest accepted frame from a client (bigger ones close the connection with 1009).
+pub const MAX_FRAME: usize = 64 * 1024;
+
+/// Body stream adapter counting the bytes handed to the socket.
+pub struct CountingStream<S> {
+    inner: S,
+    pulled: Arc<AtomicU64>,
+}
+
+impl<S> Stream for CountingStream<S>
+where
+    S: Stream<Item = Result<Bytes, Error>> + Unpin,
+{
+    type Item = Result<Bytes, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let poll = Pin::new(&mut self.inner).poll_next(cx);
+        if let Poll::Ready(Some(Ok(chunk))) = &poll {
+            self.pulled.fetch_add(chunk.len() as u64, Ordering::Release);
+        }
+        poll
+    }
+}
+
+/// Performs the handshake and starts `actor` on the socket; `pulled` is shared with the actor's
+/// [`OutboundMeter`].
+pub fn start<A>(
+    actor: A,
+    req: &HttpRequest,
+    payload: web::Payload,
+    pulled: Arc<AtomicU64>,
+) -> Result<(Addr<A>, HttpResponse), Error>
+where
+    A: Actor<Context = ws::WebsocketContext<A>> + StreamHandler<Result<ws::Message, ws::ProtocolError>>,
+{
+    let mut res = ws::handshake(req)?;
+    let (addr, stream) = ws::WebsocketContext::create_with_addr(actor, payload);
+    let counting = CountingStream { inner: Box::pin(stream), pulled };
+    Ok((addr, res.streaming(counting)))
+}
+
+/// Bytes a server frame with `payload` bytes of payload takes on the wire (server frames are not
+/// masked).
+pub fn frame_len(payload: usize) -> u64 {
+    let header = match payload {
+        0..=125 => 2,
+        126..=65535 => 4,
+        _ => 10,
+    };
+    (header + payload) as u64
+}
+
+/// The connection's side of the outbound accounting.
+#[derive(Debug)]
+pub struct OutboundMeter {
+    pulled: Arc<AtomicU64>,
+    queued: u64,
+    limit: u64,
+    /// Messages not yet written out: (byte offset of their end, conversation, message id).
+    in_flight: VecDeque<(u64, Arc<str>, i64)>,
+}
+
+impl OutboundMeter {
+    pub fn new(limit: u64) -> Self {
+        OutboundMeter { pulled: Arc::new(AtomicU64::new(0)), queued: 0, limit, in_flight: VecDeque::new() }
+    }
+
+    /// The counter to give [`start`].
+    pub fn counter(&self) -> Arc<AtomicU64> {
+        self.pulled.clone()
+    }
+
+    /// A frame with `payload` bytes was queued.
+    pub fn frame(&mut self, payload: usize) {
+        self.queued += frame_len(payload);
+    }
+
+    /// A frame carrying message `id` of `conv` was queued.
+    pub fn message(&mut self, payload: usize, conv: Arc<str>, id: i64) {
+        self.frame(payload);
+        self.in_flight.push_back((self.queued, conv, id));
+    }
+
+    /// Bytes queued but not yet taken by the socket.
+    pub fn backlog(&self) -> u64 {
+        self.queued.saturating_sub(self.pulled.load(Ordering::Acquire))
+    }
+
+    /// True when the backlog has passed the limit: the peer is not reading.
+    pub fn over_limit(&self) -> bool {
+        self.backlog() > self.limit
+    }
+
+    /// True when every queued message has been written out.
+    pub fn drained(&self) -> bool {
+        let pulled = self.pulled.load(Ordering::Acquire);
+        self.in_flight.back().is_none_or(|(end, _, _)| *end <= pulled)
+    }
+
+    fn take_written(&mut self) -> HashMap<Arc<str>, i64> {
+        let pulled = self.pulled.load(Ordering::Acquire);
+        let mut out: HashMap<Arc<str>, i64> = HashMap::new();
+        while let Some((end, _, _)) = self.in_flight.front() {
+            if *end > pulled {
+                break;
+            }
+            if let Some((_, conv, id)) = self.in_flight.pop_front() {
+                let e = out.entry(conv).or_insert(id);
+                *e = (*e).max(id);
+            }
+        }
+        out
+    }
+
+    /// Stops tracking queued messages (the connection changed user): they will not be reported.
+    pub fn forget_in_flight(&mut self) {
+        self.in_flight.clear();
+    }
+
+    /// Messages written out since the last call: the highest id per conversation.
+    pub fn written(&mut self) -> Vec<(String, i64)> {
+        self.take_written().into_iter().map(|(c, id)| (c.to_string(), id)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_lengths_match_the_wire() {
+        assert_eq!(frame_len(0), 2);
+        assert_eq!(frame_len(125), 127);
+        assert_eq!(frame_len(126), 130);
+        assert_eq!(frame_len(65535), 65539);
+        assert_eq!(frame_len(65536), 65546);
+    }
+
+    #[test]
+    fn meter_reports_only_what_the_socket_took() {
+        let mut m = OutboundMeter::new(1000);
+        let c: Arc<str> = Arc::from("g");
+        m.message(10, c.clone(), 1); // ends at 12
+        m.message(10, c.clone(), 2); // ends at 24
+        assert_eq!(m.backlog(), 24);
+        m.counter().store(12, Ordering::Release);
+        assert_eq!(m.written(), vec![("g".to_string(), 1)]);
+        assert!(!m.drained());
+        m.counter().store(24, Ordering::Release);
+        assert!(m.drained());
+        assert_eq!(m.backlog(), 0);
+        m.frame(2000);
+        assert!(m.over_limit());
+    }
+}
