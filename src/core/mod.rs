@@ -37,6 +37,8 @@ pub enum CoreError {
 #[derive(Clone)]
 pub struct Deliver {
     pub msg: SharedMessage,
+    /// Part of an offline replay page (paced by the session, not by the live-traffic bound).
+    pub replay: bool,
 }
 
 impl actix::Message for Deliver {

@@ -18,7 +18,7 @@ use crate::store::messages::{conversations_of, replay_page, Cursor};
 use crate::store::Store;
 
 /// Messages per replay page.
-pub const REPLAY_PAGE: i64 = 200;
+pub const REPLAY_PAGE: i64 = 100;
 /// Live messages held for a connection while its replay runs; beyond this they are dropped and
 /// fetched again from the store.
 const REPLAY_BUFFER: usize = 1024;
@@ -219,7 +219,7 @@ impl UserSession {
             if let Some(r) = entry.replay.as_mut() {
                 for m in page {
                     r.cursors.insert(m.conv.clone(), m.id);
-                    entry.handle.deliver.do_send(Deliver { msg: std::sync::Arc::new(m) });
+                    entry.handle.deliver.do_send(Deliver { msg: std::sync::Arc::new(m), replay: true });
                 }
             }
             if full {
@@ -245,7 +245,7 @@ impl UserSession {
         for msg in replay.buffer {
             let seen = replay.cursors.get(&msg.conv).copied().unwrap_or(i64::MIN);
             if msg.sender == self.key.user || msg.id > seen {
-                entry.handle.deliver.do_send(Deliver { msg });
+                entry.handle.deliver.do_send(Deliver { msg, replay: false });
             }
         }
     }
@@ -347,7 +347,7 @@ impl Handler<SessionDeliver> for UserSession {
             match entry.replay.as_mut() {
                 Some(r) if r.buffer.len() >= REPLAY_BUFFER => r.overflow = true,
                 Some(r) => r.buffer.push(msg.msg.clone()),
-                None => entry.handle.deliver.do_send(Deliver { msg: msg.msg.clone() }),
+                None => entry.handle.deliver.do_send(Deliver { msg: msg.msg.clone(), replay: false }),
             }
         }
     }

@@ -106,8 +106,7 @@ impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqliteSetup 
     fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
         use diesel::connection::SimpleConnection;
         conn.batch_execute(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-             PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+            "PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
         )
         .map_err(diesel::r2d2::Error::QueryError)
     }
@@ -156,8 +155,16 @@ impl Store {
                     .map_err(|e| StoreError::Connect(format!("{}: {e}", parent.display())))?;
             }
         }
-        // Probe once so a bad path fails with a clear message rather than a pool timeout.
-        SqliteConnection::establish(path).map_err(|e| StoreError::Connect(e.to_string()))?;
+        // Probe once so a bad path fails with a clear message rather than a pool timeout, and switch
+        // the file to WAL (a persistent setting) before the pool opens its connections.
+        {
+            use diesel::connection::SimpleConnection;
+            let mut probe =
+                SqliteConnection::establish(path).map_err(|e| StoreError::Connect(e.to_string()))?;
+            probe
+                .batch_execute("PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL;")
+                .map_err(|e| StoreError::Connect(e.to_string()))?;
+        }
         let pool = Pool::builder()
             .max_size(pool_size.max(2))
             .connection_timeout(Duration::from_secs(10))

@@ -70,19 +70,40 @@ pub fn frame_len(payload: usize) -> u64 {
     (header + payload) as u64
 }
 
+impl Default for OutboundMeter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// The connection's side of the outbound accounting.
+///
+/// A message counts as delivered once the peer has answered a WebSocket ping queued after it: peers
+/// answer pings in order, so every frame before the ping has been read. Pings for this are sent
+/// one at a time (at most one per round trip) right behind the messages they confirm.
 #[derive(Debug)]
 pub struct OutboundMeter {
     pulled: Arc<AtomicU64>,
     queued: u64,
-    limit: u64,
-    /// Messages not yet written out: (byte offset of their end, conversation, message id).
+    /// Messages not yet confirmed: (byte offset of their end, conversation, message id).
     in_flight: VecDeque<(u64, Arc<str>, i64)>,
+    /// The outstanding confirmation ping: (sequence, queued bytes before it).
+    ping: Option<(u64, u64)>,
+    next_ping: u64,
 }
 
+/// Length of the payload of confirmation pings.
+pub const ACK_PING_LEN: usize = 8;
+
 impl OutboundMeter {
-    pub fn new(limit: u64) -> Self {
-        OutboundMeter { pulled: Arc::new(AtomicU64::new(0)), queued: 0, limit, in_flight: VecDeque::new() }
+    pub fn new() -> Self {
+        OutboundMeter {
+            pulled: Arc::new(AtomicU64::new(0)),
+            queued: 0,
+            in_flight: VecDeque::new(),
+            ping: None,
+            next_ping: 1,
+        }
     }
 
     /// The counter to give [`start`].
@@ -106,22 +127,45 @@ impl OutboundMeter {
         self.queued.saturating_sub(self.pulled.load(Ordering::Acquire))
     }
 
-    /// True when the backlog has passed the limit: the peer is not reading.
-    pub fn over_limit(&self) -> bool {
-        self.backlog() > self.limit
+    /// The payload of a confirmation ping to send now, if one is needed (messages wait for
+    /// confirmation and no ping is outstanding). The caller queues the ping right away.
+    pub fn ack_ping(&mut self) -> Option<[u8; ACK_PING_LEN]> {
+        if self.ping.is_some() || self.in_flight.is_empty() {
+            return None;
+        }
+        let seq = self.next_ping;
+        self.next_ping += 1;
+        self.ping = Some((seq, self.queued));
+        self.frame(ACK_PING_LEN);
+        Some(seq.to_be_bytes())
     }
 
-    /// True when every queued message has been written out.
-    pub fn drained(&self) -> bool {
-        let pulled = self.pulled.load(Ordering::Acquire);
-        self.in_flight.back().is_none_or(|(end, _, _)| *end <= pulled)
+    /// A pong arrived: the messages it confirms, as the highest id per conversation.
+    pub fn pong(&mut self, payload: &[u8]) -> Vec<(String, i64)> {
+        let Some((seq, offset)) = self.ping else { return Vec::new() };
+        if payload != seq.to_be_bytes() {
+            return Vec::new();
+        }
+        self.ping = None;
+        self.confirm_upto(offset)
     }
 
-    fn take_written(&mut self) -> HashMap<Arc<str>, i64> {
+    /// The peer closed cleanly: what the socket took counts as delivered.
+    pub fn closed_cleanly(&mut self) -> Vec<(String, i64)> {
         let pulled = self.pulled.load(Ordering::Acquire);
+        self.confirm_upto(pulled)
+    }
+
+    /// Stops tracking queued messages (the connection changed user): they will not be reported.
+    pub fn forget_in_flight(&mut self) {
+        self.in_flight.clear();
+        self.ping = None;
+    }
+
+    fn confirm_upto(&mut self, offset: u64) -> Vec<(String, i64)> {
         let mut out: HashMap<Arc<str>, i64> = HashMap::new();
         while let Some((end, _, _)) = self.in_flight.front() {
-            if *end > pulled {
+            if *end > offset {
                 break;
             }
             if let Some((_, conv, id)) = self.in_flight.pop_front() {
@@ -129,17 +173,7 @@ impl OutboundMeter {
                 *e = (*e).max(id);
             }
         }
-        out
-    }
-
-    /// Stops tracking queued messages (the connection changed user): they will not be reported.
-    pub fn forget_in_flight(&mut self) {
-        self.in_flight.clear();
-    }
-
-    /// Messages written out since the last call: the highest id per conversation.
-    pub fn written(&mut self) -> Vec<(String, i64)> {
-        self.take_written().into_iter().map(|(c, id)| (c.to_string(), id)).collect()
+        out.into_iter().map(|(c, id)| (c.to_string(), id)).collect()
     }
 }
 
@@ -157,19 +191,33 @@ mod tests {
     }
 
     #[test]
-    fn meter_reports_only_what_the_socket_took() {
-        let mut m = OutboundMeter::new(1000);
+    fn pongs_confirm_what_was_queued_before_their_ping() {
+        let mut m = OutboundMeter::new();
+        let c: Arc<str> = Arc::from("g");
+        assert!(m.ack_ping().is_none(), "nothing to confirm");
+        m.message(10, c.clone(), 1); // ends at 12
+        let p1 = m.ack_ping().expect("ping");
+        assert!(m.ack_ping().is_none(), "one outstanding ping at a time");
+        m.message(10, c.clone(), 2);
+        assert!(m.pong(b"").is_empty(), "heartbeat pongs confirm nothing");
+        assert_eq!(m.pong(&p1), vec![("g".to_string(), 1)]);
+        let p2 = m.ack_ping().expect("ping for message 2");
+        assert_eq!(m.pong(&p2), vec![("g".to_string(), 2)]);
+        assert!(m.pong(&p2).is_empty(), "a pong counts once");
+    }
+
+    #[test]
+    fn backlog_and_clean_close_follow_the_socket() {
+        let mut m = OutboundMeter::new();
         let c: Arc<str> = Arc::from("g");
         m.message(10, c.clone(), 1); // ends at 12
         m.message(10, c.clone(), 2); // ends at 24
         assert_eq!(m.backlog(), 24);
         m.counter().store(12, Ordering::Release);
-        assert_eq!(m.written(), vec![("g".to_string(), 1)]);
-        assert!(!m.drained());
+        assert_eq!(m.backlog(), 12);
+        assert_eq!(m.closed_cleanly(), vec![("g".to_string(), 1)]);
         m.counter().store(24, Ordering::Release);
-        assert!(m.drained());
         assert_eq!(m.backlog(), 0);
-        m.frame(2000);
-        assert!(m.over_limit());
+        assert_eq!(m.closed_cleanly(), vec![("g".to_string(), 2)]);
     }
 }

@@ -2,6 +2,7 @@
 //! queue and the protocol state (logged in or not); turns signals into core calls and core deliveries
 //! into receive frames.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,7 +12,7 @@ use bytes::BytesMut;
 
 use super::codec::{self, Scope, Signal};
 use super::render::{error_frame, incoming_frame};
-use crate::core::message::{ConnId, Draft, Target, UserKey};
+use crate::core::message::{ConnId, Draft, SharedMessage, Target, UserKey};
 use crate::core::session::{Delivered, DetachConn, ReplayNext, UserSession};
 use crate::core::{next_conn_id, ConnEvent, ConnHandle, Core, CoreError, Deliver, Origin};
 use crate::transport::ws::{OutboundMeter, MAX_FRAME};
@@ -20,6 +21,11 @@ use crate::transport::ws::{OutboundMeter, MAX_FRAME};
 const TICK: Duration = Duration::from_millis(200);
 /// Messages returned by `records_`.
 pub const RECORDS_LIMIT: i64 = 50;
+
+/// Bytes a message takes in the outbox (payload, extension and the frame's other fields).
+fn approx_size(m: &SharedMessage) -> u64 {
+    (m.payload.len() + m.extension.len() + m.sender.len() + m.conv.len() + 48) as u64
+}
 
 /// What a connection needs from the configuration.
 #[derive(Debug, Clone)]
@@ -39,12 +45,18 @@ pub struct EntryConn {
     last_heard: Instant,
     meter: OutboundMeter,
     replay_paused: bool,
+    /// Messages waiting for room in the socket's backlog (flagged when part of a replay page), and
+    /// the approximate size of the live ones.
+    outbox: VecDeque<(SharedMessage, bool)>,
+    outbox_bytes: u64,
     fragments: Option<BytesMut>,
+    /// Deliveries confirmed by a clean close, reported when detaching.
+    confirmed_at_close: Vec<(String, i64)>,
 }
 
 impl EntryConn {
     pub fn new(core: Core, settings: Arc<ConnSettings>) -> Self {
-        let meter = OutboundMeter::new(settings.outbound_queue_bytes);
+        let meter = OutboundMeter::new();
         EntryConn {
             id: next_conn_id(),
             core,
@@ -54,7 +66,10 @@ impl EntryConn {
             last_heard: Instant::now(),
             meter,
             replay_paused: false,
+            outbox: VecDeque::new(),
+            outbox_bytes: 0,
             fragments: None,
+            confirmed_at_close: Vec::new(),
         }
     }
 
@@ -79,10 +94,12 @@ impl EntryConn {
 
     fn detach(&mut self) {
         if let Some(session) = self.session.take() {
-            let delivered = self.meter.written();
+            let delivered = std::mem::take(&mut self.confirmed_at_close);
             session.do_send(DetachConn { conn: self.id, delivered });
         }
         self.meter.forget_in_flight();
+        self.outbox.clear();
+        self.outbox_bytes = 0;
         self.user = None;
         self.replay_paused = false;
     }
@@ -96,6 +113,7 @@ impl EntryConn {
             Signal::Heartbeat => {}
             Signal::Login(uid) => self.login(uid, ctx),
             Signal::Logout(_) => {
+                self.confirmed_at_close = self.meter.closed_cleanly();
                 self.detach();
                 ctx.close(Some(CloseReason { code: CloseCode::Normal, description: Some("logout".into()) }));
                 ctx.stop();
@@ -192,27 +210,49 @@ impl EntryConn {
         }));
     }
 
+    /// Queues a confirmation ping behind the messages sent so far, if one is due.
+    fn ping_for_acks(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        if let Some(payload) = self.meter.ack_ping() {
+            ctx.ping(&payload);
+        }
+    }
+
     fn tick(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
         if self.last_heard.elapsed() > self.settings.client_timeout {
             log::info!("wsim conn {}: peer silent, dropping", self.id);
             ctx.stop();
             return;
         }
-        if self.meter.over_limit() {
+        self.pump(ctx);
+    }
+
+    /// Writes queued messages while the socket keeps up (backlog under half the limit); drops the
+    /// connection when the live messages waiting behind the backlog pass the limit (the peer is not
+    /// reading). Asks for the next replay page once the queue is empty.
+    fn pump(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        let half = self.settings.outbound_queue_bytes / 2;
+        while self.meter.backlog() < half {
+            let Some((msg, replay)) = self.outbox.pop_front() else { break };
+            if !replay {
+                self.outbox_bytes = self.outbox_bytes.saturating_sub(approx_size(&msg));
+            }
+            let Some(user) = self.user.as_deref() else { break };
+            let frame = incoming_frame(&msg, user);
+            self.meter.message(frame.len(), Arc::from(msg.conv.as_str()), msg.id);
+            ctx.text(frame);
+        }
+        if self.outbox_bytes > self.settings.outbound_queue_bytes {
             log::info!(
-                "wsim conn {}: peer not reading ({} bytes queued), dropping",
+                "wsim conn {}: peer not reading ({} bytes waiting), dropping",
                 self.id,
-                self.meter.backlog()
+                self.meter.backlog() + self.outbox_bytes
             );
             ctx.stop();
             return;
         }
-        if let Some(session) = &self.session {
-            let delivered = self.meter.written();
-            if !delivered.is_empty() {
-                session.do_send(Delivered { conn: self.id, delivered });
-            }
-            if self.replay_paused && self.meter.drained() {
+        self.ping_for_acks(ctx);
+        if self.replay_paused && self.outbox.is_empty() {
+            if let Some(session) = &self.session {
                 self.replay_paused = false;
                 session.do_send(ReplayNext { conn: self.id });
             }
@@ -242,14 +282,14 @@ impl Handler<Deliver> for EntryConn {
     type Result = ();
 
     fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
-        let Some(user) = self.user.as_deref() else { return };
-        let frame = incoming_frame(&msg.msg, user);
-        self.meter.message(frame.len(), Arc::from(msg.msg.conv.as_str()), msg.msg.id);
-        ctx.text(frame);
-        if self.meter.over_limit() {
-            log::info!("wsim conn {}: peer not reading, dropping", self.id);
-            ctx.stop();
+        if self.user.is_none() {
+            return;
         }
+        if !msg.replay {
+            self.outbox_bytes += approx_size(&msg.msg);
+        }
+        self.outbox.push_back((msg.msg, msg.replay));
+        self.pump(ctx);
     }
 }
 
@@ -258,7 +298,10 @@ impl Handler<ConnEvent> for EntryConn {
 
     fn handle(&mut self, msg: ConnEvent, ctx: &mut Self::Context) {
         match msg {
-            ConnEvent::ReplayPaused => self.replay_paused = true,
+            ConnEvent::ReplayPaused => {
+                self.replay_paused = true;
+                self.pump(ctx);
+            }
             ConnEvent::Rejected(err) => {
                 let (code, reason) = error_frame(&err);
                 self.send_error(ctx, code, reason);
@@ -280,9 +323,17 @@ impl StreamHandler<Result<ws::Message, ProtocolError>> for EntryConn {
                 self.meter.frame(p.len());
                 ctx.pong(&p);
             }
-            Ok(ws::Message::Pong(_)) | Ok(ws::Message::Nop) => {}
+            Ok(ws::Message::Pong(p)) => {
+                let delivered = self.meter.pong(&p);
+                if let (false, Some(session)) = (delivered.is_empty(), &self.session) {
+                    session.do_send(Delivered { conn: self.id, delivered });
+                }
+                self.pump(ctx);
+            }
+            Ok(ws::Message::Nop) => {}
             Ok(ws::Message::Continuation(item)) => self.on_fragment(item, ctx),
             Ok(ws::Message::Close(reason)) => {
+                self.confirmed_at_close = self.meter.closed_cleanly();
                 ctx.close(reason);
                 ctx.stop();
             }

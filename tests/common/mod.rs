@@ -1,0 +1,396 @@
+//! Test helpers: start the real `wsim` binary on an ephemeral port against a fresh SQLite file or a
+//! fresh MariaDB database, and talk to it with real WebSocket and HTTP clients.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use actix_http::ws::{CloseReason, Frame, Message};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+
+/// Which database a test server uses.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    Sqlite,
+    Mysql(String),
+}
+
+impl Backend {
+    /// MariaDB when `WSIM_TEST_MYSQL_URL` is set; with `CI=true` a missing URL fails the test.
+    pub fn mysql() -> Option<Backend> {
+        match std::env::var("WSIM_TEST_MYSQL_URL") {
+            Ok(url) if !url.is_empty() => Some(Backend::Mysql(url)),
+            _ => {
+                if std::env::var("CI").is_ok_and(|v| v == "true") {
+                    panic!("CI=true but WSIM_TEST_MYSQL_URL is not set: MariaDB tests cannot be skipped");
+                }
+                eprintln!("WSIM_TEST_MYSQL_URL not set: skipping the MariaDB variant");
+                None
+            }
+        }
+    }
+}
+
+/// Runs each listed scenario `async fn name(backend: Backend)` once on SQLite and once on MariaDB.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[actix_rt::test]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod mysql {
+            $(
+                #[actix_rt::test]
+                async fn $name() {
+                    if let Some(b) = $crate::common::Backend::mysql() {
+                        super::$name(b).await
+                    }
+                }
+            )*
+        }
+    };
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A database created for one test server, dropped with it.
+struct MysqlDb {
+    admin_url: String,
+    name: String,
+}
+
+impl MysqlDb {
+    fn create(admin_url: &str) -> (MysqlDb, String) {
+        use diesel::connection::SimpleConnection;
+        use diesel::Connection;
+        let name = format!(
+            "wsim_test_{}_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed),
+            chrono::Utc::now().timestamp_micros() % 1_000_000
+        );
+        let mut conn = diesel::mysql::MysqlConnection::establish(admin_url).expect("connect to MariaDB");
+        conn.batch_execute(&format!("CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"))
+            .expect("create test database");
+        let base = admin_url.rsplit_once('/').map(|(b, _)| b).unwrap_or(admin_url);
+        (MysqlDb { admin_url: admin_url.to_string(), name: name.clone() }, format!("{base}/{name}"))
+    }
+}
+
+impl Drop for MysqlDb {
+    fn drop(&mut self) {
+        use diesel::connection::SimpleConnection;
+        use diesel::Connection;
+        if let Ok(mut conn) = diesel::mysql::MysqlConnection::establish(&self.admin_url) {
+            let _ = conn.batch_execute(&format!("DROP DATABASE IF EXISTS `{}`", self.name));
+        }
+    }
+}
+
+/// The real server, as a child process.
+pub struct TestServer {
+    child: Option<Child>,
+    pub base: String,
+    pub ws_base: String,
+    database_url: String,
+    extra: Vec<String>,
+    dir: tempfile::TempDir,
+    _mysql: Option<MysqlDb>,
+}
+
+impl TestServer {
+    pub fn start(backend: &Backend, extra: &[&str]) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (mysql, database_url) = match backend {
+            Backend::Sqlite => (None, format!("sqlite://{}", dir.path().join("wsim.db").display())),
+            Backend::Mysql(admin) => {
+                let (db, url) = MysqlDb::create(admin);
+                (Some(db), url)
+            }
+        };
+        let mut s = TestServer {
+            child: None,
+            base: String::new(),
+            ws_base: String::new(),
+            database_url,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            dir,
+            _mysql: mysql,
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wsim"))
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--database-url")
+            .arg(&self.database_url)
+            .arg("--data-dir")
+            .arg(self.dir.path())
+            .args(&self.extra)
+            .env("RUST_LOG", std::env::var("WSIM_TEST_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start wsim");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(a) = line.strip_prefix("wsim listening on http://") {
+                        break a.to_string();
+                    }
+                }
+                _ => panic!("wsim exited before listening"),
+            }
+        };
+        // Keep draining stdout so the child never blocks on it.
+        std::thread::spawn(move || for _ in lines {});
+        self.base = format!("http://{addr}");
+        self.ws_base = format!("ws://{addr}");
+        self.child = Some(child);
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn stop(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().expect("kill");
+        assert!(status.success());
+        for _ in 0..200 {
+            if let Ok(Some(st)) = child.try_wait() {
+                return st;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        panic!("wsim did not exit within 10 s of SIGTERM");
+    }
+
+    /// Starts again after [`TestServer::stop`].
+    pub fn restart_after_stop(&mut self) {
+        self.spawn();
+    }
+
+    /// Stops (SIGTERM) and starts again on the same database.
+    pub fn restart(&mut self) {
+        let st = self.stop();
+        assert!(st.success(), "exit status {st:?}");
+        self.spawn();
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn get_json(&self, path_and_query: &str) -> serde_json::Value {
+        let client = awc::Client::default();
+        let mut res = client.get(self.url(path_and_query)).send().await.expect("GET");
+        assert_eq!(res.status().as_u16(), 200, "GET {path_and_query}");
+        let body = res.body().await.expect("body");
+        serde_json::from_slice(&body).unwrap_or_else(|_| panic!("JSON from {path_and_query}: {body:?}"))
+    }
+
+    pub async fn post_form(&self, path: &str, form: &[(&str, &str)]) -> serde_json::Value {
+        let client = awc::Client::default();
+        let mut res = client.post(self.url(path)).send_form(&form).await.expect("POST");
+        assert_eq!(res.status().as_u16(), 200);
+        let body = res.body().await.expect("body");
+        serde_json::from_slice(&body).expect("JSON")
+    }
+
+    pub async fn ws(&self, path: &str) -> Ws {
+        Ws::connect(&format!("{}{path}", self.ws_base)).await
+    }
+
+    /// A WebSocket on `/entry`, logged in as `user` (the `ok` consumed).
+    pub async fn login(&self, user: &str) -> Ws {
+        let mut ws = self.ws("/entry").await;
+        ws.send(&format!("login_{user}"));
+        assert_eq!(ws.recv().await, "ok");
+        ws
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+enum Cmd {
+    Text(String),
+    Raw(Message),
+    Pause,
+    Resume,
+    Close,
+}
+
+#[derive(Debug)]
+pub enum Event {
+    Text(String),
+    Closed(Option<CloseReason>),
+}
+
+/// A WebSocket client that reads in the background (answering pings like real clients do), so the
+/// test sees text frames in order; `pause` stops reading altogether.
+pub struct Ws {
+    tx: mpsc::UnboundedSender<Cmd>,
+    rx: mpsc::UnboundedReceiver<Event>,
+    pub heartbeats: Vec<String>,
+}
+
+pub const RECV_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Ws {
+    pub async fn connect(url: &str) -> Ws {
+        let client = awc::Client::builder().max_http_version(awc::http::Version::HTTP_11).finish();
+        let (_, mut framed) = client
+            .ws(url)
+            .max_frame_size(16 * 1024 * 1024)
+            .connect()
+            .await
+            .unwrap_or_else(|e| panic!("ws connect {url}: {e}"));
+        let (tx, mut cmd_rx) = mpsc::unbounded_channel::<Cmd>();
+        let (ev_tx, rx) = mpsc::unbounded_channel::<Event>();
+        actix_rt::spawn(async move {
+            let mut paused = false;
+            loop {
+                tokio::select! {
+                    cmd = cmd_rx.recv() => match cmd {
+                        Some(Cmd::Text(t)) => { let _ = framed.send(Message::Text(t.into())).await; }
+                        Some(Cmd::Raw(m)) => { let _ = framed.send(m).await; }
+                        Some(Cmd::Pause) => paused = true,
+                        Some(Cmd::Resume) => paused = false,
+                        Some(Cmd::Close) | None => {
+                            let _ = framed.send(Message::Close(None)).await;
+                            // Read until the server's close comes back.
+                            let deadline = tokio::time::sleep(Duration::from_secs(2));
+                            tokio::pin!(deadline);
+                            loop {
+                                tokio::select! {
+                                    f = framed.next() => match f {
+                                        Some(Ok(Frame::Close(_))) | None | Some(Err(_)) => break,
+                                        _ => {}
+                                    },
+                                    _ = &mut deadline => break,
+                                }
+                            }
+                            let _ = ev_tx.send(Event::Closed(None));
+                            break;
+                        }
+                    },
+                    frame = framed.next(), if !paused => match frame {
+                        Some(Ok(Frame::Text(b))) => {
+                            let _ = ev_tx.send(Event::Text(String::from_utf8_lossy(&b).into_owned()));
+                        }
+                        Some(Ok(Frame::Ping(p))) => { let _ = framed.send(Message::Pong(p)).await; }
+                        Some(Ok(Frame::Close(r))) => { let _ = ev_tx.send(Event::Closed(r)); break; }
+                        None | Some(Err(_)) => { let _ = ev_tx.send(Event::Closed(None)); break; }
+                        _ => {}
+                    },
+                }
+            }
+        });
+        Ws { tx, rx, heartbeats: Vec::new() }
+    }
+
+    pub fn send(&self, text: &str) {
+        let _ = self.tx.send(Cmd::Text(text.to_string()));
+    }
+
+    pub fn send_raw(&self, msg: Message) {
+        let _ = self.tx.send(Cmd::Raw(msg));
+    }
+
+    /// Stop reading from the socket (and so stop answering pings).
+    pub fn pause(&self) {
+        let _ = self.tx.send(Cmd::Pause);
+    }
+
+    pub fn resume(&self) {
+        let _ = self.tx.send(Cmd::Resume);
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.tx.send(Cmd::Close);
+        let _ = tokio::time::timeout(Duration::from_secs(3), async {
+            while let Some(ev) = self.rx.recv().await {
+                if let Event::Closed(_) = ev {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+
+    /// The next event (heartbeat frames are collected aside), or `None` after `wait`.
+    pub async fn next_event(&mut self, wait: Duration) -> Option<Event> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Err(_) => return None,
+                Ok(None) => return Some(Event::Closed(None)),
+                Ok(Some(Event::Text(t))) if t.starts_with("heartbeat_") => self.heartbeats.push(t),
+                Ok(Some(ev)) => return Some(ev),
+            }
+        }
+    }
+
+    /// The next text frame (heartbeats skipped); panics on close or timeout.
+    pub async fn recv(&mut self) -> String {
+        match self.next_event(RECV_TIMEOUT).await {
+            Some(Event::Text(t)) => t,
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+
+    /// Asserts that no text frame (other than heartbeats) arrives within `wait`.
+    pub async fn expect_silence(&mut self, wait: Duration) {
+        if let Some(ev) = self.next_event(wait).await {
+            panic!("expected silence, got {ev:?}");
+        }
+    }
+
+    /// Waits for the server to close the connection; returns the close reason.
+    pub async fn expect_closed(&mut self, wait: Duration) -> Option<CloseReason> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Err(_) => panic!("connection still open after {wait:?}"),
+                Ok(None) => return None,
+                Ok(Some(Event::Closed(r))) => return r,
+                Ok(Some(Event::Text(_))) => {}
+            }
+        }
+    }
+}
+
+/// Splits a receive frame into its 7 fields (payload may contain `_`: fields are taken from both ends).
+pub fn fields(frame: &str) -> (String, String, String, String, String, i64, String) {
+    let parts: Vec<&str> = frame.split('_').collect();
+    assert!(parts.len() >= 7, "not a receive frame: {frame}");
+    let n = parts.len();
+    (
+        parts[0].to_string(),
+        parts[1].to_string(),
+        parts[2..n - 4].join("_"),
+        parts[n - 4].to_string(),
+        parts[n - 3].to_string(),
+        parts[n - 2].parse().expect("timet"),
+        parts[n - 1].to_string(),
+    )
+}
