@@ -247,11 +247,13 @@ impl Store {
         .map_err(|_| StoreError::Cancelled)?
     }
 
-    /// True when a connection can be had and answers a trivial query.
+    /// True when a connection can be had and the schema answers a query.
     pub async fn healthy(&self) -> bool {
         self.run(|conn| {
             use diesel::connection::SimpleConnection;
-            db_run!(conn: { conn.batch_execute("SELECT 1").map_err(StoreError::from) })
+            db_run!(conn: {
+                conn.batch_execute("SELECT COUNT(*) FROM counters").map_err(StoreError::from)
+            })
         })
         .await
         .is_ok()

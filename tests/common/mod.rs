@@ -189,6 +189,15 @@ impl TestServer {
         self.spawn();
     }
 
+    /// Drops the MariaDB database under the running server (to test failure handling).
+    pub fn drop_mysql_database(&self) {
+        use diesel::connection::SimpleConnection;
+        use diesel::Connection;
+        let db = self._mysql.as_ref().expect("a MariaDB test server");
+        let mut conn = diesel::mysql::MysqlConnection::establish(&db.admin_url).expect("connect");
+        conn.batch_execute(&format!("DROP DATABASE `{}`", db.name)).expect("drop");
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
