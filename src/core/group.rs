@@ -3,6 +3,7 @@
 //! messages out to the members' sessions.
 
 use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
@@ -43,8 +44,14 @@ impl actix::Message for MembersChanged {
     type Result = ();
 }
 
+/// A group with no online member and no traffic for this long is let go (the registry forgets it and
+/// it stops once its mailbox is empty); the next message starts it again from the store.
+const IDLE_AFTER: Duration = Duration::from_secs(120);
+const IDLE_CHECK: Duration = Duration::from_secs(30);
+
 pub struct Group {
     key: GroupKey,
+    last_active: Instant,
     registry: Addr<Registry>,
     writer: Addr<StoreWriter>,
     store: Store,
@@ -55,7 +62,16 @@ pub struct Group {
 
 impl Group {
     pub fn new(key: GroupKey, registry: Addr<Registry>, writer: Addr<StoreWriter>, store: Store) -> Self {
-        Group { key, registry, writer, store, exists: false, members: HashSet::new(), online: HashMap::new() }
+        Group {
+            key,
+            last_active: Instant::now(),
+            registry,
+            writer,
+            store,
+            exists: false,
+            members: HashSet::new(),
+            online: HashMap::new(),
+        }
     }
 }
 
@@ -63,6 +79,12 @@ impl Actor for Group {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(IDLE_CHECK, |act, ctx| {
+            act.online.retain(|_, s| s.connected());
+            if act.online.is_empty() && act.last_active.elapsed() > IDLE_AFTER {
+                act.registry.do_send(GroupGone { key: act.key.clone(), addr: ctx.address() });
+            }
+        });
         // Nothing else is handled until the members are loaded.
         let store = self.store.clone();
         let (app, id) = (self.key.app.clone(), self.key.group.clone());
@@ -115,6 +137,7 @@ impl Handler<GroupSubmit> for Group {
     type Result = ();
 
     fn handle(&mut self, msg: GroupSubmit, ctx: &mut Self::Context) {
+        self.last_active = Instant::now();
         let refuse = |err: CoreError, msg: GroupSubmit| {
             msg.origin.reject(err.clone());
             if let Some(ack) = msg.ack {

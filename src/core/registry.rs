@@ -79,7 +79,7 @@ impl actix::Message for MembershipChanged {
     type Result = ();
 }
 
-/// A group actor found its group missing; forget it if it is still the registered one.
+/// A group actor found its group missing, or is idle; forget it if it is still the registered one.
 pub struct GroupGone {
     pub key: GroupKey,
     pub addr: Addr<Group>,
