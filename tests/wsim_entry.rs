@@ -21,6 +21,7 @@ on_both_backends!(
     oversized_frame_closes_with_1009,
     members_and_records_queries,
     sigterm_exits_cleanly_without_losing_messages,
+    sigint_exits_cleanly_with_clients_connected,
 );
 
 async fn create_group(s: &TestServer, creator: &str, members: &str) -> String {
@@ -326,4 +327,16 @@ async fn sigterm_exits_cleanly_without_losing_messages(b: Backend) {
     for i in 0..200 {
         assert!(bob.recv().await.starts_with(&format!("text_alice_n{i}_")), "message {i}");
     }
+}
+
+async fn sigint_exits_cleanly_with_clients_connected(b: Backend) {
+    let mut s = TestServer::start(&b, &[]);
+    let gid = create_group(&s, "alice", "bob").await;
+    let mut bob = s.login("bob").await;
+    let alice = s.login("alice").await;
+    alice.send(&format!("text_{gid}_last words_group_e"));
+    assert!(bob.recv().await.starts_with("text_alice_last words_"));
+    let st = s.stop_with("INT");
+    assert!(st.success(), "exit status {st:?}");
+    bob.expect_closed(Duration::from_secs(10)).await;
 }

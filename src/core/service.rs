@@ -11,7 +11,7 @@ use super::ids::{now_us, IdGen};
 use super::message::{direct_conv_id, Draft, GroupKey, Message, SharedMessage, UserKey};
 use super::registry::{Attach, FlushSessions, MembershipChanged, Registry, Submit, WhoIsOnline};
 use super::session::UserSession;
-use super::writer::{Flush, StoreWriter};
+use super::writer::{Flush, GetStats, StoreWriter, WriterStats};
 use super::{ConnHandle, CoreError, Origin};
 use crate::store::models::UserRow;
 use crate::store::rooms::{self, GroupRecord, NewGroup};
@@ -75,6 +75,11 @@ impl Core {
     pub async fn flush(&self) {
         let _ = self.registry.send(FlushSessions).await;
         let _ = self.writer.send(Flush).await;
+    }
+
+    /// What the store writer has committed so far.
+    pub async fn writer_stats(&self) -> WriterStats {
+        self.writer.send(GetStats).await.unwrap_or_default()
     }
 
     pub async fn online_among(&self, app: &str, users: Vec<String>) -> Vec<String> {

@@ -20,6 +20,7 @@ use crate::store::Store;
 /// How many messages the writer's mailbox holds before senders are told the server is busy.
 pub const WRITER_MAILBOX: usize = 50_000;
 const KNOWN_DIRECT_MAX: usize = 200_000;
+const WRITE_ATTEMPTS: u32 = 3;
 
 /// Store a message, then tell `notify` (in id order) or the origin why it failed.
 pub struct Persist {
@@ -63,6 +64,20 @@ impl actix::Message for Flush {
     type Result = ();
 }
 
+/// Counters of what the writer has committed so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    pub messages: u64,
+    pub batches: u64,
+}
+
+/// Asks for the writer's counters.
+pub struct GetStats;
+
+impl actix::Message for GetStats {
+    type Result = WriterStats;
+}
+
 struct Job {
     msg: SharedMessage,
     origin: Origin,
@@ -80,6 +95,7 @@ pub struct StoreWriter {
     flush_waiters: Vec<oneshot::Sender<()>>,
     in_flight: bool,
     known_direct: HashSet<(String, String)>,
+    stats: WriterStats,
 }
 
 impl StoreWriter {
@@ -94,6 +110,7 @@ impl StoreWriter {
             flush_waiters: Vec::new(),
             in_flight: false,
             known_direct: HashSet::new(),
+            stats: WriterStats::default(),
         }
     }
 
@@ -145,7 +162,18 @@ impl StoreWriter {
                 .run(move |conn| {
                     let batch: Vec<&Message> = msgs.iter().map(|m| m.as_ref()).collect();
                     let direct: Vec<&Message> = new_direct.iter().map(|&i| batch[i]).collect();
-                    write_batch(conn, &batch, &direct, &cursors)
+                    // A deadlock or lock timeout rolls the whole batch back: try again.
+                    let mut attempt = 1;
+                    loop {
+                        match write_batch(conn, &batch, &direct, &cursors) {
+                            Err(e) if attempt < WRITE_ATTEMPTS => {
+                                log::warn!("store writer: attempt {attempt} failed, retrying: {e}");
+                                attempt += 1;
+                                std::thread::sleep(std::time::Duration::from_millis(20 * attempt as u64));
+                            }
+                            res => break res,
+                        }
+                    }
                 })
                 .await
         };
@@ -153,6 +181,8 @@ impl StoreWriter {
             act.in_flight = false;
             match res {
                 Ok(()) => {
+                    act.stats.batches += 1;
+                    act.stats.messages += jobs.len() as u64;
                     if act.known_direct.len() > KNOWN_DIRECT_MAX {
                         act.known_direct.clear();
                     }
@@ -227,5 +257,13 @@ impl Handler<Flush> for StoreWriter {
         Box::pin(async move {
             let _ = rx.await;
         })
+    }
+}
+
+impl Handler<GetStats> for StoreWriter {
+    type Result = MessageResult<GetStats>;
+
+    fn handle(&mut self, _: GetStats, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.stats)
     }
 }

@@ -4,7 +4,7 @@ use diesel::prelude::*;
 
 use super::models::{ConversationRow, MemberRow, MessageRow};
 use super::schema::{conv_members, conversations, messages};
-use super::{DbConn, StoreError};
+use super::{DbConn, StoreError, WriteTransaction};
 use crate::core::message::{ConvKind, Message};
 use crate::db_run;
 
@@ -35,7 +35,7 @@ pub fn write_batch(
         }
     }
     db_run!(conn: {
-        conn.transaction::<_, StoreError, _>(|conn| {
+        conn.write_transaction(|conn| {
             for m in new_direct {
                 let conv = ConversationRow {
                     app: m.app.clone(),

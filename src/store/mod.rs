@@ -87,6 +87,35 @@ macro_rules! db_run {
     };
 }
 
+/// A transaction that will write. On SQLite it starts with `BEGIN IMMEDIATE`, so it waits for the
+/// write lock up front (honouring the busy timeout) instead of failing when a read has to be upgraded
+/// after another writer committed.
+pub trait WriteTransaction: Connection {
+    fn write_transaction<T, F>(&mut self, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&mut Self) -> Result<T, StoreError>;
+}
+
+#[cfg(feature = "sqlite")]
+impl WriteTransaction for SqliteConnection {
+    fn write_transaction<T, F>(&mut self, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&mut Self) -> Result<T, StoreError>,
+    {
+        self.immediate_transaction(f)
+    }
+}
+
+#[cfg(feature = "mysql")]
+impl WriteTransaction for MysqlConnection {
+    fn write_transaction<T, F>(&mut self, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&mut Self) -> Result<T, StoreError>,
+    {
+        self.transaction(f)
+    }
+}
+
 #[derive(Clone)]
 enum DbPool {
     #[cfg(feature = "sqlite")]

@@ -6,7 +6,7 @@ use diesel::prelude::*;
 
 use super::models::{ConversationRow, MemberRow};
 use super::schema::{conv_members, conversations, counters};
-use super::{DbConn, StoreError};
+use super::{DbConn, StoreError, WriteTransaction};
 use crate::core::ids::now_us;
 use crate::core::message::ConvKind;
 use crate::db_run;
@@ -60,7 +60,7 @@ pub fn create_group(conn: &mut DbConn, new: &NewGroup<'_>) -> Result<GroupRecord
         }
     }
     db_run!(conn: {
-        conn.transaction::<_, StoreError, _>(|conn| {
+        conn.write_transaction(|conn| {
             let id = loop {
                 let candidate = next_counter!(conn, GROUP_COUNTER, FIRST_GROUP_ID).to_string();
                 let taken: i64 = conversations::table
@@ -187,7 +187,7 @@ pub fn add_members(
     users: &[String],
 ) -> Result<Vec<String>, StoreError> {
     db_run!(conn: {
-        conn.transaction::<_, StoreError, _>(|conn| {
+        conn.write_transaction(|conn| {
             let last: i64 = conversations::table
                 .filter(conversations::app.eq(app).and(conversations::id.eq(group)))
                 .select(conversations::last_msg_id)
@@ -230,7 +230,7 @@ pub fn remove_members(
     users: &[String],
 ) -> Result<Vec<String>, StoreError> {
     db_run!(conn: {
-        conn.transaction::<_, StoreError, _>(|conn| {
+        conn.write_transaction(|conn| {
             let existing: Vec<String> = conv_members::table
                 .filter(conv_members::app.eq(app).and(conv_members::conv.eq(group)))
                 .filter(conv_members::user_id.eq_any(users))

@@ -6,7 +6,7 @@ use diesel::prelude::*;
 
 use super::models::UserRow;
 use super::schema::users::dsl;
-use super::{DbConn, StoreError};
+use super::{DbConn, StoreError, WriteTransaction};
 use crate::core::ids::now_us;
 use crate::db_run;
 
@@ -21,7 +21,7 @@ pub fn set_profile(
     default_avatar: &str,
 ) -> Result<UserRow, StoreError> {
     db_run!(conn: {
-        conn.transaction(|conn| {
+        conn.write_transaction(|conn| {
             let existing: Option<UserRow> = dsl::users
                 .filter(dsl::app.eq(app).and(dsl::id.eq(id)))
                 .select(UserRow::as_select())

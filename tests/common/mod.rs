@@ -62,13 +62,13 @@ macro_rules! on_both_backends {
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A database created for one test server, dropped with it.
-struct MysqlDb {
+pub struct MysqlDb {
     admin_url: String,
     name: String,
 }
 
 impl MysqlDb {
-    fn create(admin_url: &str) -> (MysqlDb, String) {
+    pub fn create(admin_url: &str) -> (MysqlDb, String) {
         use diesel::connection::SimpleConnection;
         use diesel::Connection;
         let name = format!(
@@ -164,8 +164,17 @@ impl TestServer {
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn stop(&mut self) -> ExitStatus {
+        self.stop_with("TERM")
+    }
+
+    /// Sends the named signal and waits for the exit status.
+    pub fn stop_with(&mut self, signal: &str) -> ExitStatus {
         let mut child = self.child.take().expect("running");
-        let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().expect("kill");
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(child.id().to_string())
+            .status()
+            .expect("kill");
         assert!(status.success());
         for _ in 0..200 {
             if let Ok(Some(st)) = child.try_wait() {

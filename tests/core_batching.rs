@@ -1,0 +1,60 @@
+//! The core without a front-end: a burst of messages is stored in few transactions, in order, and
+//! acknowledged only once stored.
+
+mod common;
+
+use common::Backend;
+use wsim::core::service::CoreSettings;
+use wsim::core::{Core, Draft, Origin, Target};
+use wsim::store::Store;
+
+on_both_backends!(a_burst_costs_few_transactions);
+
+async fn a_burst_costs_few_transactions(b: Backend) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (url, _db) = match &b {
+        Backend::Sqlite => (format!("sqlite://{}", dir.path().join("t.db").display()), None),
+        Backend::Mysql(admin) => {
+            let (db, url) = common::MysqlDb::create(admin);
+            (url, Some(db))
+        }
+    };
+    let store = actix_web::rt::task::spawn_blocking(move || Store::connect(&url, 4))
+        .await
+        .expect("join")
+        .expect("store");
+    let core = Core::start(store, &CoreSettings { node_id: 5, max_batch: 1000 });
+    let n = 2000;
+    let acks: Vec<_> = (0..n)
+        .map(|i| {
+            let core = core.clone();
+            async move {
+                let draft = Draft {
+                    app: "default".into(),
+                    sender: "a".into(),
+                    target: Target::User("b".into()),
+                    kind: "text".into(),
+                    payload: format!("m{i}"),
+                    extension: String::new(),
+                };
+                core.submit_acked(draft, Origin::default()).await
+            }
+        })
+        .collect();
+    let stored = futures_util::future::join_all(acks).await;
+    let ids: Vec<i64> = stored.into_iter().map(|r| r.expect("stored").id).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids follow submission order");
+    assert!(ids.iter().all(|&id| wsim::core::ids::node_of(id) == 5));
+    let stats = core.writer_stats().await;
+    assert_eq!(stats.messages, n as u64);
+    assert!(
+        stats.batches * 10 <= stats.messages,
+        "{} messages took {} transactions",
+        stats.messages,
+        stats.batches
+    );
+    let history = core.direct_history("default", "b", "a", i64::MAX, 5000).await.expect("history");
+    assert_eq!(history.len(), n);
+    assert_eq!(history[0].payload, "m0");
+    assert_eq!(history[n - 1].payload, format!("m{}", n - 1));
+}
