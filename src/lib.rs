@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod core;
+pub mod metrics;
 pub mod proto;
 pub mod server;
 pub mod store;

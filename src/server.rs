@@ -3,11 +3,13 @@
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
+use actix_web::dev::Service;
 use actix_web::{middleware, web, App, HttpResponse, HttpServer};
 
 use crate::config::Settings;
 use crate::core::service::CoreSettings;
 use crate::core::Core;
+use crate::metrics::METRICS;
 use crate::proto::wsim::{self, conn::ConnSettings, WsimState};
 use crate::store::{Store, StoreError};
 
@@ -41,6 +43,12 @@ impl Running {
     pub fn handle(&self) -> actix_web::dev::ServerHandle {
         self.server.handle()
     }
+}
+
+async fn metrics() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(METRICS.render())
 }
 
 async fn healthz(store: web::Data<Store>) -> HttpResponse {
@@ -99,8 +107,18 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     let mut server = HttpServer::new(move || {
         App::new()
             .wrap(middleware::Logger::new("%a \"%r\" %s %b %Dms").log_target("wsim::http"))
+            .wrap_fn(|req, srv| {
+                let fut = srv.call(req);
+                async move {
+                    let res = fut.await?;
+                    let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".to_string());
+                    METRICS.http_request(&route, res.status().as_u16());
+                    Ok(res)
+                }
+            })
             .app_data(store_data.clone())
             .route("/healthz", web::get().to(healthz))
+            .route("/metrics", web::get().to(metrics))
             .configure(wsim::configure(wsim_state.clone()))
     })
     .shutdown_timeout(5);

@@ -14,6 +14,7 @@ use super::message::{ConnId, ConvKind, SharedMessage, UserKey};
 use super::registry::{AnnounceOnline, Registry, SessionIdle};
 use super::writer::{SaveCursors, StoreWriter};
 use super::{ConnEvent, ConnHandle, Deliver};
+use crate::metrics::METRICS;
 use crate::store::messages::{conversations_of, replay_page, Cursor};
 use crate::store::Store;
 
@@ -216,6 +217,7 @@ impl UserSession {
                 }
             };
             let full = page.len() as i64 >= REPLAY_PAGE;
+            METRICS.replayed.inc_by(page.len() as u64);
             if let Some(r) = entry.replay.as_mut() {
                 for m in page {
                     r.cursors.insert(m.conv.clone(), m.id);
@@ -284,6 +286,7 @@ impl Actor for UserSession {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        METRICS.users_online.inc();
         ctx.run_interval(CURSOR_FLUSH_INTERVAL, |act, _| {
             if !act.dirty.is_empty() {
                 act.save_cursors(None);
@@ -292,6 +295,7 @@ impl Actor for UserSession {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        METRICS.users_online.dec();
         if !self.dirty.is_empty() {
             self.save_cursors(None);
         }

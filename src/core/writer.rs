@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 use super::ids::{now_us, IdGen};
 use super::message::{direct_conv_id, Draft, Message, SharedMessage, Target};
 use super::{CoreError, Origin};
+use crate::metrics::METRICS;
 use crate::store::messages::{write_batch, Cursor};
 use crate::store::Store;
 
@@ -156,6 +157,7 @@ impl StoreWriter {
             .map(|(i, _)| i)
             .collect();
         self.in_flight = true;
+        let started = std::time::Instant::now();
         let store = self.store.clone();
         let fut = async move {
             store
@@ -183,6 +185,9 @@ impl StoreWriter {
                 Ok(()) => {
                     act.stats.batches += 1;
                     act.stats.messages += jobs.len() as u64;
+                    METRICS.stored.inc_by(jobs.len() as u64);
+                    METRICS.batch_size.observe(jobs.len() as f64);
+                    METRICS.batch_seconds.observe(started.elapsed().as_secs_f64());
                     if act.known_direct.len() > KNOWN_DIRECT_MAX {
                         act.known_direct.clear();
                     }
@@ -201,6 +206,7 @@ impl StoreWriter {
                 }
                 Err(e) => {
                     log::error!("store writer: batch of {} messages failed: {e}", jobs.len());
+                    METRICS.store_failures.inc();
                     for job in jobs {
                         job.origin.reject(CoreError::Storage);
                         if let Some(ack) = job.ack {

@@ -15,6 +15,7 @@ use super::render::{error_frame, incoming_frame};
 use crate::core::message::{ConnId, Draft, SharedMessage, Target, UserKey};
 use crate::core::session::{Delivered, DetachConn, ReplayNext, UserSession};
 use crate::core::{next_conn_id, ConnEvent, ConnHandle, Core, CoreError, Deliver, Origin};
+use crate::metrics::{FrontendMetrics, METRICS};
 use crate::transport::ws::{OutboundMeter, MAX_FRAME};
 
 /// How often the connection reports written messages and checks its peer.
@@ -52,6 +53,7 @@ pub struct EntryConn {
     fragments: Option<BytesMut>,
     /// Deliveries confirmed by a clean close, reported when detaching.
     confirmed_at_close: Vec<(String, i64)>,
+    metrics: FrontendMetrics,
 }
 
 impl EntryConn {
@@ -70,6 +72,7 @@ impl EntryConn {
             outbox_bytes: 0,
             fragments: None,
             confirmed_at_close: Vec::new(),
+            metrics: METRICS.frontend("wsim"),
         }
     }
 
@@ -134,6 +137,7 @@ impl EntryConn {
                     payload,
                     extension,
                 };
+                self.metrics.received.inc();
                 let origin = Origin::of(&self.conn_handle(ctx));
                 self.core.submit(draft, origin);
             }
@@ -240,6 +244,7 @@ impl EntryConn {
             let frame = incoming_frame(&msg, user);
             self.meter.message(frame.len(), Arc::from(msg.conv.as_str()), msg.id);
             ctx.text(frame);
+            self.metrics.delivered.inc();
         }
         if self.outbox_bytes > self.settings.outbound_queue_bytes {
             log::info!(
@@ -247,6 +252,7 @@ impl EntryConn {
                 self.id,
                 self.meter.backlog() + self.outbox_bytes
             );
+            self.metrics.slow_dropped.inc();
             ctx.stop();
             return;
         }
@@ -264,6 +270,7 @@ impl Actor for EntryConn {
     type Context = ws::WebsocketContext<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        self.metrics.connections.inc();
         ctx.run_interval(TICK, |act, ctx| act.tick(ctx));
         ctx.run_interval(self.settings.heartbeat_interval, |act, ctx| {
             let hb = codec::render_heartbeat(chrono::Utc::now().timestamp());
@@ -274,6 +281,7 @@ impl Actor for EntryConn {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        self.metrics.connections.dec();
         self.detach();
     }
 }

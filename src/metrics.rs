@@ -1,0 +1,150 @@
+//! Process-wide metrics in the Prometheus/OpenMetrics text format, served on `/metrics`.
+//!
+//! Counters are plain atomics: hot paths hold handles ([`FrontendMetrics`]) obtained once, so
+//! counting costs an atomic add. Imports nothing from the crate, so every layer may use it.
+
+use std::sync::LazyLock;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FrontendLabel {
+    pub frontend: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabel {
+    pub route: String,
+    pub status: u16,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub connections: Family<FrontendLabel, Gauge>,
+    pub received: Family<FrontendLabel, Counter>,
+    pub delivered: Family<FrontendLabel, Counter>,
+    pub slow_dropped: Family<FrontendLabel, Counter>,
+    pub users_online: Gauge,
+    pub stored: Counter,
+    pub replayed: Counter,
+    pub store_failures: Counter,
+    pub batch_size: Histogram,
+    pub batch_seconds: Histogram,
+    pub http_requests: Family<HttpLabel, Counter>,
+}
+
+/// The handles one front-end counts with.
+#[derive(Clone, Debug)]
+pub struct FrontendMetrics {
+    pub connections: Gauge,
+    pub received: Counter,
+    pub delivered: Counter,
+    pub slow_dropped: Counter,
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("wsim");
+        let connections = Family::<FrontendLabel, Gauge>::default();
+        registry.register("connections_open", "Open client connections, by front-end", connections.clone());
+        let received = Family::<FrontendLabel, Counter>::default();
+        registry.register("messages_received", "Messages sent by clients, by front-end", received.clone());
+        let delivered = Family::<FrontendLabel, Counter>::default();
+        registry.register("messages_delivered", "Messages written to client connections", delivered.clone());
+        let slow_dropped = Family::<FrontendLabel, Counter>::default();
+        registry.register(
+            "slow_consumers_dropped",
+            "Connections dropped because the peer stopped reading",
+            slow_dropped.clone(),
+        );
+        let users_online = Gauge::default();
+        registry.register(
+            "users_online",
+            "Users with at least one logged-in connection",
+            users_online.clone(),
+        );
+        let stored = Counter::default();
+        registry.register("messages_stored", "Messages written to the store", stored.clone());
+        let replayed = Counter::default();
+        registry.register("offline_replayed", "Messages replayed to users at login", replayed.clone());
+        let store_failures = Counter::default();
+        registry.register(
+            "store_batch_failures",
+            "Store batches that could not be written",
+            store_failures.clone(),
+        );
+        let batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 12));
+        registry.register("store_batch_size", "Messages per store transaction", batch_size.clone());
+        let batch_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
+        registry.register("store_batch_seconds", "Duration of store transactions", batch_seconds.clone());
+        let http_requests = Family::<HttpLabel, Counter>::default();
+        registry.register("http_requests", "HTTP requests, by route and status", http_requests.clone());
+        Metrics {
+            registry,
+            connections,
+            received,
+            delivered,
+            slow_dropped,
+            users_online,
+            stored,
+            replayed,
+            store_failures,
+            batch_size,
+            batch_seconds,
+            http_requests,
+        }
+    }
+
+    /// Handles for one front-end (look them up once, then count freely).
+    pub fn frontend(&self, name: &str) -> FrontendMetrics {
+        let l = FrontendLabel { frontend: name.to_string() };
+        FrontendMetrics {
+            connections: self.connections.get_or_create(&l).clone(),
+            received: self.received.get_or_create(&l).clone(),
+            delivered: self.delivered.get_or_create(&l).clone(),
+            slow_dropped: self.slow_dropped.get_or_create(&l).clone(),
+        }
+    }
+
+    pub fn http_request(&self, route: &str, status: u16) {
+        self.http_requests.get_or_create(&HttpLabel { route: route.to_string(), status }).inc();
+    }
+
+    /// The text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// The process's metrics.
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_with_labels() {
+        let m = Metrics::new();
+        let fm = m.frontend("wsim");
+        fm.delivered.inc_by(3);
+        fm.connections.inc();
+        m.http_request("/creategrp", 200);
+        m.batch_size.observe(5.0);
+        let text = m.render();
+        assert!(text.contains("wsim_messages_delivered_total{frontend=\"wsim\"} 3"), "{text}");
+        assert!(text.contains("wsim_connections_open{frontend=\"wsim\"} 1"), "{text}");
+        assert!(text.contains("wsim_http_requests_total{route=\"/creategrp\",status=\"200\"} 1"), "{text}");
+        assert!(text.contains("wsim_store_batch_size_count 1"), "{text}");
+    }
+}

@@ -1,0 +1,84 @@
+//! `/metrics` over real HTTP: the counters move when traffic flows.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Backend, TestServer};
+
+on_both_backends!(counters_follow_traffic, slow_consumers_are_counted);
+
+/// The value of the sample whose name and labels are exactly `series`, or 0 when absent.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .map(|v| v.trim().parse().expect("number"))
+        .unwrap_or(0.0)
+}
+
+async fn scrape(s: &TestServer) -> String {
+    let client = awc::Client::default();
+    let mut res = client.get(s.url("/metrics")).send().await.expect("GET /metrics");
+    assert_eq!(res.status().as_u16(), 200);
+    let ct = res.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    assert!(ct.contains("text"), "content type {ct}");
+    String::from_utf8(res.body().await.expect("body").to_vec()).expect("utf8")
+}
+
+async fn counters_follow_traffic(b: Backend) {
+    let s = TestServer::start(&b, &[]);
+    let before = scrape(&s).await;
+    assert_eq!(sample(&before, "wsim_connections_open{frontend=\"wsim\"}"), 0.0);
+    assert_eq!(sample(&before, "wsim_messages_stored_total"), 0.0);
+
+    let v = s.get_json("/creategrp?creator=a&members=b,c").await;
+    let gid = v["data"]["groupid"].as_str().expect("gid").to_string();
+    let a = s.login("a").await;
+    let mut b_ws = s.login("b").await;
+    a.send(&format!("text_{gid}_hi_group_e"));
+    a.send("text_b_direct_unicast_e");
+    b_ws.recv().await;
+    b_ws.recv().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut c = s.login("c").await; // c was offline: one replayed message
+    c.recv().await;
+
+    let m = scrape(&s).await;
+    assert_eq!(sample(&m, "wsim_connections_open{frontend=\"wsim\"}"), 3.0, "{m}");
+    assert_eq!(sample(&m, "wsim_users_online"), 3.0);
+    assert_eq!(sample(&m, "wsim_messages_received_total{frontend=\"wsim\"}"), 2.0);
+    assert_eq!(sample(&m, "wsim_messages_stored_total"), 2.0);
+    assert!(sample(&m, "wsim_messages_delivered_total{frontend=\"wsim\"}") >= 3.0);
+    assert_eq!(sample(&m, "wsim_offline_replayed_total"), 1.0);
+    assert!(sample(&m, "wsim_store_batch_size_count") >= 1.0);
+    assert!(sample(&m, "wsim_store_batch_seconds_count") >= 1.0);
+    assert_eq!(sample(&m, "wsim_http_requests_total{route=\"/creategrp\",status=\"200\"}"), 1.0);
+    assert!(sample(&m, "wsim_http_requests_total{route=\"/metrics\",status=\"200\"}") >= 1.0);
+
+    a.close().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let m = scrape(&s).await;
+    assert_eq!(sample(&m, "wsim_connections_open{frontend=\"wsim\"}"), 2.0);
+    assert_eq!(sample(&m, "wsim_users_online"), 2.0);
+}
+
+async fn slow_consumers_are_counted(b: Backend) {
+    let s = TestServer::start(&b, &["--outbound-queue-kib", "64"]);
+    let slow = s.login("slow").await;
+    let sender = s.login("sender").await;
+    slow.pause();
+    let big = "z".repeat(60_000);
+    for i in 0..300 {
+        sender.send(&format!("text_slow_{i}{big}_unicast_e"));
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = scrape(&s).await;
+        if sample(&m, "wsim_slow_consumers_dropped_total{frontend=\"wsim\"}") == 1.0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no slow consumer counted:\n{m}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
