@@ -96,6 +96,7 @@ pub struct UserSession {
     dirty: HashSet<String>,
     attaches_seen: u64,
     announced: bool,
+    flush_scheduled: bool,
 }
 
 impl UserSession {
@@ -110,16 +111,27 @@ impl UserSession {
             dirty: HashSet::new(),
             attaches_seen: 0,
             announced: false,
+            flush_scheduled: false,
         }
     }
 
-    fn note_delivered(&mut self, delivered: Vec<(String, i64)>) {
+    fn note_delivered(&mut self, delivered: Vec<(String, i64)>, ctx: &mut Context<Self>) {
         for (conv, id) in delivered {
             let e = self.delivered.entry(conv.clone()).or_insert(0);
             if id > *e {
                 *e = id;
                 self.dirty.insert(conv);
             }
+        }
+        // Watermarks are written at most every CURSOR_FLUSH_INTERVAL, and only when they moved.
+        if !self.dirty.is_empty() && !self.flush_scheduled {
+            self.flush_scheduled = true;
+            ctx.run_later(CURSOR_FLUSH_INTERVAL, |act, _| {
+                act.flush_scheduled = false;
+                if !act.dirty.is_empty() {
+                    act.save_cursors(None);
+                }
+            });
         }
     }
 
@@ -285,13 +297,8 @@ impl UserSession {
 impl Actor for UserSession {
     type Context = Context<Self>;
 
-    fn started(&mut self, ctx: &mut Self::Context) {
+    fn started(&mut self, _: &mut Self::Context) {
         METRICS.users_online.inc();
-        ctx.run_interval(CURSOR_FLUSH_INTERVAL, |act, _| {
-            if !act.dirty.is_empty() {
-                act.save_cursors(None);
-            }
-        });
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
@@ -317,7 +324,7 @@ impl Handler<DetachConn> for UserSession {
     type Result = ();
 
     fn handle(&mut self, msg: DetachConn, ctx: &mut Self::Context) {
-        self.note_delivered(msg.delivered);
+        self.note_delivered(msg.delivered, ctx);
         if self.conns.remove(&msg.conn).is_some() && self.conns.is_empty() {
             self.begin_idle(ctx);
         }
@@ -327,8 +334,8 @@ impl Handler<DetachConn> for UserSession {
 impl Handler<Delivered> for UserSession {
     type Result = ();
 
-    fn handle(&mut self, msg: Delivered, _: &mut Self::Context) {
-        self.note_delivered(msg.delivered);
+    fn handle(&mut self, msg: Delivered, ctx: &mut Self::Context) {
+        self.note_delivered(msg.delivered, ctx);
     }
 }
 

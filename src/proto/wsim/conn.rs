@@ -18,8 +18,9 @@ use crate::core::{next_conn_id, ConnEvent, ConnHandle, Core, CoreError, Deliver,
 use crate::metrics::{FrontendMetrics, METRICS};
 use crate::transport::ws::{OutboundMeter, MAX_FRAME};
 
-/// How often the connection reports written messages and checks its peer.
-const TICK: Duration = Duration::from_millis(200);
+/// How often the connection checks its peer and retries writing queued messages (writes are
+/// otherwise driven by deliveries and pongs, so an idle connection costs one timer a second).
+const TICK: Duration = Duration::from_secs(1);
 /// Messages returned by `records_`.
 pub const RECORDS_LIMIT: i64 = 50;
 
