@@ -6,7 +6,7 @@ WSIM_TEST_MYSQL_URL ?= mysql://root@127.0.0.1:3306/test
 LISTEN ?= 0.0.0.0:6060
 DATA_DIR ?= ./data
 
-.PHONY: deps run test lint fmt build
+.PHONY: deps run test lint fmt build bench
 
 # The MySQL client library (libmysqlclient) comes from Debian.
 deps:
@@ -31,3 +31,7 @@ lint:
 
 fmt:
 	$(CARGO) fmt --all
+
+# The standard benchmark suite (release build; server on CPU 0, generator on CPU 1; SQLite and MariaDB).
+bench: deps
+	bash bench/run.sh

@@ -121,7 +121,9 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             .route("/metrics", web::get().to(metrics))
             .configure(wsim::configure(wsim_state.clone()))
     })
-    .shutdown_timeout(5);
+    .shutdown_timeout(5)
+    // Small frames must leave at once (Nagle plus delayed ACKs would add ~40 ms).
+    .tcp_nodelay(true);
     for l in listeners {
         let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
         server = server.listen(l).map_err(|e| StartError::Bind(addr, e))?;

@@ -174,7 +174,10 @@ fn is_loopback(ip: IpAddr) -> bool {
 
 async fn connect(server: &str, proto: &dyn Protocol, user: &str) -> Result<(Sink, Source), String> {
     let url = format!("ws://{server}{}", proto.path());
-    let (ws, _) = tokio_tungstenite::connect_async(url.as_str()).await.map_err(|e| format!("{url}: {e}"))?;
+    // Nagle off: latency is what we measure.
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(url.as_str(), None, true)
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
     let (mut sink, mut source) = ws.split();
     sink.send(Message::text(proto.login_frame(user))).await.map_err(|e| e.to_string())?;
     loop {
@@ -273,12 +276,16 @@ impl Bench {
         let started = Instant::now();
         let until = tokio::time::Instant::now() + duration;
         let mut tasks = Vec::new();
-        for (conn_idx, target) in senders {
+        let period = Duration::from_secs_f64(1.0 / per_sender.max(0.001));
+        let start = tokio::time::Instant::now();
+        for (k, (conn_idx, target)) in senders.iter().enumerate() {
+            // Spread the senders' ticks over one period so they do not fire in lockstep.
+            let first = start + period.mul_f64(k as f64 / senders.len() as f64);
             let Some(conn) = self.conns.get_mut(*conn_idx).and_then(Option::take) else { continue };
             let (proto, target, size) = (self.proto.clone(), target.clone(), self.args.payload);
             tasks.push(tokio::task::spawn_local(async move {
                 let mut conn = conn;
-                let mut iv = tokio::time::interval(Duration::from_secs_f64(1.0 / per_sender.max(0.001)));
+                let mut iv = tokio::time::interval_at(first, period);
                 iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
                 let mut seq = 0u64;
                 while tokio::time::Instant::now() < until {
