@@ -38,10 +38,10 @@ run_backend() {
   : >"$result"
   gen() {
     taskset -c 1 "$BIN/wsim-bench" "$@" --server "127.0.0.1:$port" --server-pid "$pid" --label "$backend" \
-      | tee -a "$tmp/generator.log" | grep '^{' >>"$result" || true
+      | tee -a "$tmp/generator.log" /dev/stderr | grep '^{' >>"$result" || true
   }
   echo "== $backend: idle"
-  gen idle --connections "$IDLE_CONNS" --connect-rate 4000 --duration "$IDLE_SECS"
+  gen idle --connections "$IDLE_CONNS" --connect-rate 1500 --duration "$IDLE_SECS"
   echo "== $backend: ring"
   gen ring --connections 1000 --rate 2000 --find-knee --knee-step 1.6 --knee-steps 8 --duration "$STEP_SECS"
   echo "== $backend: group 10"

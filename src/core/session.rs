@@ -23,7 +23,9 @@ pub const REPLAY_PAGE: i64 = 100;
 /// Live messages held for a connection while its replay runs; beyond this they are dropped and
 /// fetched again from the store.
 const REPLAY_BUFFER: usize = 1024;
-const CURSOR_FLUSH_INTERVAL: Duration = Duration::from_millis(500);
+/// How often moved watermarks are written (and when the last connection leaves). A crash loses at most
+/// this much progress, which means messages delivered in that time are delivered again.
+const CURSOR_FLUSH_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Attach a logged-in connection (sent by the registry).
 pub struct AttachConn {
@@ -76,7 +78,10 @@ impl actix::Message for FlushCursors {
 }
 
 struct Replay {
+    /// Per conversation, the highest id handed to the connection (or its watermark).
     cursors: HashMap<String, i64>,
+    /// Conversations with nothing more to replay.
+    exhausted: HashSet<String>,
     buffer: Vec<SharedMessage>,
     overflow: bool,
 }
@@ -169,7 +174,12 @@ impl UserSession {
     fn start_replay(&mut self, conn: ConnId, ctx: &mut Context<Self>) {
         let Some(entry) = self.conns.get_mut(&conn) else { return };
         let previous = entry.replay.take().map(|r| r.cursors).unwrap_or_default();
-        entry.replay = Some(Replay { cursors: HashMap::new(), buffer: Vec::new(), overflow: false });
+        entry.replay = Some(Replay {
+            cursors: HashMap::new(),
+            exhausted: HashSet::new(),
+            buffer: Vec::new(),
+            overflow: false,
+        });
         let (app, user) = (self.key.app.clone(), self.key.user.clone());
         let store = self.store.clone();
         let fut = async move { store.run(move |c| conversations_of(c, &app, &user)).await };
@@ -197,9 +207,7 @@ impl UserSession {
                 if let Some(&prev) = previous.get(&c.conv) {
                     upto = upto.max(prev);
                 }
-                if c.last_msg_id > upto {
-                    cursors.insert(c.conv, upto);
-                }
+                cursors.insert(c.conv, upto);
             }
             if let Some(r) = act.conns.get_mut(&conn).and_then(|e| e.replay.as_mut()) {
                 r.cursors = cursors;
@@ -210,11 +218,16 @@ impl UserSession {
 
     fn next_page(&mut self, conn: ConnId, ctx: &mut Context<Self>) {
         let Some(replay) = self.conns.get(&conn).and_then(|e| e.replay.as_ref()) else { return };
-        if replay.cursors.is_empty() {
+        let after: Vec<(String, i64)> = replay
+            .cursors
+            .iter()
+            .filter(|(k, _)| !replay.exhausted.contains(*k))
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        if after.is_empty() {
             self.finish_replay(conn, ctx);
             return;
         }
-        let after: Vec<(String, i64)> = replay.cursors.iter().map(|(k, v)| (k.clone(), *v)).collect();
         let (app, user) = (self.key.app.clone(), self.key.user.clone());
         let store = self.store.clone();
         let fut = async move { store.run(move |c| replay_page(c, &app, &user, &after, REPLAY_PAGE)).await };
@@ -228,10 +241,11 @@ impl UserSession {
                     return;
                 }
             };
-            let full = page.len() as i64 >= REPLAY_PAGE;
-            METRICS.replayed.inc_by(page.len() as u64);
+            let full = page.messages.len() as i64 >= REPLAY_PAGE;
+            METRICS.replayed.inc_by(page.messages.len() as u64);
             if let Some(r) = entry.replay.as_mut() {
-                for m in page {
+                r.exhausted.extend(page.exhausted);
+                for m in page.messages {
                     r.cursors.insert(m.conv.clone(), m.id);
                     entry.handle.deliver.do_send(Deliver { msg: std::sync::Arc::new(m), replay: true });
                 }

@@ -22,6 +22,9 @@ use crate::store::Store;
 pub const WRITER_MAILBOX: usize = 50_000;
 const KNOWN_DIRECT_MAX: usize = 200_000;
 const WRITE_ATTEMPTS: u32 = 3;
+/// Watermark updates per transaction, with messages and without.
+const CURSORS_WITH_MESSAGES: usize = 64;
+const CURSORS_ALONE: usize = 512;
 
 /// Store a message, then tell `notify` (in id order) or the origin why it failed.
 pub struct Persist {
@@ -145,8 +148,12 @@ impl StoreWriter {
         }
         let n = self.queue.len().min(self.max_batch);
         let jobs: Vec<Job> = self.queue.drain(..n).collect();
-        let cursors = std::mem::take(&mut self.cursors);
-        let cursor_waiters = std::mem::take(&mut self.cursor_waiters);
+        // Messages come first: watermarks ride along in small numbers while messages wait, and get
+        // transactions of their own when the queue is empty.
+        let cursor_room = if jobs.is_empty() { CURSORS_ALONE } else { CURSORS_WITH_MESSAGES };
+        let cursors: Vec<Cursor> = self.cursors.drain(..self.cursors.len().min(cursor_room)).collect();
+        let cursor_waiters =
+            if self.cursors.is_empty() { std::mem::take(&mut self.cursor_waiters) } else { Vec::new() };
         let msgs: Vec<SharedMessage> = jobs.iter().map(|j| j.msg.clone()).collect();
         let new_direct: Vec<usize> = msgs
             .iter()

@@ -17,8 +17,8 @@ pub struct Cursor {
     pub upto: i64,
 }
 
-/// Writes one batch in one transaction: the messages, the direct conversations they open, each
-/// conversation's last message, and the delivery watermarks. `new_direct` lists the direct messages
+/// Writes one batch in one transaction: the messages, the direct conversations they open, and the
+/// delivery watermarks. `new_direct` lists the direct messages
 /// whose conversation may not exist yet.
 pub fn write_batch(
     conn: &mut DbConn,
@@ -27,13 +27,6 @@ pub fn write_batch(
     cursors: &[Cursor],
 ) -> Result<(), StoreError> {
     let rows: Vec<MessageRow> = batch.iter().map(|m| MessageRow::from(*m)).collect();
-    // The last message of each conversation in this batch (batches are in id order).
-    let mut last: Vec<&Message> = Vec::new();
-    for m in batch.iter().rev() {
-        if !last.iter().any(|l| l.app == m.app && l.conv == m.conv) {
-            last.push(m);
-        }
-    }
     db_run!(conn: {
         conn.write_transaction(|conn| {
             for m in new_direct {
@@ -48,9 +41,6 @@ pub fn write_batch(
                     snap: String::new(),
                     archived: false,
                     deleted: false,
-                    last_msg_id: 0,
-                    last_send_us: 0,
-                    last_sender: String::new(),
                     created_us: m.sent_us,
                 };
                 diesel::insert_or_ignore_into(conversations::table).values(&conv).execute(conn)?;
@@ -70,19 +60,6 @@ pub fn write_batch(
             }
             for chunk in rows.chunks(1000) {
                 diesel::insert_into(messages::table).values(chunk).execute(conn)?;
-            }
-            for m in &last {
-                diesel::update(
-                    conversations::table
-                        .filter(conversations::app.eq(&m.app).and(conversations::id.eq(&m.conv)))
-                        .filter(conversations::last_msg_id.lt(m.id)),
-                )
-                .set((
-                    conversations::last_msg_id.eq(m.id),
-                    conversations::last_send_us.eq(m.sent_us),
-                    conversations::last_sender.eq(&m.sender),
-                ))
-                .execute(conn)?;
             }
             for c in cursors {
                 diesel::update(
@@ -127,13 +104,11 @@ pub struct ConvState {
     pub kind: ConvKind,
     /// Highest message id already delivered to the user.
     pub delivered_upto: i64,
-    /// Highest message id in the conversation.
-    pub last_msg_id: i64,
 }
 
 /// Every conversation (group or direct) the user belongs to, with its watermark.
 pub fn conversations_of(conn: &mut DbConn, app: &str, user: &str) -> Result<Vec<ConvState>, StoreError> {
-    let rows: Vec<(String, i32, i64, i64)> = db_run!(conn: {
+    let rows: Vec<(String, i32, i64)> = db_run!(conn: {
         conv_members::table
             .inner_join(
                 conversations::table.on(conversations::app
@@ -142,23 +117,39 @@ pub fn conversations_of(conn: &mut DbConn, app: &str, user: &str) -> Result<Vec<
             )
             .filter(conv_members::app.eq(app).and(conv_members::user_id.eq(user)))
             .filter(conversations::deleted.eq(false))
-            .select((
-                conv_members::conv,
-                conversations::kind,
-                conv_members::delivered_upto,
-                conversations::last_msg_id,
-            ))
+            .select((conv_members::conv, conversations::kind, conv_members::delivered_upto))
             .load(conn)?
     });
     Ok(rows
         .into_iter()
-        .map(|(conv, kind, delivered_upto, last_msg_id)| ConvState {
+        .map(|(conv, kind, delivered_upto)| ConvState {
             conv,
             kind: ConvKind::from_i32(kind),
             delivered_upto,
-            last_msg_id,
         })
         .collect())
+}
+
+/// The highest message id of a conversation (0 when it has none): one index probe.
+pub fn last_message_id(conn: &mut DbConn, app: &str, conv: &str) -> Result<i64, StoreError> {
+    let last: Option<i64> = db_run!(conn: {
+        messages::table
+            .filter(messages::app.eq(app).and(messages::conv.eq(conv)))
+            .order(messages::id.desc())
+            .select(messages::id)
+            .first(conn)
+            .optional()?
+    });
+    Ok(last.unwrap_or(0))
+}
+
+/// A page of offline replay.
+#[derive(Debug, Default)]
+pub struct ReplayPage {
+    /// Oldest first, at most the limit asked for.
+    pub messages: Vec<Message>,
+    /// Conversations that have nothing above their watermark (no need to ask again).
+    pub exhausted: Vec<String>,
 }
 
 /// The next page of offline replay: messages of the given conversations with ids above each
@@ -169,8 +160,9 @@ pub fn replay_page(
     user: &str,
     after: &[(String, i64)],
     limit: i64,
-) -> Result<Vec<Message>, StoreError> {
+) -> Result<ReplayPage, StoreError> {
     let mut out: Vec<MessageRow> = Vec::new();
+    let mut exhausted = Vec::new();
     for (conv, upto) in after {
         let rows: Vec<MessageRow> = db_run!(conn: {
             messages::table
@@ -182,9 +174,12 @@ pub fn replay_page(
                 .select(MessageRow::as_select())
                 .load(conn)?
         });
+        if rows.is_empty() {
+            exhausted.push(conv.clone());
+        }
         out.extend(rows);
     }
     out.sort_by_key(|m| m.id);
     out.truncate(usize::try_from(limit).unwrap_or(0));
-    Ok(out.into_iter().map(Message::from).collect())
+    Ok(ReplayPage { messages: out.into_iter().map(Message::from).collect(), exhausted })
 }

@@ -28,9 +28,6 @@ pub struct ConversationRow {
     pub snap: String,
     pub archived: bool,
     pub deleted: bool,
-    pub last_msg_id: i64,
-    pub last_send_us: i64,
-    pub last_sender: String,
     pub created_us: i64,
 }
 

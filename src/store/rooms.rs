@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use diesel::prelude::*;
 
 use super::models::{ConversationRow, MemberRow};
-use super::schema::{conv_members, conversations, counters};
+use super::schema::{conv_members, conversations, counters, messages};
 use super::{DbConn, StoreError, WriteTransaction};
 use crate::core::ids::now_us;
 use crate::core::message::ConvKind;
@@ -83,9 +83,6 @@ pub fn create_group(conn: &mut DbConn, new: &NewGroup<'_>) -> Result<GroupRecord
                 snap: new.snap.to_string(),
                 archived: false,
                 deleted: false,
-                last_msg_id: 0,
-                last_send_us: 0,
-                last_sender: String::new(),
                 created_us: now,
             };
             diesel::insert_into(conversations::table).values(&row).execute(conn)?;
@@ -188,10 +185,13 @@ pub fn add_members(
 ) -> Result<Vec<String>, StoreError> {
     db_run!(conn: {
         conn.write_transaction(|conn| {
-            let last: i64 = conversations::table
-                .filter(conversations::app.eq(app).and(conversations::id.eq(group)))
-                .select(conversations::last_msg_id)
-                .first(conn)?;
+            let last: i64 = messages::table
+                .filter(messages::app.eq(app).and(messages::conv.eq(group)))
+                .order(messages::id.desc())
+                .select(messages::id)
+                .first::<i64>(conn)
+                .optional()?
+                .unwrap_or(0);
             let existing: Vec<String> = conv_members::table
                 .filter(conv_members::app.eq(app).and(conv_members::conv.eq(group)))
                 .select(conv_members::user_id)

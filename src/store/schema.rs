@@ -22,9 +22,6 @@ diesel::table! {
         snap -> Text,
         archived -> Bool,
         deleted -> Bool,
-        last_msg_id -> BigInt,
-        last_send_us -> BigInt,
-        last_sender -> Text,
         created_us -> BigInt,
     }
 }

@@ -6,7 +6,7 @@
 //! difference is what sits unsent, and the actor drops the connection when it passes its limit. The same
 //! counts tell which messages have really been written out, so delivery watermarks only move for those.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -70,7 +70,7 @@ pub fn frame_len(payload: usize) -> u64 {
     (header + payload) as u64
 }
 
-impl Default for OutboundMeter {
+impl<T> Default for OutboundMeter<T> {
     fn default() -> Self {
         Self::new()
     }
@@ -82,11 +82,11 @@ impl Default for OutboundMeter {
 /// answer pings in order, so every frame before the ping has been read. Pings for this are sent
 /// one at a time (at most one per round trip) right behind the messages they confirm.
 #[derive(Debug)]
-pub struct OutboundMeter {
+pub struct OutboundMeter<T> {
     pulled: Arc<AtomicU64>,
     queued: u64,
-    /// Messages not yet confirmed: (byte offset of their end, conversation, message id).
-    in_flight: VecDeque<(u64, Arc<str>, i64)>,
+    /// Messages not yet confirmed: (byte offset of their end, the message).
+    in_flight: VecDeque<(u64, T)>,
     /// The outstanding confirmation ping: (sequence, queued bytes before it).
     ping: Option<(u64, u64)>,
     next_ping: u64,
@@ -95,7 +95,7 @@ pub struct OutboundMeter {
 /// Length of the payload of confirmation pings.
 pub const ACK_PING_LEN: usize = 8;
 
-impl OutboundMeter {
+impl<T> OutboundMeter<T> {
     pub fn new() -> Self {
         OutboundMeter {
             pulled: Arc::new(AtomicU64::new(0)),
@@ -116,10 +116,10 @@ impl OutboundMeter {
         self.queued += frame_len(payload);
     }
 
-    /// A frame carrying message `id` of `conv` was queued.
-    pub fn message(&mut self, payload: usize, conv: Arc<str>, id: i64) {
+    /// A frame carrying `item` was queued.
+    pub fn message(&mut self, payload: usize, item: T) {
         self.frame(payload);
-        self.in_flight.push_back((self.queued, conv, id));
+        self.in_flight.push_back((self.queued, item));
     }
 
     /// Bytes queued but not yet taken by the socket.
@@ -140,8 +140,8 @@ impl OutboundMeter {
         Some(seq.to_be_bytes())
     }
 
-    /// A pong arrived: the messages it confirms, as the highest id per conversation.
-    pub fn pong(&mut self, payload: &[u8]) -> Vec<(String, i64)> {
+    /// A pong arrived: the messages it confirms, oldest first.
+    pub fn pong(&mut self, payload: &[u8]) -> Vec<T> {
         let Some((seq, offset)) = self.ping else { return Vec::new() };
         if payload != seq.to_be_bytes() {
             return Vec::new();
@@ -151,7 +151,7 @@ impl OutboundMeter {
     }
 
     /// The peer closed cleanly: what the socket took counts as delivered.
-    pub fn closed_cleanly(&mut self) -> Vec<(String, i64)> {
+    pub fn closed_cleanly(&mut self) -> Vec<T> {
         let pulled = self.pulled.load(Ordering::Acquire);
         self.confirm_upto(pulled)
     }
@@ -162,18 +162,17 @@ impl OutboundMeter {
         self.ping = None;
     }
 
-    fn confirm_upto(&mut self, offset: u64) -> Vec<(String, i64)> {
-        let mut out: HashMap<Arc<str>, i64> = HashMap::new();
-        while let Some((end, _, _)) = self.in_flight.front() {
+    fn confirm_upto(&mut self, offset: u64) -> Vec<T> {
+        let mut out = Vec::new();
+        while let Some((end, _)) = self.in_flight.front() {
             if *end > offset {
                 break;
             }
-            if let Some((_, conv, id)) = self.in_flight.pop_front() {
-                let e = out.entry(conv).or_insert(id);
-                *e = (*e).max(id);
+            if let Some((_, item)) = self.in_flight.pop_front() {
+                out.push(item);
             }
         }
-        out.into_iter().map(|(c, id)| (c.to_string(), id)).collect()
+        out
     }
 }
 
@@ -193,31 +192,29 @@ mod tests {
     #[test]
     fn pongs_confirm_what_was_queued_before_their_ping() {
         let mut m = OutboundMeter::new();
-        let c: Arc<str> = Arc::from("g");
         assert!(m.ack_ping().is_none(), "nothing to confirm");
-        m.message(10, c.clone(), 1); // ends at 12
+        m.message(10, 1); // ends at 12
         let p1 = m.ack_ping().expect("ping");
         assert!(m.ack_ping().is_none(), "one outstanding ping at a time");
-        m.message(10, c.clone(), 2);
+        m.message(10, 2);
         assert!(m.pong(b"").is_empty(), "heartbeat pongs confirm nothing");
-        assert_eq!(m.pong(&p1), vec![("g".to_string(), 1)]);
+        assert_eq!(m.pong(&p1), vec![1]);
         let p2 = m.ack_ping().expect("ping for message 2");
-        assert_eq!(m.pong(&p2), vec![("g".to_string(), 2)]);
+        assert_eq!(m.pong(&p2), vec![2]);
         assert!(m.pong(&p2).is_empty(), "a pong counts once");
     }
 
     #[test]
     fn backlog_and_clean_close_follow_the_socket() {
         let mut m = OutboundMeter::new();
-        let c: Arc<str> = Arc::from("g");
-        m.message(10, c.clone(), 1); // ends at 12
-        m.message(10, c.clone(), 2); // ends at 24
+        m.message(10, 1); // ends at 12
+        m.message(10, 2); // ends at 24
         assert_eq!(m.backlog(), 24);
         m.counter().store(12, Ordering::Release);
         assert_eq!(m.backlog(), 12);
-        assert_eq!(m.closed_cleanly(), vec![("g".to_string(), 1)]);
+        assert_eq!(m.closed_cleanly(), vec![1]);
         m.counter().store(24, Ordering::Release);
         assert_eq!(m.backlog(), 0);
-        assert_eq!(m.closed_cleanly(), vec![("g".to_string(), 2)]);
+        assert_eq!(m.closed_cleanly(), vec![2]);
     }
 }

@@ -8,7 +8,8 @@ CREATE TABLE users (
     PRIMARY KEY (app, id)
 );
 
--- Conversations: groups (kind 0) and direct conversations between two users (kind 1).
+-- Conversations: groups (kind 0) and direct conversations between two users (kind 1). Their last
+-- message is read from `messages` (index messages_by_conv), not kept here, so sending costs no update.
 CREATE TABLE conversations (
     app VARCHAR(64) NOT NULL,
     id VARCHAR(160) NOT NULL,
@@ -20,9 +21,6 @@ CREATE TABLE conversations (
     snap VARCHAR(1024) NOT NULL,
     archived BOOLEAN NOT NULL DEFAULT 0,
     deleted BOOLEAN NOT NULL DEFAULT 0,
-    last_msg_id BIGINT NOT NULL DEFAULT 0,
-    last_send_us BIGINT NOT NULL DEFAULT 0,
-    last_sender VARCHAR(64) NOT NULL DEFAULT '',
     created_us BIGINT NOT NULL,
     PRIMARY KEY (app, id)
 );

@@ -237,10 +237,31 @@ impl Bench {
                 eprintln!("  {} connections opening", i + 1);
             }
         }
+        let mut failures = 0usize;
+        let mut first_error = None;
         for (i, p) in pending.into_iter().enumerate() {
-            let (sink, source) = p.await.map_err(|e| e.to_string())??;
-            self.spawn_reader(i as u32, source);
-            self.conns.push(Some(Conn { idx: i as u32, sink }));
+            match p.await.map_err(|e| e.to_string()).and_then(|r| r) {
+                Ok((sink, source)) => {
+                    self.spawn_reader(i as u32, source);
+                    self.conns.push(Some(Conn { idx: i as u32, sink }));
+                }
+                Err(e) => {
+                    failures += 1;
+                    first_error.get_or_insert(e);
+                    self.conns.push(None);
+                }
+            }
+        }
+        if failures > 0 {
+            let note = format!(
+                "{failures} of {n} connections failed ({}); reduce --connect-rate",
+                first_error.unwrap_or_default()
+            );
+            eprintln!("note: {note}");
+            self.note.push(note);
+        }
+        if failures * 10 > n {
+            return Err("more than 10% of the connections failed".into());
         }
         Ok(())
     }
@@ -468,7 +489,10 @@ async fn run(args: Args) -> Result<(), String> {
             tokio::time::sleep(Duration::from_secs(bench.args.duration)).await;
             let cpu1 = bench.args.server_pid.and_then(procstat::cpu_seconds);
             let per_conn = match (rss0, rss1) {
-                (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / n.max(1) as f64),
+                (Some(a), Some(b)) => {
+                    let open = bench.conns.iter().filter(|c| c.is_some()).count();
+                    Some(b.saturating_sub(a) as f64 / open.max(1) as f64)
+                }
                 _ => None,
             };
             let idle_cpu = match (cpu0, cpu1) {
@@ -479,7 +503,7 @@ async fn run(args: Args) -> Result<(), String> {
                 "tool": "wsim-bench",
                 "scenario": "idle",
                 "label": bench.args.label,
-                "connections": n,
+                "connections": bench.conns.iter().filter(|c| c.is_some()).count(),
                 "server_rss_before": rss0,
                 "server_rss_after": rss1,
                 "rss_per_connection_bytes": per_conn,

@@ -21,8 +21,24 @@ use crate::transport::ws::{OutboundMeter, MAX_FRAME};
 /// How often the connection checks its peer and retries writing queued messages (writes are
 /// otherwise driven by deliveries and pongs, so an idle connection costs one timer a second).
 const TICK: Duration = Duration::from_secs(1);
+/// How soon a connection with queued messages looks again whether the socket took its backlog.
+const PUMP_RETRY: Duration = Duration::from_millis(5);
+/// Least time between two confirmation pings on one connection.
+const ACK_PING_GAP: Duration = Duration::from_millis(50);
 /// Messages returned by `records_`.
 pub const RECORDS_LIMIT: i64 = 50;
+
+/// The highest message id per conversation among `msgs`.
+fn highest_per_conv(msgs: &[SharedMessage]) -> Vec<(String, i64)> {
+    let mut out: Vec<(String, i64)> = Vec::new();
+    for m in msgs {
+        match out.iter_mut().find(|(c, _)| *c == m.conv) {
+            Some(e) => e.1 = e.1.max(m.id),
+            None => out.push((m.conv.clone(), m.id)),
+        }
+    }
+    out
+}
 
 /// Bytes a message takes in the outbox (payload, extension and the frame's other fields).
 fn approx_size(m: &SharedMessage) -> u64 {
@@ -45,7 +61,11 @@ pub struct EntryConn {
     user: Option<String>,
     session: Option<Addr<UserSession>>,
     last_heard: Instant,
-    meter: OutboundMeter,
+    meter: OutboundMeter<SharedMessage>,
+    /// When the last confirmation ping went out, and whether a later one is scheduled.
+    last_ack_ping: Instant,
+    ack_ping_scheduled: bool,
+    pump_scheduled: bool,
     replay_paused: bool,
     /// Messages waiting for room in the socket's backlog (flagged when part of a replay page), and
     /// the approximate size of the live ones.
@@ -68,6 +88,9 @@ impl EntryConn {
             session: None,
             last_heard: Instant::now(),
             meter,
+            last_ack_ping: Instant::now(),
+            ack_ping_scheduled: false,
+            pump_scheduled: false,
             replay_paused: false,
             outbox: VecDeque::new(),
             outbox_bytes: 0,
@@ -117,7 +140,7 @@ impl EntryConn {
             Signal::Heartbeat => {}
             Signal::Login(uid) => self.login(uid, ctx),
             Signal::Logout(_) => {
-                self.confirmed_at_close = self.meter.closed_cleanly();
+                self.confirmed_at_close = highest_per_conv(&self.meter.closed_cleanly());
                 self.detach();
                 ctx.close(Some(CloseReason { code: CloseCode::Normal, description: Some("logout".into()) }));
                 ctx.stop();
@@ -215,11 +238,33 @@ impl EntryConn {
         }));
     }
 
-    /// Queues a confirmation ping behind the messages sent so far, if one is due.
+    /// Queues a confirmation ping behind the messages sent so far, if one is due: at most one
+    /// outstanding, and at most one per ACK_PING_GAP (a busy connection confirms in batches).
     fn ping_for_acks(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        let since = self.last_ack_ping.elapsed();
+        if since < ACK_PING_GAP {
+            if !self.ack_ping_scheduled {
+                self.ack_ping_scheduled = true;
+                ctx.run_later(ACK_PING_GAP - since, |act, ctx| {
+                    act.ack_ping_scheduled = false;
+                    act.ping_for_acks(ctx);
+                });
+            }
+            return;
+        }
         if let Some(payload) = self.meter.ack_ping() {
+            self.last_ack_ping = Instant::now();
             ctx.ping(&payload);
         }
+    }
+
+    /// Reports confirmed messages to the session: the highest id per conversation.
+    fn report_delivered(&mut self, confirmed: Vec<SharedMessage>) {
+        let Some(session) = &self.session else { return };
+        if confirmed.is_empty() {
+            return;
+        }
+        session.do_send(Delivered { conn: self.id, delivered: highest_per_conv(&confirmed) });
     }
 
     fn tick(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
@@ -243,7 +288,7 @@ impl EntryConn {
             }
             let Some(user) = self.user.as_deref() else { break };
             let frame = incoming_frame(&msg, user);
-            self.meter.message(frame.len(), Arc::from(msg.conv.as_str()), msg.id);
+            self.meter.message(frame.len(), msg);
             ctx.text(frame);
             self.metrics.delivered.inc();
         }
@@ -258,6 +303,14 @@ impl EntryConn {
             return;
         }
         self.ping_for_acks(ctx);
+        // The socket does not say when it drains: while messages wait, look again shortly.
+        if !self.outbox.is_empty() && !self.pump_scheduled {
+            self.pump_scheduled = true;
+            ctx.run_later(PUMP_RETRY, |act, ctx| {
+                act.pump_scheduled = false;
+                act.pump(ctx);
+            });
+        }
         if self.replay_paused && self.outbox.is_empty() {
             if let Some(session) = &self.session {
                 self.replay_paused = false;
@@ -333,16 +386,14 @@ impl StreamHandler<Result<ws::Message, ProtocolError>> for EntryConn {
                 ctx.pong(&p);
             }
             Ok(ws::Message::Pong(p)) => {
-                let delivered = self.meter.pong(&p);
-                if let (false, Some(session)) = (delivered.is_empty(), &self.session) {
-                    session.do_send(Delivered { conn: self.id, delivered });
-                }
+                let confirmed = self.meter.pong(&p);
+                self.report_delivered(confirmed);
                 self.pump(ctx);
             }
             Ok(ws::Message::Nop) => {}
             Ok(ws::Message::Continuation(item)) => self.on_fragment(item, ctx),
             Ok(ws::Message::Close(reason)) => {
-                self.confirmed_at_close = self.meter.closed_cleanly();
+                self.confirmed_at_close = highest_per_conv(&self.meter.closed_cleanly());
                 ctx.close(reason);
                 ctx.stop();
             }
