@@ -49,6 +49,14 @@ impl Core {
         let writer = StoreWriter::start_in_arbiter(&handle, move |_| StoreWriter::new(s, ids, w));
         let (s, wr) = (store.clone(), writer.clone());
         let registry = Registry::start_in_arbiter(&handle, move |_| Registry::new(wr, s));
+        let s = store.clone();
+        handle.spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                s.checkpoint().await;
+            }
+        });
         // The arbiter lives as long as the process.
         std::mem::forget(arbiter);
         Core { store, registry, writer }

@@ -126,7 +126,9 @@ enum DbPool {
 
 /// Per-connection setup for SQLite: a busy timeout so concurrent writers wait instead of failing,
 /// `synchronous = NORMAL` (durable across process crashes; in WAL mode only a power loss may drop the
-/// last commits), foreign keys on, a 32 MiB page cache and memory-mapped reads.
+/// last commits), foreign keys on, a 32 MiB page cache, memory-mapped reads, and no automatic
+/// checkpoints: those would run inside a commit and stall the writer; [`Store::checkpoint`] runs them
+/// in the background instead.
 #[cfg(feature = "sqlite")]
 #[derive(Debug)]
 struct SqliteSetup;
@@ -137,7 +139,8 @@ impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqliteSetup 
         use diesel::connection::SimpleConnection;
         conn.batch_execute(
             "PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
-             PRAGMA cache_size = -32768; PRAGMA mmap_size = 268435456; PRAGMA temp_store = MEMORY;",
+             PRAGMA cache_size = -32768; PRAGMA mmap_size = 268435456; PRAGMA temp_store = MEMORY; \
+             PRAGMA wal_autocheckpoint = 0;",
         )
         .map_err(diesel::r2d2::Error::QueryError)
     }
@@ -276,6 +279,23 @@ impl Store {
         })
         .await
         .map_err(|_| StoreError::Cancelled)?
+    }
+
+    /// Copies the SQLite write-ahead log back into the database file without blocking writers (a
+    /// no-op on MySQL). Called about once a second.
+    pub async fn checkpoint(&self) {
+        if self.backend() != Backend::Sqlite {
+            return;
+        }
+        let res = self
+            .run(|conn| {
+                use diesel::connection::SimpleConnection;
+                db_run!(conn: { conn.batch_execute("PRAGMA wal_checkpoint(PASSIVE)").map_err(StoreError::from) })
+            })
+            .await;
+        if let Err(e) = res {
+            log::warn!("checkpoint: {e}");
+        }
     }
 
     /// True when a connection can be had and the schema answers a query.

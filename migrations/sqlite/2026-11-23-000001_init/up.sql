@@ -36,9 +36,10 @@ CREATE TABLE conv_members (
 );
 CREATE INDEX conv_members_by_user ON conv_members (app, user_id);
 
--- Messages: time-ordered 64-bit ids.
+-- Messages: time-ordered 64-bit ids. INTEGER PRIMARY KEY makes the id the rowid: appends go to the
+-- end of the table and there is no separate primary-key index.
 CREATE TABLE messages (
-    id BIGINT NOT NULL PRIMARY KEY,
+    id INTEGER NOT NULL PRIMARY KEY,
     app VARCHAR(64) NOT NULL,
     conv VARCHAR(160) NOT NULL,
     sender VARCHAR(64) NOT NULL,

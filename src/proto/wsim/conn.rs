@@ -24,7 +24,7 @@ const TICK: Duration = Duration::from_secs(1);
 /// How soon a connection with queued messages looks again whether the socket took its backlog.
 const PUMP_RETRY: Duration = Duration::from_millis(5);
 /// Least time between two confirmation pings on one connection.
-const ACK_PING_GAP: Duration = Duration::from_millis(50);
+const ACK_PING_GAP: Duration = Duration::from_millis(250);
 /// Messages returned by `records_`.
 pub const RECORDS_LIMIT: i64 = 50;
 
