@@ -43,13 +43,13 @@ run_backend() {
   echo "== $backend: idle"
   gen idle --connections "$IDLE_CONNS" --connect-rate 1500 --duration "$IDLE_SECS"
   echo "== $backend: ring"
-  gen ring --connections 1000 --rate 2000 --find-knee --knee-step 1.6 --knee-steps 8 --duration "$STEP_SECS"
+  gen ring --connections 1000 --rate 2000 --find-knee --knee-step 1.6 --knee-steps 12 --duration "$STEP_SECS"
   echo "== $backend: group 10"
-  gen group --connections 1000 --group-size 10 --senders 1 --rate 500 --find-knee --knee-step 1.6 --knee-steps 8 --duration "$STEP_SECS"
+  gen group --connections 1000 --group-size 10 --senders 1 --rate 500 --find-knee --knee-step 1.6 --knee-steps 12 --duration "$STEP_SECS"
   echo "== $backend: group 100"
-  gen group --connections 1000 --group-size 100 --senders 2 --rate 100 --find-knee --knee-step 1.6 --knee-steps 8 --duration "$STEP_SECS"
+  gen group --connections 1000 --group-size 100 --senders 2 --rate 100 --find-knee --knee-step 1.6 --knee-steps 12 --duration "$STEP_SECS"
   echo "== $backend: group 1000"
-  gen group --connections 1000 --group-size 1000 --senders 10 --rate 20 --find-knee --knee-step 1.6 --knee-steps 8 --duration "$STEP_SECS"
+  gen group --connections 1000 --group-size 1000 --senders 10 --rate 20 --find-knee --knee-step 1.6 --knee-steps 12 --duration "$STEP_SECS"
   # Latency at half the knee of the ring scenario.
   local knee
   knee="$(jq -r 'select(.scenario=="ring" and .knee_rate!=null) | .knee_rate' "$result" | tail -1)"

@@ -37,5 +37,6 @@ for path in sorted(out_dir.glob(f"{date}-*.json")):
         for k in knees:
             g = f" G={k['group_size']}" if k.get("group_size") else ""
             rate = k.get("knee_rate")
-            print(f"- knee {k['scenario']}{g}: {'below the first step' if rate is None else f'{rate:.0f} msg/s offered'}")
+            bound = "" if k.get("knee_reached", True) else "at least "
+            print(f"- knee {k['scenario']}{g}: {'below the first step' if rate is None else f'{bound}{rate:.0f} msg/s offered'}")
     print()

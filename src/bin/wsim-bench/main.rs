@@ -544,6 +544,7 @@ async fn run(args: Args) -> Result<(), String> {
             let mut rate = bench.args.rate;
             let steps = if bench.args.find_knee { bench.args.knee_steps.max(1) } else { 1 };
             let mut knee: Option<f64> = None;
+            let mut passed_all = true;
             for _ in 0..steps {
                 let v = bench.phase(&senders, fanout, rate).await;
                 print_row(&v);
@@ -554,6 +555,7 @@ async fn run(args: Args) -> Result<(), String> {
                     break;
                 }
                 if !ok {
+                    passed_all = false;
                     break;
                 }
                 knee = Some(rate);
@@ -563,10 +565,12 @@ async fn run(args: Args) -> Result<(), String> {
                 let v = json!({"tool": "wsim-bench", "scenario": format!("{:?}", bench.args.scenario).to_lowercase(),
                     "label": bench.args.label, "connections": n,
                     "group_size": if bench.args.scenario == Scenario::Group { bench.args.group_size } else { 0 },
-                    "knee_rate": knee, "knee_rule": "highest offered rate with p99 <= 100 ms and nothing lost"});
+                    "knee_rate": knee, "knee_reached": !passed_all,
+                    "knee_rule": "highest offered rate with p99 <= 100 ms and nothing lost"});
+                let bound = if passed_all { "at least " } else { "" };
                 println!(
                     "knee: {}",
-                    knee.map(|k| format!("{k:.0} msg/s offered"))
+                    knee.map(|k| format!("{bound}{k:.0} msg/s offered"))
                         .unwrap_or_else(|| "below the first step".into())
                 );
                 println!("{v}");

@@ -18,9 +18,12 @@ use crate::core::{next_conn_id, ConnEvent, ConnHandle, Core, CoreError, Deliver,
 use crate::metrics::{FrontendMetrics, METRICS};
 use crate::transport::ws::{OutboundMeter, MAX_FRAME};
 
-/// How often the connection checks its peer and retries writing queued messages (writes are
-/// otherwise driven by deliveries and pongs, so an idle connection costs one timer a second).
-const TICK: Duration = Duration::from_secs(1);
+/// How often a connection checks that its peer is alive: a quarter of the client timeout, between 1 s
+/// and the heartbeat interval (writes are driven by deliveries, pongs and short retries, so an idle
+/// connection wakes up only this often).
+fn liveness_tick(s: &ConnSettings) -> Duration {
+    (s.client_timeout / 4).clamp(Duration::from_secs(1), s.heartbeat_interval.max(Duration::from_secs(1)))
+}
 /// How soon a connection with queued messages looks again whether the socket took its backlog.
 const PUMP_RETRY: Duration = Duration::from_millis(5);
 /// Least time between two confirmation pings on one connection.
@@ -325,7 +328,7 @@ impl Actor for EntryConn {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.metrics.connections.inc();
-        ctx.run_interval(TICK, |act, ctx| act.tick(ctx));
+        ctx.run_interval(liveness_tick(&self.settings), |act, ctx| act.tick(ctx));
         ctx.run_interval(self.settings.heartbeat_interval, |act, ctx| {
             let hb = codec::render_heartbeat(chrono::Utc::now().timestamp());
             act.send_text(ctx, hb);
@@ -448,5 +451,45 @@ impl EntryConn {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(hb: u64, timeout: u64) -> ConnSettings {
+        ConnSettings {
+            app: "default".into(),
+            heartbeat_interval: Duration::from_secs(hb),
+            client_timeout: Duration::from_secs(timeout),
+            outbound_queue_bytes: 1 << 20,
+        }
+    }
+
+    #[test]
+    fn liveness_tick_follows_the_timeout() {
+        for (hb, timeout, want) in [(30, 90, 22_500), (1, 3, 1000), (30, 2, 1000), (10, 400, 10_000)] {
+            assert_eq!(liveness_tick(&settings(hb, timeout)), Duration::from_millis(want), "{hb}/{timeout}");
+        }
+    }
+
+    #[test]
+    fn highest_id_per_conversation() {
+        let m = |conv: &str, id: i64| {
+            Arc::new(crate::core::Message {
+                id,
+                app: "a".into(),
+                conv: conv.into(),
+                sender: "s".into(),
+                recipient: String::new(),
+                kind: "text".into(),
+                payload: String::new(),
+                extension: String::new(),
+                sent_us: 0,
+            })
+        };
+        let got = highest_per_conv(&[m("g", 1), m("d", 5), m("g", 3)]);
+        assert_eq!(got, vec![("g".to_string(), 3), ("d".to_string(), 5)]);
     }
 }
