@@ -23,7 +23,7 @@ run: build
 	$(CARGO_TARGET_DIR)/release/wsim --listen $(LISTEN) --data-dir $(DATA_DIR)
 
 test: deps
-	WSIM_TEST_MYSQL_URL=$(WSIM_TEST_MYSQL_URL) $(CARGO) test --all-targets -- --test-threads=4
+	WSIM_TEST_MYSQL_URL=$(WSIM_TEST_MYSQL_URL) $(CARGO) test --lib --bins --tests -- --test-threads=4
 
 lint:
 	$(CARGO) fmt --all -- --check
