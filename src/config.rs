@@ -32,7 +32,7 @@ pub struct Cli {
     /// [default: http://127.0.0.1:<first listen port>]
     #[arg(long, value_name = "URL")]
     pub public_url: Option<String>,
-    /// This node's id (0-1023), part of every message id [env: WSIM_NODE_ID] [default: 1]
+    /// This node's id (0-15), part of every message id [env: WSIM_NODE_ID] [default: 1]
     #[arg(long, value_name = "N")]
     pub node_id: Option<u16>,
     /// Seconds between server heartbeats on live connections [env: WSIM_HEARTBEAT_INTERVAL] [default: 30]
@@ -179,7 +179,10 @@ impl Settings {
             .map(|u: String| u.trim_end_matches('/').to_string());
         let node_id = cli.node_id.or(env_parse(env, "WSIM_NODE_ID")?).or(file.node_id).unwrap_or(1);
         if node_id > crate::core::ids::MAX_NODE {
-            return Err(ConfigError::Invalid("node_id", format!("{node_id} (0-1023)")));
+            return Err(ConfigError::Invalid(
+                "node_id",
+                format!("{node_id} (0-{})", crate::core::ids::MAX_NODE),
+            ));
         }
         let heartbeat = cli
             .heartbeat_interval
@@ -308,7 +311,7 @@ mod tests {
     fn bad_values_are_reported() {
         assert!(Settings::merge(Cli::default(), &env_of(&[("WSIM_NODE_ID", "x")]), FileConfig::default())
             .is_err());
-        assert!(Settings::merge(Cli::default(), &env_of(&[("WSIM_NODE_ID", "5000")]), FileConfig::default())
+        assert!(Settings::merge(Cli::default(), &env_of(&[("WSIM_NODE_ID", "16")]), FileConfig::default())
             .is_err());
         assert!(toml::from_str::<FileConfig>("nonsense_key = 1").is_err());
     }

@@ -1,18 +1,23 @@
-//! Message ids: 64-bit, time-ordered, unique across nodes.
+//! Message ids: 64-bit integers (53 bits used, so they survive JSON numbers in JavaScript),
+//! time-ordered and unique across nodes.
 //!
-//! Layout (63 bits, always positive as `i64`): milliseconds since 2020-01-01 UTC (41 bits, good until
-//! 2089) << 22 | node id (10 bits) << 12 | sequence (12 bits). When more than 4096 ids are asked for in
-//! one millisecond the generator borrows the next millisecond, so ids stay unique and increasing.
+//! Layout: Unix milliseconds since 2020-01-01 UTC (41 bits, good until 2089) << 12 | sequence (12 bits).
+//! The 12-bit sequence space is shared out between nodes: its top [`NODE_BITS`] bits are the node id,
+//! the rest a per-millisecond counter. When a node needs more ids in one millisecond than its counter
+//! holds, it borrows the next millisecond, so ids stay unique and increasing. The same (milliseconds,
+//! sequence) pair is what the gateway's text MsgId packs, so the two convert both ways.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// 2020-01-01T00:00:00Z in Unix milliseconds.
 pub const EPOCH_MS: u64 = 1_577_836_800_000;
-pub const NODE_BITS: u32 = 10;
 pub const SEQ_BITS: u32 = 12;
+/// Bits of the sequence that name the node: up to 16 nodes, 256 ids per millisecond each.
+pub const NODE_BITS: u32 = 4;
 pub const MAX_NODE: u16 = (1 << NODE_BITS) - 1;
+const COUNTER_BITS: u32 = SEQ_BITS - NODE_BITS;
+const COUNTER_MASK: u64 = (1 << COUNTER_BITS) - 1;
 const SEQ_MASK: u64 = (1 << SEQ_BITS) - 1;
-const TIME_SHIFT: u32 = NODE_BITS + SEQ_BITS;
 
 /// Generates ids for one node; safe to share between threads.
 #[derive(Debug)]
@@ -34,15 +39,16 @@ impl IdGen {
     /// The next id as if the clock read `unix_ms` (the clock may go backwards; ids never do).
     pub fn next_at(&self, unix_ms: u64) -> i64 {
         let now = unix_ms.saturating_sub(EPOCH_MS);
+        let base = |ms: u64| (ms << SEQ_BITS) | (self.node << COUNTER_BITS);
         let mut cur = self.last.load(Ordering::Relaxed);
         loop {
-            let last_ms = cur >> TIME_SHIFT;
+            let last_ms = cur >> SEQ_BITS;
             let next = if cur == 0 || now > last_ms {
-                (now << TIME_SHIFT) | (self.node << SEQ_BITS)
-            } else if cur & SEQ_MASK < SEQ_MASK {
+                base(now)
+            } else if cur & COUNTER_MASK < COUNTER_MASK {
                 cur + 1
             } else {
-                ((last_ms + 1) << TIME_SHIFT) | (self.node << SEQ_BITS)
+                base(last_ms + 1)
             };
             match self.last.compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Relaxed) {
                 Ok(_) => return next as i64,
@@ -54,17 +60,32 @@ impl IdGen {
 
 /// Unix milliseconds encoded in an id.
 pub fn unix_ms_of(id: i64) -> u64 {
-    ((id as u64) >> TIME_SHIFT) + EPOCH_MS
+    ((id as u64) >> SEQ_BITS) + EPOCH_MS
+}
+
+/// The 12-bit sequence of an id (node bits included).
+pub fn seq_of(id: i64) -> u16 {
+    ((id as u64) & SEQ_MASK) as u16
 }
 
 /// The node that generated an id.
 pub fn node_of(id: i64) -> u16 {
-    (((id as u64) >> SEQ_BITS) & u64::from(MAX_NODE)) as u16
+    (((id as u64) & SEQ_MASK) >> COUNTER_BITS) as u16
+}
+
+/// The id made of these milliseconds and sequence (the inverse of [`unix_ms_of`] and [`seq_of`]);
+/// `None` before the epoch or past the 41-bit range.
+pub fn id_from_parts(unix_ms: u64, seq: u16) -> Option<i64> {
+    let ms = unix_ms.checked_sub(EPOCH_MS)?;
+    if ms >= 1 << 41 || u64::from(seq) > SEQ_MASK {
+        return None;
+    }
+    Some(((ms << SEQ_BITS) | u64::from(seq)) as i64)
 }
 
 /// The smallest id any node could generate at `unix_ms`.
 pub fn min_id_at(unix_ms: u64) -> i64 {
-    (unix_ms.saturating_sub(EPOCH_MS) << TIME_SHIFT) as i64
+    (unix_ms.saturating_sub(EPOCH_MS) << SEQ_BITS) as i64
 }
 
 pub fn now_ms() -> u64 {
@@ -92,8 +113,9 @@ mod tests {
         assert_eq!(unix_ms_of(a), t);
         assert_eq!(unix_ms_of(c), t + 1);
         assert_eq!(node_of(a), 7);
-        assert!(a > 0);
+        assert!(a > 0 && a < 1 << 53, "fits a JavaScript number");
         assert!(min_id_at(t) <= a && a < min_id_at(t + 1));
+        assert_eq!(id_from_parts(unix_ms_of(b), seq_of(b)), Some(b));
     }
 
     #[test]
@@ -105,13 +127,13 @@ mod tests {
     }
 
     #[test]
-    fn sequence_overflow_borrows_next_millisecond() {
+    fn counter_overflow_borrows_next_millisecond() {
         let g = IdGen::new(3);
         let t = 1_700_000_000_000;
-        let ids: Vec<i64> = (0..5000).map(|_| g.next_at(t)).collect();
+        let ids: Vec<i64> = (0..1000).map(|_| g.next_at(t)).collect();
         assert!(ids.windows(2).all(|w| w[0] < w[1]));
-        assert_eq!(unix_ms_of(ids[4095]), t);
-        assert_eq!(unix_ms_of(ids[4096]), t + 1);
+        assert_eq!(unix_ms_of(ids[255]), t);
+        assert_eq!(unix_ms_of(ids[256]), t + 1);
         assert!(ids.iter().all(|&id| node_of(id) == 3));
     }
 
@@ -142,5 +164,12 @@ mod tests {
         let t = 1_700_000_000_000;
         let xs: HashSet<i64> = (0..1000).map(|_| a.next_at(t)).collect();
         assert!((0..1000).map(|_| b.next_at(t)).all(|id| !xs.contains(&id)));
+    }
+
+    #[test]
+    fn parts_are_checked() {
+        assert_eq!(id_from_parts(EPOCH_MS - 1, 0), None);
+        assert_eq!(id_from_parts(EPOCH_MS, 4096), None);
+        assert_eq!(id_from_parts(EPOCH_MS, 5), Some(5));
     }
 }

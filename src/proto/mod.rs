@@ -1,4 +1,5 @@
 //! Front-ends: one folder per protocol. Each owns its wire format, its connection actors and its
 //! HTTP handlers, and reaches storage and delivery only through `core::Core`.
 
+pub mod gateway;
 pub mod wsim;
