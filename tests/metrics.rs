@@ -36,6 +36,8 @@ async fn counters_follow_traffic(b: Backend) {
     let gid = v["data"]["groupid"].as_str().expect("gid").to_string();
     let a = s.login("a").await;
     let mut b_ws = s.login("b").await;
+    // Let both logins finish their (empty) replay, so what follows is live traffic only.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     a.send(&format!("text_{gid}_hi_group_e"));
     a.send("text_b_direct_unicast_e");
     b_ws.recv().await;
