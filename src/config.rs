@@ -67,6 +67,17 @@ pub struct FileConfig {
     pub store: StoreFile,
     #[serde(default)]
     pub wsim: WsimFile,
+    #[serde(default)]
+    pub gateway: GatewayFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayFile {
+    pub inner_allow: Option<Vec<String>>,
+    pub jwt_key: Option<String>,
+    pub token_ttl_secs: Option<u64>,
+    pub poll_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -104,6 +115,23 @@ pub struct WsimSettings {
     pub default_group_snap: String,
 }
 
+/// The gateway front-end's settings.
+#[derive(Debug, Clone)]
+pub struct GatewaySettings {
+    /// Networks allowed to call `/inner/*`.
+    pub inner_allow: Vec<ipnet::IpNet>,
+    /// HS256 signing key; empty: generated once and kept in the data directory.
+    pub jwt_key: String,
+    pub token_ttl: Duration,
+    pub poll_timeout: Duration,
+}
+
+/// Parses an address or network ("127.0.0.1", "10.0.0.0/8", "::1/128").
+pub fn parse_net(s: &str) -> Option<ipnet::IpNet> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>().ok().or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+}
+
 /// The resolved configuration.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -120,6 +148,7 @@ pub struct Settings {
     pub pool_size: u32,
     pub max_batch: usize,
     pub wsim: WsimSettings,
+    pub gateway: GatewaySettings,
 }
 
 fn env_parse<T: std::str::FromStr>(
@@ -207,6 +236,30 @@ impl Settings {
         if ok_code < 0 {
             return Err(ConfigError::Invalid("ok_code", format!("{ok_code} (errors use negative codes)")));
         }
+        let inner_allow: Vec<String> = match env("WSIM_GATEWAY_INNER_ALLOW").filter(|v| !v.trim().is_empty())
+        {
+            Some(v) => v.split(',').map(str::to_string).collect(),
+            None => file.gateway.inner_allow.unwrap_or_else(|| vec!["127.0.0.0/8".into(), "::1/128".into()]),
+        };
+        let inner_allow = inner_allow
+            .iter()
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| parse_net(s).ok_or_else(|| ConfigError::Invalid("gateway.inner_allow", s.clone())))
+            .collect::<Result<Vec<_>, _>>()?;
+        let gateway = GatewaySettings {
+            inner_allow,
+            jwt_key: env_parse(env, "WSIM_GATEWAY_JWT_KEY")?.or(file.gateway.jwt_key).unwrap_or_default(),
+            token_ttl: Duration::from_secs(
+                env_parse(env, "WSIM_GATEWAY_TOKEN_TTL_SECS")?
+                    .or(file.gateway.token_ttl_secs)
+                    .unwrap_or(86_400),
+            ),
+            poll_timeout: Duration::from_secs(
+                env_parse(env, "WSIM_GATEWAY_POLL_TIMEOUT_SECS")?
+                    .or(file.gateway.poll_timeout_secs)
+                    .unwrap_or(30),
+            ),
+        };
         let default_app = file.default_app.unwrap_or_else(|| DEFAULT_APP.to_string());
         if !crate::core::message::valid_id(&default_app) {
             return Err(ConfigError::Invalid("default_app", default_app));
@@ -228,6 +281,7 @@ impl Settings {
                 default_avatar: file.wsim.default_avatar.unwrap_or_default(),
                 default_group_snap: file.wsim.default_group_snap.unwrap_or_default(),
             },
+            gateway,
         })
     }
 
@@ -314,6 +368,32 @@ mod tests {
         assert!(Settings::merge(Cli::default(), &env_of(&[("WSIM_NODE_ID", "16")]), FileConfig::default())
             .is_err());
         assert!(toml::from_str::<FileConfig>("nonsense_key = 1").is_err());
+    }
+
+    #[test]
+    fn gateway_section_and_env() {
+        let f = "[gateway]\ninner_allow = [\"10.0.0.0/8\", \"192.168.1.7\"]\ntoken_ttl_secs = 60\n";
+        let s = Settings::merge(Cli::default(), &env_of(&[]), file(f)).expect("settings");
+        assert_eq!(s.gateway.inner_allow.len(), 2);
+        assert!(s.gateway.inner_allow[1].contains(&"192.168.1.7".parse::<std::net::IpAddr>().expect("ip")));
+        assert_eq!(s.gateway.token_ttl, Duration::from_secs(60));
+        assert_eq!(s.gateway.poll_timeout, Duration::from_secs(30));
+        let env = env_of(&[("WSIM_GATEWAY_INNER_ALLOW", "::1/128"), ("WSIM_GATEWAY_TOKEN_TTL_SECS", "5")]);
+        let s = Settings::merge(Cli::default(), &env, file(f)).expect("settings");
+        assert_eq!(s.gateway.inner_allow.len(), 1);
+        assert_eq!(s.gateway.token_ttl, Duration::from_secs(5));
+        let d = Settings::merge(Cli::default(), &env_of(&[]), FileConfig::default()).expect("defaults");
+        assert!(d
+            .gateway
+            .inner_allow
+            .iter()
+            .any(|n| n.contains(&"127.0.0.1".parse::<std::net::IpAddr>().expect("ip"))));
+        assert!(Settings::merge(
+            Cli::default(),
+            &env_of(&[("WSIM_GATEWAY_INNER_ALLOW", "nonsense")]),
+            file("")
+        )
+        .is_err());
     }
 
     #[test]

@@ -24,6 +24,20 @@ pub struct CoreSettings {
     pub max_batch: usize,
 }
 
+/// What a new group starts with.
+#[derive(Debug, Clone, Default)]
+pub struct GroupSpec {
+    /// `None`: the next decimal id.
+    pub id: Option<String>,
+    pub conv_type: i32,
+    pub creator: String,
+    pub name: String,
+    pub notice: String,
+    /// Members besides the creator (who is always the first member).
+    pub members: Vec<String>,
+    pub snap: String,
+}
+
 /// A cheap, cloneable handle on the running core.
 #[derive(Clone)]
 pub struct Core {
@@ -94,17 +108,9 @@ impl Core {
         self.registry.send(WhoIsOnline { app: app.to_string(), users }).await.unwrap_or_default()
     }
 
-    pub async fn create_group(
-        &self,
-        app: &str,
-        creator: &str,
-        name: &str,
-        notice: &str,
-        members: Vec<String>,
-        snap: &str,
-    ) -> Result<GroupRecord, CoreError> {
-        let (app, creator, name, notice, snap) =
-            (app.to_string(), creator.to_string(), name.to_string(), notice.to_string(), snap.to_string());
+    /// Creates a group (a conversation, in gateway terms).
+    pub async fn create_group(&self, app: &str, spec: GroupSpec) -> Result<GroupRecord, CoreError> {
+        let app = app.to_string();
         Ok(self
             .store
             .run(move |c| {
@@ -112,15 +118,34 @@ impl Core {
                     c,
                     &NewGroup {
                         app: &app,
-                        creator: &creator,
-                        name: &name,
-                        notice: &notice,
-                        members: &members,
-                        snap: &snap,
+                        id: spec.id.as_deref(),
+                        conv_type: spec.conv_type,
+                        creator: &spec.creator,
+                        name: &spec.name,
+                        notice: &spec.notice,
+                        members: &spec.members,
+                        snap: &spec.snap,
                     },
                 )
             })
             .await?)
+    }
+
+    /// Sets or clears the archived flag; returns how many of the conversations exist.
+    pub async fn set_archived(
+        &self,
+        app: &str,
+        ids: Vec<String>,
+        archived: bool,
+    ) -> Result<usize, CoreError> {
+        let app = app.to_string();
+        Ok(self.store.run(move |c| rooms::set_archived(c, &app, &ids, archived)).await?)
+    }
+
+    /// The newest message of a conversation.
+    pub async fn last_message(&self, app: &str, conv: &str) -> Result<Option<Message>, CoreError> {
+        let (app, conv) = (app.to_string(), conv.to_string());
+        Ok(self.store.run(move |c| messages::last_message(c, &app, &conv)).await?)
     }
 
     pub async fn group(&self, app: &str, group: &str) -> Result<Option<GroupRecord>, CoreError> {

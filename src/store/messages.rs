@@ -177,6 +177,19 @@ pub fn conversations_of(conn: &mut DbConn, app: &str, user: &str) -> Result<Vec<
         .collect())
 }
 
+/// The newest message of a conversation: one index probe.
+pub fn last_message(conn: &mut DbConn, app: &str, conv: &str) -> Result<Option<Message>, StoreError> {
+    let row: Option<MessageRow> = db_run!(conn: {
+        messages::table
+            .filter(messages::app.eq(app).and(messages::conv.eq(conv)))
+            .order(messages::id.desc())
+            .select(MessageRow::as_select())
+            .first(conn)
+            .optional()?
+    });
+    Ok(row.map(Message::from))
+}
+
 /// The highest message id of a conversation (0 when it has none): one index probe.
 pub fn last_message_id(conn: &mut DbConn, app: &str, conv: &str) -> Result<i64, StoreError> {
     let last: Option<i64> = db_run!(conn: {

@@ -26,6 +26,10 @@ pub struct GroupRecord {
 #[derive(Debug, Clone)]
 pub struct NewGroup<'a> {
     pub app: &'a str,
+    /// The id to use; `None` takes the next decimal id from the group counter.
+    pub id: Option<&'a str>,
+    /// The gateway's conversation type (0-15); 0 for wsim groups.
+    pub conv_type: i32,
     pub creator: &'a str,
     pub name: &'a str,
     pub notice: &'a str,
@@ -61,7 +65,17 @@ pub fn create_group(conn: &mut DbConn, new: &NewGroup<'_>) -> Result<GroupRecord
     }
     db_run!(conn: {
         conn.write_transaction(|conn| {
-            let id = loop {
+            let id = if let Some(id) = new.id {
+                let taken: i64 = conversations::table
+                    .filter(conversations::app.eq(new.app).and(conversations::id.eq(id)))
+                    .count()
+                    .get_result(conn)?;
+                if taken > 0 {
+                    return Err(StoreError::Conflict(format!("conversation {id} exists")));
+                }
+                id.to_string()
+            } else {
+                loop {
                 let candidate = next_counter!(conn, GROUP_COUNTER, FIRST_GROUP_ID).to_string();
                 let taken: i64 = conversations::table
                     .filter(conversations::app.eq(new.app).and(conversations::id.eq(&candidate)))
@@ -70,13 +84,14 @@ pub fn create_group(conn: &mut DbConn, new: &NewGroup<'_>) -> Result<GroupRecord
                 if taken == 0 {
                     break candidate;
                 }
+            }
             };
             let now = now_us();
             let row = ConversationRow {
                 app: new.app.to_string(),
                 id: id.clone(),
                 kind: ConvKind::Group as i32,
-                conv_type: 0,
+                conv_type: new.conv_type,
                 creator: new.creator.to_string(),
                 name: new.name.to_string(),
                 notice: new.notice.to_string(),
@@ -265,6 +280,23 @@ pub fn edit_group(
             diesel::update(target).set(conversations::notice.eq(notice)).execute(conn)?;
         }
         Ok(())
+    })
+}
+
+/// Sets or clears the archived flag of conversations; returns how many exist.
+pub fn set_archived(
+    conn: &mut DbConn,
+    app: &str,
+    ids: &[String],
+    archived: bool,
+) -> Result<usize, StoreError> {
+    db_run!(conn: {
+        let n = diesel::update(
+            conversations::table.filter(conversations::app.eq(app).and(conversations::id.eq_any(ids))),
+        )
+        .set(conversations::archived.eq(archived))
+        .execute(conn)?;
+        Ok(n)
     })
 }
 

@@ -2,3 +2,4 @@
 //! tokens and HTTP endpoints follow.
 
 pub mod msgid;
+pub mod token;

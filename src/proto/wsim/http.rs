@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 
 use super::WsimState;
 use crate::core::message::{valid_id, UserKey};
+use crate::core::service::GroupSpec;
 use crate::core::CoreError;
 use crate::store::models::UserRow;
 use crate::store::rooms::GroupRecord;
@@ -178,10 +179,15 @@ pub async fn creategrp(state: web::Data<WsimState>, req: HttpRequest, body: web:
         let members = p.ids("members")?;
         let name = p.text("name", MAX_TEXT)?.unwrap_or_default();
         let notice = p.text("notice", MAX_NOTICE)?.unwrap_or_default();
-        let g = state
-            .core
-            .create_group(&state.app, &creator, &name, &notice, members, &state.default_group_snap)
-            .await?;
+        let spec = GroupSpec {
+            creator,
+            name,
+            notice,
+            members,
+            snap: state.default_group_snap.clone(),
+            ..GroupSpec::default()
+        };
+        let g = state.core.create_group(&state.app, spec).await?;
         Ok(Some(group_json(&g, json!(g.members))))
     }
     .await;
