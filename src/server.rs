@@ -10,6 +10,7 @@ use crate::config::Settings;
 use crate::core::service::CoreSettings;
 use crate::core::Core;
 use crate::metrics::METRICS;
+use crate::proto::gateway::{self, token::TokenKeys, GatewayState};
 use crate::proto::wsim::{self, conn::ConnSettings, WsimState};
 use crate::store::{Store, StoreError};
 
@@ -17,6 +18,8 @@ use crate::store::{Store, StoreError};
 pub enum StartError {
     #[error("{0}")]
     Store(#[from] StoreError),
+    #[error("{0}")]
+    Config(String),
     #[error("cannot listen on {0}: {1}")]
     Bind(String, std::io::Error),
 }
@@ -102,6 +105,14 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             outbound_queue_bytes: settings.outbound_queue_bytes,
         }),
     });
+    let keys = TokenKeys::load(&settings.gateway.jwt_key, &settings.data_dir, settings.gateway.token_ttl)
+        .map_err(|e| StartError::Config(e.to_string()))?;
+    let gateway_state = web::Data::new(GatewayState {
+        core: core.clone(),
+        app: settings.default_app.clone(),
+        keys,
+        inner_allow: settings.gateway.inner_allow.clone(),
+    });
     let store_data = web::Data::new(store);
 
     let mut server = HttpServer::new(move || {
@@ -120,6 +131,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             .route("/healthz", web::get().to(healthz))
             .route("/metrics", web::get().to(metrics))
             .configure(wsim::configure(wsim_state.clone()))
+            .configure(gateway::configure(gateway_state.clone()))
     })
     .shutdown_timeout(5)
     // Small frames must leave at once (Nagle plus delayed ACKs would add ~40 ms).

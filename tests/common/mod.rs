@@ -227,6 +227,37 @@ impl TestServer {
         serde_json::from_slice(&body).expect("JSON")
     }
 
+    /// POSTs a JSON body (with a bearer token when given) and returns the JSON answer.
+    pub async fn post_json(
+        &self,
+        path: &str,
+        body: serde_json::Value,
+        token: Option<&str>,
+    ) -> serde_json::Value {
+        let client = awc::Client::default();
+        let mut req = client.post(self.url(path));
+        if let Some(t) = token {
+            req = req.insert_header(("Authorization", format!("Bearer {t}")));
+        }
+        let mut res = req.send_json(&body).await.expect("POST");
+        assert_eq!(res.status().as_u16(), 200, "POST {path}");
+        let body = res.body().await.expect("body");
+        serde_json::from_slice(&body).unwrap_or_else(|_| panic!("JSON from {path}: {body:?}"))
+    }
+
+    /// A gateway token for `session` (from `/inner/get_token`).
+    pub async fn gateway_token(&self, session: &str, platform: i64) -> String {
+        let v = self
+            .post_json(
+                "/inner/get_token",
+                serde_json::json!({"session": session, "platform": platform}),
+                None,
+            )
+            .await;
+        assert_eq!(v["code"], 0, "{v}");
+        v["data"].as_str().expect("token").to_string()
+    }
+
     pub async fn ws(&self, path: &str) -> Ws {
         Ws::connect(&format!("{}{path}", self.ws_base)).await
     }

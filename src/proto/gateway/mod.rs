@@ -1,5 +1,40 @@
-//! The gateway front-end (work in progress): so far its message id codec. The notify transports,
-//! tokens and HTTP endpoints follow.
+//! The gateway front-end: tokens, conversations and (next) the `/notify` transports, `/send_msg` and
+//! history. Reaches storage and delivery only through the core; the core knows nothing of JWTs or
+//! MsgIds.
 
+pub mod envelope;
+pub mod http;
 pub mod msgid;
 pub mod token;
+
+use actix_web::web;
+
+use crate::core::Core;
+use token::TokenKeys;
+
+/// What the gateway handlers share.
+pub struct GatewayState {
+    pub core: Core,
+    pub app: String,
+    pub keys: TokenKeys,
+    pub inner_allow: Vec<ipnet::IpNet>,
+}
+
+/// Mounts the gateway routes.
+pub fn configure(state: web::Data<GatewayState>) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg| {
+        cfg.app_data(state)
+            .route("/inner/get_token", web::post().to(http::inner_get_token))
+            .route("/inner/create_conversation", web::post().to(http::inner_create))
+            .route("/inner/kickout_conversation", web::post().to(http::inner_kickout))
+            .route("/inner/join_conversation", web::post().to(http::inner_join))
+            .route("/inner/set_archive_conversations", web::post().to(http::inner_set_archive))
+            .route("/create_conversation", web::post().to(http::create_conversation))
+            .route("/join_conversation", web::post().to(http::join_conversation))
+            .route("/leave_conversation", web::post().to(http::leave_conversation))
+            .route("/check_joined_conversation", web::post().to(http::check_joined))
+            .route("/get_joined_conversation", web::post().to(http::get_joined))
+            .route("/get_conversation_detail", web::post().to(http::conversation_detail))
+            .route("/get_lastone_msgid", web::post().to(http::lastone_msgid));
+    }
+}

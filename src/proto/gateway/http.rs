@@ -1,0 +1,356 @@
+//! The gateway's HTTP endpoints: tokens and conversations (public ones need a token; `/inner/*` ones
+//! are for the business backend and only answer allowed networks).
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::envelope::{reply, GatewayError};
+use super::msgid;
+use super::GatewayState;
+use crate::core::message::valid_id;
+use crate::core::service::GroupSpec;
+use crate::store::rooms::GroupRecord;
+
+/// Highest conversation type (4 bits in a MsgId).
+pub const MAX_CONV_TYPE: i64 = 15;
+
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, GatewayError> {
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { body };
+    serde_json::from_slice(body).map_err(|e| GatewayError::InvalidParameter(e.to_string()))
+}
+
+fn check_id(id: &str, what: &str) -> Result<(), GatewayError> {
+    if valid_id(id) {
+        Ok(())
+    } else {
+        Err(GatewayError::InvalidParameter(what.to_string()))
+    }
+}
+
+fn check_type(t: i64) -> Result<i32, GatewayError> {
+    if (0..=MAX_CONV_TYPE).contains(&t) {
+        Ok(t as i32)
+    } else {
+        Err(GatewayError::TypeOutOfRange)
+    }
+}
+
+fn check_sessions(sessions: &[String]) -> Result<(), GatewayError> {
+    if sessions.is_empty() {
+        return Err(GatewayError::NoSessions);
+    }
+    sessions.iter().try_for_each(|s| check_id(s, "sessions"))
+}
+
+/// The caller's session id, from its token.
+fn session_of(state: &GatewayState, req: &HttpRequest) -> Result<String, GatewayError> {
+    state.keys.from_request(req).map(|c| c.sid).map_err(|_| GatewayError::InvalidToken)
+}
+
+/// `/inner/*` answers only the configured networks.
+fn inner_allowed(state: &GatewayState, req: &HttpRequest) -> Result<(), GatewayError> {
+    let ip = req.peer_addr().map(|a| a.ip()).ok_or(GatewayError::NotAllowed)?;
+    if state.inner_allow.iter().any(|n| n.contains(&ip)) {
+        Ok(())
+    } else {
+        Err(GatewayError::NotAllowed)
+    }
+}
+
+async fn existing(state: &GatewayState, id: &str) -> Result<GroupRecord, GatewayError> {
+    check_id(id, "conversation_id")?;
+    state.core.group(&state.app, id).await?.ok_or(GatewayError::NotFound)
+}
+
+async fn member_of(state: &GatewayState, id: &str, sid: &str) -> Result<GroupRecord, GatewayError> {
+    let g = existing(state, id).await?;
+    if g.members.iter().any(|m| m == sid) {
+        Ok(g)
+    } else {
+        Err(GatewayError::NotMember)
+    }
+}
+
+async fn create(
+    state: &GatewayState,
+    conv_type: i32,
+    creator: String,
+    members: Vec<String>,
+) -> Result<Value, GatewayError> {
+    let id = uuid::Uuid::new_v4().hyphenated().to_string();
+    let spec = GroupSpec { id: Some(id.clone()), conv_type, creator, members, ..GroupSpec::default() };
+    state.core.create_group(&state.app, spec).await?;
+    Ok(json!({"ConversationId": id}))
+}
+
+#[derive(Deserialize)]
+struct GetToken {
+    session: String,
+    #[serde(default)]
+    platform: i64,
+}
+
+#[derive(Deserialize)]
+struct ConversationRef {
+    conversation_id: String,
+}
+
+#[derive(Deserialize)]
+struct CreateConversation {
+    #[serde(default)]
+    conversation_type: i64,
+}
+
+#[derive(Deserialize)]
+struct InnerCreate {
+    #[serde(default)]
+    conversation_type: i64,
+    #[serde(default)]
+    sessions: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct ConversationSessions {
+    conversation_id: String,
+    #[serde(default)]
+    sessions: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct SetArchive {
+    #[serde(default)]
+    conversation_ids: Vec<String>,
+    #[serde(default)]
+    is_archive: bool,
+}
+
+#[derive(Deserialize)]
+struct JoinedOf {
+    #[serde(default, rename = "SessionId")]
+    session_id: Option<String>,
+}
+
+pub async fn inner_get_token(
+    state: web::Data<GatewayState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    reply(
+        async {
+            inner_allowed(&state, &req)?;
+            let p: GetToken = parse(&body)?;
+            check_id(&p.session, "session")?;
+            let token = state.keys.issue(&p.session, p.platform).map_err(|_| GatewayError::Internal)?;
+            Ok(Some(Value::String(token)))
+        }
+        .await,
+    )
+}
+
+pub async fn create_conversation(
+    state: web::Data<GatewayState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    reply(
+        async {
+            let sid = session_of(&state, &req)?;
+            let p: CreateConversation = parse(&body)?;
+            let conv_type = check_type(p.conversation_type)?;
+            Ok(Some(create(&state, conv_type, sid, Vec::new()).await?))
+        }
+        .await,
+    )
+}
+
+pub async fn join_conversation(
+    state: web::Data<GatewayState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    reply(
+        async {
+            let sid = session_of(&state, &req)?;
+            let p: ConversationRef = parse(&body)?;
+            existing(&state, &p.conversation_id).await?;
+            state.core.add_members(&state.app, &p.conversation_id, vec![sid]).await?;
+            Ok(Some(json!({"ConversationId": p.conversation_id})))
+        }
+        .await,
+    )
+}
+
+pub async fn leave_conversation(
+    state: web::Data<GatewayState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    reply(
+        async {
+            let sid = session_of(&state, &req)?;
+            let p: ConversationRef = parse(&body)?;
+            member_of(&state, &p.conversation_id, &sid).await?;
+            state.core.remove_members(&state.app, &p.conversation_id, vec![sid]).await?;
+            Ok(Some(json!({"ConversationId": p.conversation_id})))
+        }
+        .await,
+    )
+}
+
+pub async fn check_joined(
+    state: web::Data<GatewayState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    reply(
+        async {
+            let sid = session_of(&state, &req)?;
+            let p: ConversationRef = parse(&body)?;
+            let g = existing(&state, &p.conversation_id).await?;
+            Ok(Some(json!({"Joined": g.members.contains(&sid)})))
+        }
+        .await,
+    )
+}
+
+pub async fn get_joined(state: web::Data<GatewayState>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    reply(
+        async {
+            let sid = session_of(&state, &req)?;
+            let p: JoinedOf = parse(&body)?;
+            if p.session_id.as_deref().is_some_and(|s| !s.is_empty() && s != sid) {
+                return Err(GatewayError::NotAllowed);
+            }
+            let groups = state.core.groups_of(&state.app, &sid).await?;
+            let ids: Vec<String> = groups.into_iter().map(|g| g.row.id).collect();
+            Ok(Some(json!({"Conversations": ids})))
+        }
+        .await,
+    )
+}
+
+pub async fn conversation_detail(
+    state: web::Data<GatewayState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    reply(
+        async {
+            let sid = session_of(&state, &req)?;
+            let p: ConversationRef = parse(&body)?;
+            let g = member_of(&state, &p.conversation_id, &sid).await?;
+            let last = state.core.last_message(&state.app, &g.row.id).await?;
+            let (last_id, last_time, last_sender) = match &last {
+                Some(m) => {
+                    (msgid::of_message(m.id, g.row.conv_type as u8, &g.row.id), m.sent_us, m.sender.clone())
+                }
+                None => (String::new(), 0, String::new()),
+            };
+            Ok(Some(json!({
+                "ConversationID": g.row.id,
+                "LastMsgID": last_id,
+                "LastSendTime": last_time,
+                "IsDelete": g.row.deleted,
+                "ConversationType": g.row.conv_type,
+                "LastSendSession": last_sender,
+                "IsArchive": g.row.archived,
+            })))
+        }
+        .await,
+    )
+}
+
+pub async fn lastone_msgid(
+    state: web::Data<GatewayState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    reply(
+        async {
+            let sid = session_of(&state, &req)?;
+            let p: ConversationRef = parse(&body)?;
+            let g = member_of(&state, &p.conversation_id, &sid).await?;
+            let last = state.core.last_message(&state.app, &g.row.id).await?;
+            let id =
+                last.map(|m| msgid::of_message(m.id, g.row.conv_type as u8, &g.row.id)).unwrap_or_default();
+            Ok(Some(json!({"MsgId": id})))
+        }
+        .await,
+    )
+}
+
+pub async fn inner_create(
+    state: web::Data<GatewayState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    reply(
+        async {
+            inner_allowed(&state, &req)?;
+            let p: InnerCreate = parse(&body)?;
+            let conv_type = check_type(p.conversation_type)?;
+            check_sessions(&p.sessions)?;
+            let mut sessions = p.sessions;
+            let creator = sessions.remove(0);
+            Ok(Some(create(&state, conv_type, creator, sessions).await?))
+        }
+        .await,
+    )
+}
+
+pub async fn inner_kickout(
+    state: web::Data<GatewayState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    reply(
+        async {
+            inner_allowed(&state, &req)?;
+            let p: ConversationSessions = parse(&body)?;
+            check_sessions(&p.sessions)?;
+            existing(&state, &p.conversation_id).await?;
+            state.core.remove_members(&state.app, &p.conversation_id, p.sessions).await?;
+            Ok(Some(json!({"ConversationId": p.conversation_id})))
+        }
+        .await,
+    )
+}
+
+pub async fn inner_join(state: web::Data<GatewayState>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    reply(
+        async {
+            inner_allowed(&state, &req)?;
+            let p: ConversationSessions = parse(&body)?;
+            check_sessions(&p.sessions)?;
+            existing(&state, &p.conversation_id).await?;
+            state.core.add_members(&state.app, &p.conversation_id, p.sessions).await?;
+            Ok(Some(json!({"ConversationId": p.conversation_id})))
+        }
+        .await,
+    )
+}
+
+pub async fn inner_set_archive(
+    state: web::Data<GatewayState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    reply(
+        async {
+            inner_allowed(&state, &req)?;
+            let p: SetArchive = parse(&body)?;
+            if p.conversation_ids.is_empty() {
+                return Err(GatewayError::InvalidParameter("conversation_ids".into()));
+            }
+            p.conversation_ids.iter().try_for_each(|id| check_id(id, "conversation_ids"))?;
+            let n = state.core.set_archived(&state.app, p.conversation_ids, p.is_archive).await?;
+            if n == 0 {
+                return Err(GatewayError::NotFound);
+            }
+            Ok(None)
+        }
+        .await,
+    )
+}
