@@ -36,6 +36,7 @@ async fn a_burst_costs_few_transactions(b: Backend) {
                     kind: "text".into(),
                     payload: format!("m{i}"),
                     extension: String::new(),
+                    status: 0,
                 };
                 core.submit_acked(draft, Origin::default()).await
             }

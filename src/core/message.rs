@@ -93,6 +93,8 @@ pub struct Message {
     pub extension: String,
     /// Send time, microseconds since the Unix epoch (UTC).
     pub sent_us: i64,
+    /// Client-defined status (the gateway's `Status`; 0 elsewhere).
+    pub status: i32,
 }
 
 impl Message {
@@ -127,6 +129,7 @@ pub struct Draft {
     pub kind: String,
     pub payload: String,
     pub extension: String,
+    pub status: i32,
 }
 
 #[cfg(test)]

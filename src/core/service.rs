@@ -142,6 +142,21 @@ impl Core {
         Ok(self.store.run(move |c| rooms::set_archived(c, &app, &ids, archived)).await?)
     }
 
+    /// Up to `limit` messages of a conversation with ids in `lo..=hi`, taken from the `end` of the
+    /// range, oldest first.
+    pub async fn history_range(
+        &self,
+        app: &str,
+        conv: &str,
+        lo: Option<i64>,
+        hi: Option<i64>,
+        end: messages::HistoryEnd,
+        limit: i64,
+    ) -> Result<Vec<Message>, CoreError> {
+        let (app, conv) = (app.to_string(), conv.to_string());
+        Ok(self.store.run(move |c| messages::history_range(c, &app, &conv, lo, hi, end, limit)).await?)
+    }
+
     /// The newest message of a conversation.
     pub async fn last_message(&self, app: &str, conv: &str) -> Result<Option<Message>, CoreError> {
         let (app, conv) = (app.to_string(), conv.to_string());

@@ -133,6 +133,7 @@ impl StoreWriter {
             payload: draft.payload,
             extension: draft.extension,
             sent_us: now_us(),
+            status: draft.status,
         }
     }
 

@@ -144,6 +144,42 @@ pub fn history_before(
     Ok(rows.into_iter().map(Message::from).collect())
 }
 
+/// Which end of a range a history query takes its messages from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistoryEnd {
+    Oldest,
+    Newest,
+}
+
+/// Up to `limit` messages of a conversation with ids in `lo..=hi` (either bound optional), taken from
+/// the `end` of that range, returned oldest first.
+pub fn history_range(
+    conn: &mut DbConn,
+    app: &str,
+    conv: &str,
+    lo: Option<i64>,
+    hi: Option<i64>,
+    end: HistoryEnd,
+    limit: i64,
+) -> Result<Vec<Message>, StoreError> {
+    let (lo, hi) = (lo.unwrap_or(i64::MIN), hi.unwrap_or(i64::MAX));
+    let mut rows: Vec<MessageRow> = db_run!(conn: {
+        let q = messages::table
+            .filter(messages::app.eq(app).and(messages::conv.eq(conv)))
+            .filter(messages::id.ge(lo).and(messages::id.le(hi)))
+            .select(MessageRow::as_select())
+            .limit(limit);
+        match end {
+            HistoryEnd::Oldest => q.order(messages::id.asc()).load(conn)?,
+            HistoryEnd::Newest => q.order(messages::id.desc()).load(conn)?,
+        }
+    });
+    if end == HistoryEnd::Newest {
+        rows.reverse();
+    }
+    Ok(rows.into_iter().map(Message::from).collect())
+}
+
 /// One of a user's conversations as seen by offline replay.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConvState {

@@ -53,6 +53,7 @@ pub struct MessageRow {
     pub payload: String,
     pub extension: String,
     pub sent_us: i64,
+    pub status: i32,
 }
 
 impl From<MessageRow> for Message {
@@ -67,6 +68,7 @@ impl From<MessageRow> for Message {
             payload: r.payload,
             extension: r.extension,
             sent_us: r.sent_us,
+            status: r.status,
         }
     }
 }
@@ -83,6 +85,7 @@ impl From<&Message> for MessageRow {
             payload: m.payload.clone(),
             extension: m.extension.clone(),
             sent_us: m.sent_us,
+            status: m.status,
         }
     }
 }

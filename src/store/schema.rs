@@ -47,6 +47,7 @@ diesel::table! {
         payload -> Text,
         extension -> Text,
         sent_us -> BigInt,
+        status -> Integer,
     }
 }
 

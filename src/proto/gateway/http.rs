@@ -7,10 +7,12 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::envelope::{reply, GatewayError};
-use super::msgid;
 use super::GatewayState;
+use super::{msg, msgid};
 use crate::core::message::valid_id;
 use crate::core::service::GroupSpec;
+use crate::core::{Draft, Origin, Target};
+use crate::store::messages::HistoryEnd;
 use crate::store::rooms::GroupRecord;
 
 /// Highest conversation type (4 bits in a MsgId).
@@ -353,4 +355,148 @@ pub async fn inner_set_archive(
         }
         .await,
     )
+}
+
+#[derive(Deserialize)]
+struct SendMsg {
+    conversation_id: String,
+    #[serde(default)]
+    status: i32,
+    #[serde(default, rename = "type")]
+    msg_type: i64,
+    #[serde(default)]
+    content: String,
+}
+
+/// Largest `content` accepted by `/send_msg`, in bytes.
+pub const MAX_CONTENT: usize = 64 * 1024;
+
+pub async fn send_msg(state: web::Data<GatewayState>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    reply(
+        async {
+            let sid = session_of(&state, &req)?;
+            let p: SendMsg = parse(&body)?;
+            if p.content.len() > MAX_CONTENT {
+                return Err(GatewayError::InvalidParameter("content too large".into()));
+            }
+            let g = member_of(&state, &p.conversation_id, &sid).await?;
+            let draft = Draft {
+                app: state.app.clone(),
+                sender: sid,
+                target: Target::Group(g.row.id.clone()),
+                kind: msg::kind_of_type(p.msg_type),
+                payload: p.content,
+                extension: String::new(),
+                status: p.status,
+            };
+            // Answered only once the message is stored.
+            let stored = state.core.submit_acked(draft, Origin::default()).await?;
+            Ok(Some(json!({"MsgID": msgid::of_message(stored.id, g.row.conv_type as u8, &g.row.id)})))
+        }
+        .await,
+    )
+}
+
+#[derive(Deserialize)]
+struct History {
+    conversation_id: String,
+    #[serde(default)]
+    msg_id: String,
+    #[serde(default)]
+    start_msg_id: String,
+    #[serde(default)]
+    end_msg_id: String,
+    #[serde(default)]
+    desc: bool,
+}
+
+/// Most messages one by-range query returns.
+pub const RANGE_LIMIT: i64 = 1000;
+const PAGE: i64 = 30;
+
+/// Which history query.
+#[derive(Debug, Clone, Copy)]
+enum HistoryQuery {
+    ByRange,
+    Before,
+    After,
+    Last30,
+    LastOne,
+}
+
+fn core_id(conv: &str, text: &str, field: &str) -> Result<i64, GatewayError> {
+    let parts = msgid::decode(text).map_err(|_| GatewayError::InvalidParameter(field.to_string()))?;
+    if !parts.is_for(conv) {
+        return Err(GatewayError::InvalidParameter(format!("{field} is not of this conversation")));
+    }
+    msgid::message_id(&parts).ok_or_else(|| GatewayError::InvalidParameter(field.to_string()))
+}
+
+async fn history(
+    state: &GatewayState,
+    req: &HttpRequest,
+    body: &[u8],
+    q: HistoryQuery,
+) -> Result<Option<Value>, GatewayError> {
+    let sid = session_of(state, req)?;
+    let p: History = parse(body)?;
+    let g = member_of(state, &p.conversation_id, &sid).await?;
+    let conv = g.row.id.as_str();
+    let (lo, hi, end, limit) = match q {
+        HistoryQuery::ByRange => {
+            let a = core_id(conv, &p.start_msg_id, "start_msg_id")?;
+            let b = core_id(conv, &p.end_msg_id, "end_msg_id")?;
+            (Some(a.min(b)), Some(a.max(b)), HistoryEnd::Oldest, RANGE_LIMIT)
+        }
+        HistoryQuery::Before => (None, Some(core_id(conv, &p.msg_id, "msg_id")?), HistoryEnd::Newest, PAGE),
+        HistoryQuery::After => (Some(core_id(conv, &p.msg_id, "msg_id")?), None, HistoryEnd::Oldest, PAGE),
+        HistoryQuery::Last30 => (None, None, HistoryEnd::Newest, PAGE),
+        HistoryQuery::LastOne => (None, None, HistoryEnd::Newest, 1),
+    };
+    let mut msgs = state.core.history_range(&state.app, conv, lo, hi, end, limit).await?;
+    if p.desc {
+        msgs.reverse();
+    }
+    let list: Vec<Value> = msgs.iter().map(|m| msg::msg_data(m, g.row.conv_type as u8)).collect();
+    Ok(Some(json!({"Msg": list})))
+}
+
+pub async fn history_by_range(
+    state: web::Data<GatewayState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    reply(history(&state, &req, &body, HistoryQuery::ByRange).await)
+}
+
+pub async fn history_before(
+    state: web::Data<GatewayState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    reply(history(&state, &req, &body, HistoryQuery::Before).await)
+}
+
+pub async fn history_after(
+    state: web::Data<GatewayState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    reply(history(&state, &req, &body, HistoryQuery::After).await)
+}
+
+pub async fn history_last30(
+    state: web::Data<GatewayState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    reply(history(&state, &req, &body, HistoryQuery::Last30).await)
+}
+
+pub async fn history_lastone(
+    state: web::Data<GatewayState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    reply(history(&state, &req, &body, HistoryQuery::LastOne).await)
 }

@@ -4,6 +4,7 @@
 
 pub mod envelope;
 pub mod http;
+pub mod msg;
 pub mod msgid;
 pub mod token;
 
@@ -35,6 +36,12 @@ pub fn configure(state: web::Data<GatewayState>) -> impl FnOnce(&mut web::Servic
             .route("/check_joined_conversation", web::post().to(http::check_joined))
             .route("/get_joined_conversation", web::post().to(http::get_joined))
             .route("/get_conversation_detail", web::post().to(http::conversation_detail))
-            .route("/get_lastone_msgid", web::post().to(http::lastone_msgid));
+            .route("/get_lastone_msgid", web::post().to(http::lastone_msgid))
+            .route("/send_msg", web::post().to(http::send_msg))
+            .route("/get_conversation_msg_by_range", web::post().to(http::history_by_range))
+            .route("/get_conversation_30msg_before_the_id", web::post().to(http::history_before))
+            .route("/get_conversation_30msg_after_the_id", web::post().to(http::history_after))
+            .route("/get_conversation_last_30_msg", web::post().to(http::history_last30))
+            .route("/get_conversation_lastone_msg", web::post().to(http::history_lastone));
     }
 }

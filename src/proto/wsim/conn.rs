@@ -163,6 +163,7 @@ impl EntryConn {
                     kind: kind.to_string(),
                     payload,
                     extension,
+                    status: 0,
                 };
                 self.metrics.received.inc();
                 let origin = Origin::of(&self.conn_handle(ctx));
@@ -487,6 +488,7 @@ mod tests {
                 payload: String::new(),
                 extension: String::new(),
                 sent_us: 0,
+                status: 0,
             })
         };
         let got = highest_per_conv(&[m("g", 1), m("d", 5), m("g", 3)]);

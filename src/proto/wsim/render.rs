@@ -13,8 +13,10 @@ pub fn incoming_frame(m: &Message, viewer: &str) -> String {
         None if m.sender == viewer => (Scope::Unicast, m.recipient.as_str()),
         None => (Scope::Unicast, m.sender.as_str()),
     };
+    // Kinds from other front-ends that wsim clients do not know are shown as text.
+    let kind = if super::codec::KINDS.contains(&m.kind.as_str()) { m.kind.as_str() } else { "text" };
     render_incoming(&Incoming {
-        kind: &m.kind,
+        kind,
         from: &m.sender,
         payload: &m.payload,
         scope,
@@ -50,6 +52,7 @@ mod tests {
             payload: "http://x/a_b.jpg".into(),
             extension: "e30=".into(),
             sent_us: 1_700_000_000_999_999,
+            status: 0,
         }
     }
 
@@ -66,6 +69,13 @@ mod tests {
         );
         let group = msg("", "10");
         assert_eq!(incoming_frame(&group, "bob"), "picture_alice_http://x/a_b.jpg_group_10_1700000000_e30=");
+    }
+
+    #[test]
+    fn foreign_kinds_render_as_text() {
+        let mut m = msg("", "10");
+        m.kind = "42".into();
+        assert!(incoming_frame(&m, "bob").starts_with("text_alice_"));
     }
 
     #[test]
