@@ -1,0 +1,234 @@
+//! Delivering core messages over a WebSocket, shared by the front-ends that speak WebSocket: the
+//! bounded outbox behind the socket's backlog, confirmation pings, replay pacing and reporting to the
+//! user's session. A front-end's connection actor holds a [`WsDelivery`], implements
+//! [`WsFrontend::render`], and calls the functions here from its handlers.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::{Actor, ActorContext, Addr, AsyncContext};
+use actix_web_actors::ws;
+
+use super::ws::OutboundMeter;
+use crate::core::message::{ConnId, Message, SharedMessage};
+use crate::core::session::{Delivered, DetachConn, ReplayNext, UserSession};
+use crate::core::Deliver;
+use crate::metrics::FrontendMetrics;
+
+/// How soon a connection with queued messages looks again whether the socket took its backlog.
+const PUMP_RETRY: Duration = Duration::from_millis(5);
+/// Least time between two confirmation pings on one connection.
+const ACK_PING_GAP: Duration = Duration::from_millis(250);
+
+/// The highest message id per conversation among `msgs`.
+pub fn highest_per_conv(msgs: &[SharedMessage]) -> Vec<(String, i64)> {
+    let mut out: Vec<(String, i64)> = Vec::new();
+    for m in msgs {
+        match out.iter_mut().find(|(c, _)| *c == m.conv) {
+            Some(e) => e.1 = e.1.max(m.id),
+            None => out.push((m.conv.clone(), m.id)),
+        }
+    }
+    out
+}
+
+/// Bytes a message takes in the outbox (payload, extension and the frame's other fields).
+fn approx_size(m: &Message) -> u64 {
+    (m.payload.len() + m.extension.len() + m.sender.len() + m.conv.len() + 48) as u64
+}
+
+/// One connection's delivery state.
+pub struct WsDelivery {
+    pub id: ConnId,
+    /// The user's session once logged in.
+    pub session: Option<Addr<UserSession>>,
+    pub meter: OutboundMeter<SharedMessage>,
+    pub metrics: FrontendMetrics,
+    name: &'static str,
+    limit: u64,
+    outbox: VecDeque<(SharedMessage, bool)>,
+    outbox_bytes: u64,
+    last_ack_ping: Instant,
+    ack_ping_scheduled: bool,
+    pump_scheduled: bool,
+    replay_paused: bool,
+    confirmed_at_close: Vec<(String, i64)>,
+}
+
+impl WsDelivery {
+    /// `limit`: bytes of live messages that may wait behind the socket before the peer counts as not
+    /// reading. `name` labels log lines.
+    pub fn new(id: ConnId, limit: u64, metrics: FrontendMetrics, name: &'static str) -> Self {
+        WsDelivery {
+            id,
+            session: None,
+            meter: OutboundMeter::new(),
+            metrics,
+            name,
+            limit,
+            outbox: VecDeque::new(),
+            outbox_bytes: 0,
+            last_ack_ping: Instant::now(),
+            ack_ping_scheduled: false,
+            pump_scheduled: false,
+            replay_paused: false,
+            confirmed_at_close: Vec::new(),
+        }
+    }
+
+    /// The peer closed cleanly: what the socket took counts as delivered (reported on detach).
+    pub fn closed_cleanly(&mut self) {
+        self.confirmed_at_close = highest_per_conv(&self.meter.closed_cleanly());
+    }
+
+    /// Leaves the session (reporting what was confirmed) and forgets everything queued.
+    pub fn detach(&mut self) {
+        if let Some(session) = self.session.take() {
+            let delivered = std::mem::take(&mut self.confirmed_at_close);
+            session.do_send(DetachConn { conn: self.id, delivered });
+        }
+        self.meter.forget_in_flight();
+        self.outbox.clear();
+        self.outbox_bytes = 0;
+        self.replay_paused = false;
+    }
+
+    /// A page of replay is out and more waits: ask for it once the outbox is empty.
+    pub fn replay_paused(&mut self) {
+        self.replay_paused = true;
+    }
+
+    fn report(&self, confirmed: Vec<SharedMessage>) {
+        if let (false, Some(session)) = (confirmed.is_empty(), &self.session) {
+            session.do_send(Delivered { conn: self.id, delivered: highest_per_conv(&confirmed) });
+        }
+    }
+}
+
+/// A WebSocket connection actor that delivers core messages.
+pub trait WsFrontend: Actor<Context = ws::WebsocketContext<Self>> {
+    fn delivery(&mut self) -> &mut WsDelivery;
+    /// The text frame for `msg`, or `None` when this front-end does not show such messages (they are
+    /// left unconfirmed, for the user's other front-ends).
+    fn render(&self, msg: &Message) -> Option<String>;
+}
+
+/// Queues a delivered message and writes what the socket has room for.
+pub fn deliver<A: WsFrontend>(act: &mut A, msg: Deliver, ctx: &mut ws::WebsocketContext<A>) {
+    let d = act.delivery();
+    if !msg.replay {
+        d.outbox_bytes += approx_size(&msg.msg);
+    }
+    d.outbox.push_back((msg.msg, msg.replay));
+    pump(act, ctx);
+}
+
+/// A pong arrived: report what it confirms and write more.
+pub fn pong<A: WsFrontend>(act: &mut A, payload: &[u8], ctx: &mut ws::WebsocketContext<A>) {
+    let d = act.delivery();
+    let confirmed = d.meter.pong(payload);
+    d.report(confirmed);
+    pump(act, ctx);
+}
+
+/// Writes queued messages while the socket keeps up (backlog under half the limit); drops the
+/// connection when the live messages waiting behind the backlog pass the limit (the peer is not
+/// reading); asks for the next replay page once the outbox is empty.
+pub fn pump<A: WsFrontend>(act: &mut A, ctx: &mut ws::WebsocketContext<A>) {
+    loop {
+        let d = act.delivery();
+        if d.meter.backlog() >= d.limit / 2 {
+            break;
+        }
+        let Some((msg, replay)) = d.outbox.pop_front() else { break };
+        if !replay {
+            d.outbox_bytes = d.outbox_bytes.saturating_sub(approx_size(&msg));
+        }
+        let Some(frame) = act.render(&msg) else { continue };
+        let d = act.delivery();
+        d.meter.message(frame.len(), msg);
+        d.metrics.delivered.inc();
+        ctx.text(frame);
+    }
+    let d = act.delivery();
+    if d.outbox_bytes > d.limit {
+        log::info!("{} conn {}: peer not reading ({} bytes waiting), dropping", d.name, d.id, d.outbox_bytes);
+        d.metrics.slow_dropped.inc();
+        ctx.stop();
+        return;
+    }
+    ping_for_acks(act, ctx);
+    let d = act.delivery();
+    // The socket does not say when it drains: while messages wait, look again shortly.
+    if !d.outbox.is_empty() && !d.pump_scheduled {
+        d.pump_scheduled = true;
+        ctx.run_later(PUMP_RETRY, |act, ctx| {
+            act.delivery().pump_scheduled = false;
+            pump(act, ctx);
+        });
+    }
+    if d.replay_paused && d.outbox.is_empty() {
+        if let Some(session) = &d.session {
+            session.do_send(ReplayNext { conn: d.id });
+            d.replay_paused = false;
+        }
+    }
+}
+
+/// Queues a confirmation ping behind the messages sent so far, if one is due: at most one
+/// outstanding, and at most one per ACK_PING_GAP (a busy connection confirms in batches).
+fn ping_for_acks<A: WsFrontend>(act: &mut A, ctx: &mut ws::WebsocketContext<A>) {
+    let d = act.delivery();
+    let since = d.last_ack_ping.elapsed();
+    if since < ACK_PING_GAP {
+        if !d.ack_ping_scheduled {
+            d.ack_ping_scheduled = true;
+            ctx.run_later(ACK_PING_GAP - since, |act, ctx| {
+                act.delivery().ack_ping_scheduled = false;
+                ping_for_acks(act, ctx);
+            });
+        }
+        return;
+    }
+    if let Some(payload) = d.meter.ack_ping() {
+        d.last_ack_ping = Instant::now();
+        ctx.ping(&payload);
+    }
+}
+
+/// Counts a frame the actor writes itself (heartbeats, errors, pongs) so the backlog stays exact.
+pub fn text<A: WsFrontend>(act: &mut A, ctx: &mut ws::WebsocketContext<A>, frame: String) {
+    act.delivery().meter.frame(frame.len());
+    ctx.text(frame);
+}
+
+/// The byte counter shared with the response body (see `transport::ws::start`).
+pub fn counter(d: &WsDelivery) -> Arc<std::sync::atomic::AtomicU64> {
+    d.meter.counter()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn highest_id_per_conversation() {
+        let m = |conv: &str, id: i64| {
+            Arc::new(Message {
+                id,
+                app: "a".into(),
+                conv: conv.into(),
+                sender: "s".into(),
+                recipient: String::new(),
+                kind: "text".into(),
+                payload: String::new(),
+                extension: String::new(),
+                sent_us: 0,
+                status: 0,
+            })
+        };
+        let got = highest_per_conv(&[m("g", 1), m("d", 5), m("g", 3)]);
+        assert_eq!(got, vec![("g".to_string(), 3), ("d".to_string(), 5)]);
+    }
+}
