@@ -39,6 +39,7 @@ fn main() {
         extension: "eyJzZW5kZXIiOiJhIn0=".into(),
         sent_us: 1_700_000_000_000_000,
         status: 0,
+        conv_type: 0,
     };
     let render_ns = median_ns_per_call(15, 200_000, || {
         black_box(incoming_frame(black_box(&msg), "1000006331"));

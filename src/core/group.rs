@@ -13,7 +13,6 @@ use super::registry::{GroupGone, OnlineSessions, Registry};
 use super::session::{SessionDeliver, UserSession};
 use super::writer::{Persist, Persisted, StoreWriter};
 use super::{CoreError, Origin};
-use crate::store::rooms::members_of;
 use crate::store::Store;
 
 /// Send a message to the group.
@@ -56,6 +55,7 @@ pub struct Group {
     writer: Addr<StoreWriter>,
     store: Store,
     exists: bool,
+    conv_type: i32,
     members: HashSet<String>,
     online: HashMap<String, Addr<UserSession>>,
 }
@@ -69,6 +69,7 @@ impl Group {
             writer,
             store,
             exists: false,
+            conv_type: 0,
             members: HashSet::new(),
             online: HashMap::new(),
         }
@@ -92,12 +93,7 @@ impl Actor for Group {
         let load = async move {
             let group = store
                 .run(move |c| {
-                    let exists = crate::store::rooms::group(c, &app, &id)?.is_some();
-                    if exists {
-                        Ok(Some(members_of(c, &app, &id)?))
-                    } else {
-                        Ok(None)
-                    }
+                    Ok(crate::store::rooms::group(c, &app, &id)?.map(|g| (g.row.conv_type, g.members)))
                 })
                 .await;
             group
@@ -105,8 +101,9 @@ impl Actor for Group {
         ctx.wait(load.into_actor(self).then(move |res, act, _| {
             let mut ask = None;
             match res {
-                Ok(Some(members)) => {
+                Ok(Some((conv_type, members))) => {
                     act.exists = true;
+                    act.conv_type = conv_type;
                     act.members = members.iter().cloned().collect();
                     ask = Some(members);
                 }
@@ -150,8 +147,13 @@ impl Handler<GroupSubmit> for Group {
         if !self.members.contains(&msg.draft.sender) {
             return refuse(CoreError::NotMember, msg);
         }
-        let persist =
-            Persist { draft: msg.draft, origin: msg.origin, notify: ctx.address().recipient(), ack: msg.ack };
+        let persist = Persist {
+            draft: msg.draft,
+            conv_type: self.conv_type,
+            origin: msg.origin,
+            notify: ctx.address().recipient(),
+            ack: msg.ack,
+        };
         if let Err(e) = self.writer.try_send(persist) {
             let p = match e {
                 SendError::Full(p) | SendError::Closed(p) => p,

@@ -95,6 +95,9 @@ pub struct Message {
     pub sent_us: i64,
     /// Client-defined status (the gateway's `Status`; 0 elsewhere).
     pub status: i32,
+    /// The type of the conversation (gateway conversation types 0-15; 0 for wsim groups and direct
+    /// messages).
+    pub conv_type: i32,
 }
 
 impl Message {

@@ -183,6 +183,7 @@ impl Handler<Submit> for Registry {
             Target::User(_) => {
                 let persist = Persist {
                     draft: msg.draft,
+                    conv_type: 0,
                     origin: msg.origin,
                     notify: ctx.address().recipient(),
                     ack: msg.ack,

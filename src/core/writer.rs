@@ -29,6 +29,8 @@ const CURSORS_ALONE: usize = 512;
 /// Store a message, then tell `notify` (in id order) or the origin why it failed.
 pub struct Persist {
     pub draft: Draft,
+    /// The conversation's type, stamped on the message.
+    pub conv_type: i32,
     pub origin: Origin,
     pub notify: Recipient<Persisted>,
     /// Answered after the commit, for front-ends that acknowledge sends.
@@ -118,7 +120,7 @@ impl StoreWriter {
         }
     }
 
-    fn stamp(&self, draft: Draft) -> Message {
+    fn stamp(&self, draft: Draft, conv_type: i32) -> Message {
         let (conv, recipient) = match draft.target {
             Target::User(to) => (direct_conv_id(&draft.sender, &to), to),
             Target::Group(g) => (g, String::new()),
@@ -134,6 +136,7 @@ impl StoreWriter {
             extension: draft.extension,
             sent_us: now_us(),
             status: draft.status,
+            conv_type,
         }
     }
 
@@ -243,7 +246,7 @@ impl Handler<Persist> for StoreWriter {
     type Result = ();
 
     fn handle(&mut self, p: Persist, ctx: &mut Self::Context) {
-        let msg = Arc::new(self.stamp(p.draft));
+        let msg = Arc::new(self.stamp(p.draft, p.conv_type));
         self.queue.push_back(Job { msg, origin: p.origin, notify: p.notify, ack: p.ack });
         self.flush(ctx);
     }

@@ -54,6 +54,7 @@ pub struct MessageRow {
     pub extension: String,
     pub sent_us: i64,
     pub status: i32,
+    pub conv_type: i32,
 }
 
 impl From<MessageRow> for Message {
@@ -69,6 +70,7 @@ impl From<MessageRow> for Message {
             extension: r.extension,
             sent_us: r.sent_us,
             status: r.status,
+            conv_type: r.conv_type,
         }
     }
 }
@@ -86,6 +88,7 @@ impl From<&Message> for MessageRow {
             extension: m.extension.clone(),
             sent_us: m.sent_us,
             status: m.status,
+            conv_type: m.conv_type,
         }
     }
 }

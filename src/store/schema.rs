@@ -48,6 +48,7 @@ diesel::table! {
         extension -> Text,
         sent_us -> BigInt,
         status -> Integer,
+        conv_type -> Integer,
     }
 }
 

@@ -226,6 +226,7 @@ mod tests {
                 extension: String::new(),
                 sent_us: 0,
                 status: 0,
+                conv_type: 0,
             })
         };
         let got = highest_per_conv(&[m("g", 1), m("d", 5), m("g", 3)]);

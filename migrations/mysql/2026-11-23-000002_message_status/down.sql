@@ -1,1 +1,2 @@
+ALTER TABLE messages DROP COLUMN conv_type;
 ALTER TABLE messages DROP COLUMN status;

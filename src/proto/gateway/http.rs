@@ -245,9 +245,7 @@ pub async fn conversation_detail(
             let g = member_of(&state, &p.conversation_id, &sid).await?;
             let last = state.core.last_message(&state.app, &g.row.id).await?;
             let (last_id, last_time, last_sender) = match &last {
-                Some(m) => {
-                    (msgid::of_message(m.id, g.row.conv_type as u8, &g.row.id), m.sent_us, m.sender.clone())
-                }
+                Some(m) => (msg::msg_id(m), m.sent_us, m.sender.clone()),
                 None => (String::new(), 0, String::new()),
             };
             Ok(Some(json!({
@@ -275,8 +273,7 @@ pub async fn lastone_msgid(
             let p: ConversationRef = parse(&body)?;
             let g = member_of(&state, &p.conversation_id, &sid).await?;
             let last = state.core.last_message(&state.app, &g.row.id).await?;
-            let id =
-                last.map(|m| msgid::of_message(m.id, g.row.conv_type as u8, &g.row.id)).unwrap_or_default();
+            let id = last.map(|m| msg::msg_id(&m)).unwrap_or_default();
             Ok(Some(json!({"MsgId": id})))
         }
         .await,
@@ -391,7 +388,7 @@ pub async fn send_msg(state: web::Data<GatewayState>, req: HttpRequest, body: we
             };
             // Answered only once the message is stored.
             let stored = state.core.submit_acked(draft, Origin::default()).await?;
-            Ok(Some(json!({"MsgID": msgid::of_message(stored.id, g.row.conv_type as u8, &g.row.id)})))
+            Ok(Some(json!({"MsgID": msg::msg_id(&stored)})))
         }
         .await,
     )
@@ -457,7 +454,7 @@ async fn history(
     if p.desc {
         msgs.reverse();
     }
-    let list: Vec<Value> = msgs.iter().map(|m| msg::msg_data(m, g.row.conv_type as u8)).collect();
+    let list: Vec<Value> = msgs.iter().map(msg::msg_data).collect();
     Ok(Some(json!({"Msg": list})))
 }
 

@@ -21,10 +21,15 @@ pub fn type_of_kind(kind: &str) -> i64 {
     KINDS.iter().find(|(_, k)| *k == kind).map(|(n, _)| *n).unwrap_or_else(|| kind.parse().unwrap_or(0))
 }
 
-/// The MsgData object of a stored group message; `conv_type` is its conversation's type.
-pub fn msg_data(m: &Message, conv_type: u8) -> Value {
+/// The MsgId of a stored message.
+pub fn msg_id(m: &Message) -> String {
+    msgid::of_message(m.id, m.conv_type as u8, &m.conv)
+}
+
+/// The MsgData object of a stored group message.
+pub fn msg_data(m: &Message) -> Value {
     json!({
-        "MsgId": msgid::of_message(m.id, conv_type, &m.conv),
+        "MsgId": msg_id(m),
         "ConversationID": m.conv,
         "FromSession": m.sender,
         "SendTime": m.sent_us,
@@ -62,9 +67,10 @@ mod tests {
             extension: String::new(),
             sent_us: 1_698_119_710_632_897,
             status: 0,
+            conv_type: 0,
         };
         assert_eq!(
-            msg_data(&m, 0),
+            msg_data(&m),
             json!({
                 "MsgId": "EDCZL-SY32-243Y-VWQ",
                 "ConversationID": "87ba7679-b682-47e7-8499-0385dda22b66",

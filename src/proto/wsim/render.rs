@@ -53,6 +53,7 @@ mod tests {
             extension: "e30=".into(),
             sent_us: 1_700_000_000_999_999,
             status: 0,
+            conv_type: 0,
         }
     }
 
