@@ -10,7 +10,7 @@ use crate::config::Settings;
 use crate::core::service::CoreSettings;
 use crate::core::Core;
 use crate::metrics::METRICS;
-use crate::proto::gateway::{self, token::TokenKeys, GatewayState};
+use crate::proto::gateway::{self, notify::NotifySettings, token::TokenKeys, GatewayState};
 use crate::proto::wsim::{self, conn::ConnSettings, WsimState};
 use crate::store::{Store, StoreError};
 
@@ -112,6 +112,13 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         app: settings.default_app.clone(),
         keys,
         inner_allow: settings.gateway.inner_allow.clone(),
+        notify: Arc::new(NotifySettings {
+            app: settings.default_app.clone(),
+            heartbeat_interval: settings.heartbeat_interval,
+            client_timeout: settings.client_timeout,
+            outbound_queue_bytes: settings.outbound_queue_bytes,
+            poll_timeout: settings.gateway.poll_timeout,
+        }),
     });
     let store_data = web::Data::new(store);
 

@@ -53,6 +53,8 @@ pub enum ConnEvent {
     ReplayPaused,
     /// Something the connection sent was refused.
     Rejected(CoreError),
+    /// A newer connection with the same device key took this one's place.
+    Replaced,
 }
 
 impl actix::Message for ConnEvent {
@@ -65,6 +67,12 @@ pub struct ConnHandle {
     pub id: ConnId,
     pub deliver: Recipient<Deliver>,
     pub events: Recipient<ConnEvent>,
+    /// A device key: a new connection of the user with the same key replaces the older one (the
+    /// gateway's one notify per session and platform). `None`: no replacing.
+    pub device: Option<String>,
+    /// Replay this conversation from just after this message id, whatever was delivered before (the
+    /// gateway's SSE `Last-Event-ID`).
+    pub resume: Option<(String, i64)>,
 }
 
 /// Who sent something, so refusals reach it and deliveries skip it.

@@ -209,6 +209,12 @@ impl UserSession {
                 }
                 cursors.insert(c.conv, upto);
             }
+            let resume = act.conns.get(&conn).and_then(|e| e.handle.resume.clone());
+            if let Some((conv, after)) = resume {
+                if cursors.contains_key(&conv) && previous.is_empty() {
+                    cursors.insert(conv, after);
+                }
+            }
             if let Some(r) = act.conns.get_mut(&conn).and_then(|e| e.replay.as_mut()) {
                 r.cursors = cursors;
                 act.next_page(conn, ctx);
@@ -328,6 +334,19 @@ impl Handler<AttachConn> for UserSession {
 
     fn handle(&mut self, msg: AttachConn, ctx: &mut Self::Context) {
         self.attaches_seen += 1;
+        if let Some(device) = &msg.conn.device {
+            let older: Vec<ConnId> = self
+                .conns
+                .iter()
+                .filter(|(_, e)| e.handle.device.as_ref() == Some(device))
+                .map(|(id, _)| *id)
+                .collect();
+            for id in older {
+                if let Some(e) = self.conns.remove(&id) {
+                    e.handle.events.do_send(ConnEvent::Replaced);
+                }
+            }
+        }
         let id = msg.conn.id;
         self.conns.insert(id, ConnEntry { handle: msg.conn, replay: None });
         self.start_replay(id, ctx);

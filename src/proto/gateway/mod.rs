@@ -6,11 +6,16 @@ pub mod envelope;
 pub mod http;
 pub mod msg;
 pub mod msgid;
+pub mod notify;
 pub mod token;
 
-use actix_web::web;
+use std::sync::Arc;
+
+use actix_web::{web, HttpRequest, HttpResponse};
 
 use crate::core::Core;
+use envelope::{reply, GatewayError};
+use notify::{NotifySettings, NotifyWs};
 use token::TokenKeys;
 
 /// What the gateway handlers share.
@@ -19,12 +24,43 @@ pub struct GatewayState {
     pub app: String,
     pub keys: TokenKeys,
     pub inner_allow: Vec<ipnet::IpNet>,
+    pub notify: Arc<NotifySettings>,
+}
+
+/// `GET /notify?token=&protoc=ws|poll|sse`.
+async fn notify(
+    state: web::Data<GatewayState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, actix_web::Error> {
+    let protoc = serde_urlencoded::from_str::<Vec<(String, String)>>(req.query_string())
+        .ok()
+        .and_then(|q| q.into_iter().find(|(k, _)| k == "protoc").map(|(_, v)| v))
+        .unwrap_or_else(|| "ws".to_string());
+    if !matches!(protoc.as_str(), "ws" | "poll" | "sse") {
+        return Ok(reply(Err(GatewayError::UnsupportedProtoc)));
+    }
+    let claims = match state.keys.from_request(&req) {
+        Ok(c) => c,
+        Err(_) => return Ok(reply(Err(GatewayError::InvalidToken))),
+    };
+    match protoc.as_str() {
+        "ws" => {
+            let conn = NotifyWs::new(state.core.clone(), state.notify.clone(), claims.sid, claims.platform);
+            let counter = conn.counter();
+            let (_, res) = crate::transport::ws::start(conn, &req, payload, counter)?;
+            Ok(res)
+        }
+        // The long-poll and SSE transports come next; until then they answer as unsupported.
+        _ => Ok(reply(Err(GatewayError::UnsupportedProtoc))),
+    }
 }
 
 /// Mounts the gateway routes.
 pub fn configure(state: web::Data<GatewayState>) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
         cfg.app_data(state)
+            .route("/notify", web::get().to(notify))
             .route("/inner/get_token", web::post().to(http::inner_get_token))
             .route("/inner/create_conversation", web::post().to(http::inner_create))
             .route("/inner/kickout_conversation", web::post().to(http::inner_kickout))

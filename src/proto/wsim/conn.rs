@@ -66,7 +66,13 @@ impl EntryConn {
 
     fn conn_handle(&self, ctx: &mut ws::WebsocketContext<Self>) -> ConnHandle {
         let addr = ctx.address();
-        ConnHandle { id: self.delivery.id, deliver: addr.clone().recipient(), events: addr.recipient() }
+        ConnHandle {
+            id: self.delivery.id,
+            deliver: addr.clone().recipient(),
+            events: addr.recipient(),
+            device: None,
+            resume: None,
+        }
     }
 
     fn detach(&mut self) {
@@ -246,6 +252,7 @@ impl Handler<ConnEvent> for EntryConn {
                 let (code, reason) = error_frame(&err);
                 self.send_error(ctx, code, reason);
             }
+            ConnEvent::Replaced => {}
         }
     }
 }

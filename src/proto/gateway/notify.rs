@@ -1,0 +1,167 @@
+//! `/notify`: a session's live feed of its conversations' messages, as MsgData JSON. This file owns the
+//! WebSocket transport (`protoc=ws`): one text frame per message; client frames are ignored. A newer
+//! notify of the same session and platform replaces the older one (closed with 4001 `replaced`).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_web_actors::ws::{self, CloseCode, CloseReason, ProtocolError};
+
+use super::msg::msg_data;
+use crate::core::message::{Message, UserKey};
+use crate::core::{next_conn_id, ConnEvent, ConnHandle, Core, Deliver};
+use crate::metrics::METRICS;
+use crate::proto::wsim::conn::liveness_tick;
+use crate::transport::delivery::{self, WsDelivery, WsFrontend};
+
+/// What a notify connection needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct NotifySettings {
+    pub app: String,
+    pub heartbeat_interval: Duration,
+    pub client_timeout: Duration,
+    pub outbound_queue_bytes: u64,
+    pub poll_timeout: Duration,
+}
+
+/// The device key of a notify: one per session and platform.
+pub fn device_key(platform: i64) -> String {
+    format!("gateway:{platform}")
+}
+
+/// One `/notify?protoc=ws` socket.
+pub struct NotifyWs {
+    core: Core,
+    settings: Arc<NotifySettings>,
+    sid: String,
+    platform: i64,
+    last_heard: Instant,
+    delivery: WsDelivery,
+}
+
+impl NotifyWs {
+    pub fn new(core: Core, settings: Arc<NotifySettings>, sid: String, platform: i64) -> Self {
+        let delivery = WsDelivery::new(
+            next_conn_id(),
+            settings.outbound_queue_bytes,
+            METRICS.frontend("gateway"),
+            "gateway",
+        );
+        NotifyWs { core, settings, sid, platform, last_heard: Instant::now(), delivery }
+    }
+
+    pub fn counter(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        delivery::counter(&self.delivery)
+    }
+}
+
+impl WsFrontend for NotifyWs {
+    fn delivery(&mut self) -> &mut WsDelivery {
+        &mut self.delivery
+    }
+
+    /// Conversation messages only; direct wsim messages stay for the user's wsim devices.
+    fn render(&self, msg: &Message) -> Option<String> {
+        msg.group().map(|_| msg_data(msg).to_string())
+    }
+}
+
+impl Actor for NotifyWs {
+    type Context = ws::WebsocketContext<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.delivery.metrics.connections.inc();
+        let addr = ctx.address();
+        let handle = ConnHandle {
+            id: self.delivery.id,
+            deliver: addr.clone().recipient(),
+            events: addr.recipient(),
+            device: Some(device_key(self.platform)),
+            resume: None,
+        };
+        let key = UserKey::new(self.settings.app.clone(), self.sid.clone());
+        let core = self.core.clone();
+        ctx.wait(async move { core.login(key, handle).await }.into_actor(self).map(
+            |res, act, ctx| match res {
+                Ok(session) => act.delivery.session = Some(session),
+                Err(_) => ctx.stop(),
+            },
+        ));
+        let tick = liveness_tick(self.settings.client_timeout, self.settings.heartbeat_interval);
+        ctx.run_interval(tick, |act, ctx| {
+            if act.last_heard.elapsed() > act.settings.client_timeout {
+                ctx.stop();
+            } else {
+                delivery::pump(act, ctx);
+            }
+        });
+        ctx.run_interval(self.settings.heartbeat_interval, |act, ctx| {
+            act.delivery.meter.frame(0);
+            ctx.ping(b"");
+        });
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.delivery.metrics.connections.dec();
+        self.delivery.detach();
+    }
+}
+
+impl Handler<Deliver> for NotifyWs {
+    type Result = ();
+
+    fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
+        delivery::deliver(self, msg, ctx);
+    }
+}
+
+impl Handler<ConnEvent> for NotifyWs {
+    type Result = ();
+
+    fn handle(&mut self, msg: ConnEvent, ctx: &mut Self::Context) {
+        match msg {
+            ConnEvent::ReplayPaused => {
+                self.delivery.replay_paused();
+                delivery::pump(self, ctx);
+            }
+            ConnEvent::Rejected(_) => {}
+            ConnEvent::Replaced => {
+                // The session already dropped this connection: nothing to report on detach.
+                self.delivery.session = None;
+                ctx.close(Some(CloseReason {
+                    code: CloseCode::Other(4001),
+                    description: Some("replaced".into()),
+                }));
+                ctx.stop();
+            }
+        }
+    }
+}
+
+impl StreamHandler<Result<ws::Message, ProtocolError>> for NotifyWs {
+    fn handle(&mut self, item: Result<ws::Message, ProtocolError>, ctx: &mut Self::Context) {
+        self.last_heard = Instant::now();
+        match item {
+            Ok(ws::Message::Ping(p)) => {
+                self.delivery.meter.frame(p.len());
+                ctx.pong(&p);
+            }
+            Ok(ws::Message::Pong(p)) => delivery::pong(self, &p, ctx),
+            Ok(ws::Message::Close(reason)) => {
+                self.delivery.closed_cleanly();
+                ctx.close(reason);
+                ctx.stop();
+            }
+            Ok(_) => {}
+            Err(ProtocolError::Overflow) => {
+                ctx.close(Some(CloseReason {
+                    code: CloseCode::Size,
+                    description: Some("frame too large".into()),
+                }));
+                ctx.stop();
+            }
+            Err(_) => ctx.stop(),
+        }
+    }
+}
