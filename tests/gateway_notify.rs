@@ -7,7 +7,7 @@ use std::time::Duration;
 use common::{Backend, TestServer};
 use serde_json::{json, Value};
 
-on_both_backends!(notify_ws_delivers_replaces_and_catches_up, notify_refusals);
+on_both_backends!(notify_ws_delivers_replaces_and_catches_up, notify_refusals, long_poll_loses_nothing);
 
 async fn send(s: &TestServer, token: &str, conv: &str, content: &str) -> String {
     let v = s
@@ -82,4 +82,65 @@ async fn notify_refusals(b: Backend) {
     let t = s.gateway_token("x", 1).await;
     let v = s.get_json(&format!("/notify?token={t}&protoc=carrier-pigeon")).await;
     assert_eq!(v["code"], 90013);
+}
+
+/// GET /notify?protoc=poll: (HTTP status, MsgData or Null).
+async fn poll(s: &TestServer, token: &str) -> (u16, Value) {
+    let client = awc::Client::builder().timeout(Duration::from_secs(20)).finish();
+    let mut res = client
+        .get(s.url(&format!("/notify?token={token}&protoc=poll")))
+        .send()
+        .await
+        .expect("GET /notify poll");
+    let status = res.status().as_u16();
+    let body = res.body().await.expect("body");
+    let v = if body.is_empty() { Value::Null } else { serde_json::from_slice(&body).expect("JSON") };
+    (status, v)
+}
+
+async fn long_poll_loses_nothing(b: Backend) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = dir.path().join("wsim.toml");
+    std::fs::write(&cfg, "[gateway]\npoll_timeout_secs = 1\n").expect("config");
+    let s = TestServer::start(&b, &["--config", cfg.to_str().expect("path")]);
+    let v = s
+        .post_json(
+            "/inner/create_conversation",
+            json!({"conversation_type": 0, "sessions": ["alice", "bob"]}),
+            None,
+        )
+        .await;
+    let conv = v["data"]["ConversationId"].as_str().expect("id").to_string();
+    let alice = s.gateway_token("alice", 1).await;
+    let bob = s.gateway_token("bob", 2).await;
+
+    // Nothing yet: 204 after the timeout.
+    let t = std::time::Instant::now();
+    let (status, _) = poll(&s, &bob).await;
+    assert_eq!(status, 204);
+    assert!(t.elapsed() >= Duration::from_millis(900));
+
+    // Sent between polls: each poll answers the next one, in order, once.
+    let mut sent = Vec::new();
+    for i in 0..5 {
+        sent.push(send(&s, &alice, &conv, &format!("p{i}")).await);
+    }
+    for (i, id) in sent.iter().enumerate() {
+        let (status, m) = poll(&s, &bob).await;
+        assert_eq!(status, 200);
+        assert_eq!(m["MsgId"], id.as_str(), "poll {i}");
+        assert_eq!(m["Content"], format!("p{i}"));
+    }
+    let (status, _) = poll(&s, &bob).await;
+    assert_eq!(status, 204, "nothing twice");
+
+    // A waiting poll answers as soon as a message arrives.
+    let waiting = poll(&s, &bob);
+    let sender = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        send(&s, &alice, &conv, "live").await
+    };
+    let ((status, m), id) = futures_util::join!(waiting, sender);
+    assert_eq!(status, 200);
+    assert_eq!(m["MsgId"], id.as_str());
 }

@@ -7,6 +7,7 @@ pub mod http;
 pub mod msg;
 pub mod msgid;
 pub mod notify;
+pub mod poll;
 pub mod token;
 
 use std::sync::Arc;
@@ -51,7 +52,17 @@ async fn notify(
             let (_, res) = crate::transport::ws::start(conn, &req, payload, counter)?;
             Ok(res)
         }
-        // The long-poll and SSE transports come next; until then they answer as unsupported.
+        "poll" => {
+            let rx =
+                poll::PollConn::start(state.core.clone(), state.notify.clone(), claims.sid, claims.platform);
+            Ok(match rx.await {
+                Ok(poll::PollOutcome::Message(m)) => {
+                    HttpResponse::Ok().content_type("application/json").body(m.to_string())
+                }
+                _ => HttpResponse::NoContent().finish(),
+            })
+        }
+        // The SSE transport comes next; until then it answers as unsupported.
         _ => Ok(reply(Err(GatewayError::UnsupportedProtoc))),
     }
 }
