@@ -7,7 +7,12 @@ use std::time::Duration;
 use common::{Backend, TestServer};
 use serde_json::{json, Value};
 
-on_both_backends!(notify_ws_delivers_replaces_and_catches_up, notify_refusals, long_poll_loses_nothing);
+on_both_backends!(
+    notify_ws_delivers_replaces_and_catches_up,
+    notify_refusals,
+    long_poll_loses_nothing,
+    sse_streams_and_resumes_after_last_event_id
+);
 
 async fn send(s: &TestServer, token: &str, conv: &str, content: &str) -> String {
     let v = s
@@ -143,4 +148,87 @@ async fn long_poll_loses_nothing(b: Backend) {
     let ((status, m), id) = futures_util::join!(waiting, sender);
     assert_eq!(status, 200);
     assert_eq!(m["MsgId"], id.as_str());
+}
+
+/// Reads SSE events `(id, data)` from a streaming response until `n` arrived.
+async fn sse_events(
+    res: &mut awc::ClientResponse<
+        impl futures_util::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>> + Unpin,
+    >,
+    buf: &mut String,
+    n: usize,
+) -> Vec<(String, Value)> {
+    use futures_util::StreamExt;
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let mut id = None;
+            let mut data = None;
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id: ") {
+                    id = Some(v.to_string());
+                } else if let Some(v) = line.strip_prefix("data: ") {
+                    data = Some(serde_json::from_str::<Value>(v).expect("JSON data"));
+                } else if line.starts_with("event: ") {
+                    assert_eq!(line, "event: message");
+                }
+            }
+            if let (Some(id), Some(data)) = (id, data) {
+                out.push((id, data));
+            }
+        }
+        if out.len() >= n {
+            return out;
+        }
+        match tokio::time::timeout_at(deadline, res.next()).await {
+            Ok(Some(Ok(chunk))) => buf.push_str(&String::from_utf8_lossy(&chunk)),
+            other => panic!("SSE stream ended or timed out after {} events: {other:?}", out.len()),
+        }
+    }
+}
+
+async fn sse_streams_and_resumes_after_last_event_id(b: Backend) {
+    let s = TestServer::start(&b, &[]);
+    let v = s
+        .post_json(
+            "/inner/create_conversation",
+            json!({"conversation_type": 5, "sessions": ["alice", "bob"]}),
+            None,
+        )
+        .await;
+    let conv = v["data"]["ConversationId"].as_str().expect("id").to_string();
+    let alice = s.gateway_token("alice", 1).await;
+    let bob = s.gateway_token("bob", 3).await;
+    let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
+    let url = s.url(&format!("/notify?token={bob}&protoc=sse"));
+    let mut res = client.get(&url).send().await.expect("GET sse");
+    assert_eq!(res.status().as_u16(), 200);
+    let ct = res.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    assert!(ct.starts_with("text/event-stream"), "{ct}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let first = send(&s, &alice, &conv, "one").await;
+    let second = send(&s, &alice, &conv, "two").await;
+    let mut buf = String::new();
+    let got = sse_events(&mut res, &mut buf, 2).await;
+    assert_eq!(got[0].0, first);
+    assert_eq!(got[0].1["Content"], "one");
+    assert_eq!(got[1].0, second);
+    assert_eq!(got[1].1["MsgId"], second.as_str());
+    // The stream drops; more is sent; the client resumes after the first message it saw.
+    drop(res);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let third = send(&s, &alice, &conv, "three").await;
+    let mut res =
+        client.get(&url).insert_header(("Last-Event-ID", first.as_str())).send().await.expect("resume");
+    let mut buf = String::new();
+    let got = sse_events(&mut res, &mut buf, 2).await;
+    let ids: Vec<&str> = got.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, [second.as_str(), third.as_str()]);
+    // A bad Last-Event-ID is refused in the gateway envelope.
+    let mut res = client.get(&url).insert_header(("Last-Event-ID", "garbage")).send().await.expect("bad id");
+    let body = res.body().await.expect("body");
+    let v: Value = serde_json::from_slice(&body).expect("JSON");
+    assert_eq!(v["code"], 10001);
 }

@@ -157,6 +157,12 @@ impl Core {
         Ok(self.store.run(move |c| messages::history_range(c, &app, &conv, lo, hi, end, limit)).await?)
     }
 
+    /// One stored message by id.
+    pub async fn message(&self, app: &str, id: i64) -> Result<Option<Message>, CoreError> {
+        let app = app.to_string();
+        Ok(self.store.run(move |c| messages::message_by_id(c, &app, id)).await?)
+    }
+
     /// The newest message of a conversation.
     pub async fn last_message(&self, app: &str, conv: &str) -> Result<Option<Message>, CoreError> {
         let (app, conv) = (app.to_string(), conv.to_string());

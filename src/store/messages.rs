@@ -213,6 +213,18 @@ pub fn conversations_of(conn: &mut DbConn, app: &str, user: &str) -> Result<Vec<
         .collect())
 }
 
+/// One message by id (within its app).
+pub fn message_by_id(conn: &mut DbConn, app: &str, id: i64) -> Result<Option<Message>, StoreError> {
+    let row: Option<MessageRow> = db_run!(conn: {
+        messages::table
+            .filter(messages::id.eq(id).and(messages::app.eq(app)))
+            .select(MessageRow::as_select())
+            .first(conn)
+            .optional()?
+    });
+    Ok(row.map(Message::from))
+}
+
 /// The newest message of a conversation: one index probe.
 pub fn last_message(conn: &mut DbConn, app: &str, conv: &str) -> Result<Option<Message>, StoreError> {
     let row: Option<MessageRow> = db_run!(conn: {

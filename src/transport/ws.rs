@@ -27,6 +27,13 @@ pub struct CountingStream<S> {
     pulled: Arc<AtomicU64>,
 }
 
+impl<S> CountingStream<S> {
+    /// Counts into `pulled` what the HTTP dispatcher takes from `inner`.
+    pub fn new(inner: S, pulled: Arc<AtomicU64>) -> Self {
+        CountingStream { inner, pulled }
+    }
+}
+
 impl<S> Stream for CountingStream<S>
 where
     S: Stream<Item = Result<Bytes, Error>> + Unpin,
@@ -114,6 +121,17 @@ impl<T> OutboundMeter<T> {
     /// A frame with `payload` bytes was queued.
     pub fn frame(&mut self, payload: usize) {
         self.queued += frame_len(payload);
+    }
+
+    /// Raw bytes (not a WebSocket frame) carrying `item` were queued (SSE).
+    pub fn message_bytes(&mut self, len: usize, item: T) {
+        self.queued += len as u64;
+        self.in_flight.push_back((self.queued, item));
+    }
+
+    /// Raw bytes carrying no message were queued (SSE comments).
+    pub fn raw_bytes(&mut self, len: usize) {
+        self.queued += len as u64;
     }
 
     /// A frame carrying `item` was queued.

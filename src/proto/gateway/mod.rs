@@ -8,6 +8,7 @@ pub mod msg;
 pub mod msgid;
 pub mod notify;
 pub mod poll;
+pub mod sse;
 pub mod token;
 
 use std::sync::Arc;
@@ -62,8 +63,28 @@ async fn notify(
                 _ => HttpResponse::NoContent().finish(),
             })
         }
-        // The SSE transport comes next; until then it answers as unsupported.
-        _ => Ok(reply(Err(GatewayError::UnsupportedProtoc))),
+        _ => {
+            // Last-Event-ID: resume just after that message of its conversation.
+            let last = req.headers().get("Last-Event-ID").and_then(|v| v.to_str().ok()).map(str::to_string);
+            let mut resume = None;
+            if let Some(id) = last.filter(|s| !s.trim().is_empty()) {
+                let Some(core_id) = msgid::decode(id.trim()).ok().and_then(|p| msgid::message_id(&p)) else {
+                    return Ok(reply(Err(GatewayError::InvalidParameter("Last-Event-ID".into()))));
+                };
+                match state.core.message(&state.app, core_id).await {
+                    Ok(Some(m)) => resume = Some((m.conv, m.id)),
+                    Ok(None) => return Ok(reply(Err(GatewayError::NotFound))),
+                    Err(e) => return Ok(reply(Err(e.into()))),
+                }
+            }
+            Ok(sse::SseConn::response(
+                state.core.clone(),
+                state.notify.clone(),
+                claims.sid,
+                claims.platform,
+                resume,
+            ))
+        }
     }
 }
 

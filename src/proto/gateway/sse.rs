@@ -1,0 +1,228 @@
+//! `/notify?protoc=sse`: Server-Sent Events. Each message is `id: <MsgId>` / `event: message` /
+//! `data: <MsgData JSON>`; a comment keeps the stream alive every 15 s. Messages count as delivered
+//! once the socket has taken them; a client that lost some reconnects with `Last-Event-ID` and gets
+//! everything after that message again.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use actix_web::{Error, HttpResponse};
+use bytes::Bytes;
+use futures_util::Stream;
+use tokio::sync::mpsc;
+
+use super::msg::{msg_data, msg_id};
+use super::notify::{device_key, NotifySettings};
+use crate::core::message::{SharedMessage, UserKey};
+use crate::core::session::{Delivered, DetachConn, ReplayNext, UserSession};
+use crate::core::{next_conn_id, ConnEvent, ConnHandle, ConnId, Core, Deliver};
+use crate::metrics::{FrontendMetrics, METRICS};
+use crate::transport::delivery::highest_per_conv;
+use crate::transport::ws::{CountingStream, OutboundMeter};
+
+pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// Events queued for the stream before the client counts as not reading.
+const QUEUE: usize = 512;
+const CONFIRM_TICK: Duration = Duration::from_millis(500);
+
+/// The `event: message` block of a message.
+pub fn event(msg: &crate::core::Message) -> String {
+    format!("id: {}\nevent: message\ndata: {}\n\n", msg_id(msg), msg_data(msg))
+}
+
+pub struct SseConn {
+    id: ConnId,
+    core: Core,
+    settings: Arc<NotifySettings>,
+    sid: String,
+    platform: i64,
+    resume: Option<(String, i64)>,
+    session: Option<Addr<UserSession>>,
+    tx: mpsc::Sender<Bytes>,
+    /// Bytes queued; the stream side counts what the socket took.
+    queued: OutboundMeter<SharedMessage>,
+    replay_paused: bool,
+    metrics: FrontendMetrics,
+}
+
+impl SseConn {
+    /// Starts the connection; returns the response streaming its events.
+    pub fn response(
+        core: Core,
+        settings: Arc<NotifySettings>,
+        sid: String,
+        platform: i64,
+        resume: Option<(String, i64)>,
+    ) -> HttpResponse {
+        let (tx, rx) = mpsc::channel::<Bytes>(QUEUE);
+        let queued = OutboundMeter::new();
+        let pulled: Arc<AtomicU64> = queued.counter();
+        let conn = SseConn {
+            id: next_conn_id(),
+            core,
+            settings,
+            sid,
+            platform,
+            resume,
+            session: None,
+            tx,
+            queued,
+            replay_paused: false,
+            metrics: METRICS.frontend("gateway"),
+        };
+        conn.start();
+        let body = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|b| (Ok::<Bytes, Error>(b), rx))
+        });
+        let body: std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, Error>>>> = Box::pin(body);
+        HttpResponse::Ok()
+            .content_type("text/event-stream")
+            .insert_header(("Cache-Control", "no-cache"))
+            .insert_header(("X-Accel-Buffering", "no"))
+            .streaming(CountingStream::new(body, pulled))
+    }
+
+    /// Queues raw bytes; false when the client is gone or not reading.
+    fn push(&mut self, text: String, msg: Option<SharedMessage>) -> bool {
+        let len = text.len();
+        if self.tx.try_send(Bytes::from(text)).is_err() {
+            return false;
+        }
+        match msg {
+            Some(m) => self.queued.message_bytes(len, m),
+            None => self.queued.raw_bytes(len),
+        }
+        true
+    }
+
+    fn confirm(&mut self) {
+        let confirmed = self.queued.closed_cleanly();
+        if let (false, Some(session)) = (confirmed.is_empty(), &self.session) {
+            session.do_send(Delivered { conn: self.id, delivered: highest_per_conv(&confirmed) });
+        }
+    }
+
+    fn ask_next_page(&mut self) {
+        if self.replay_paused && self.tx.capacity() > QUEUE / 2 {
+            if let Some(session) = &self.session {
+                self.replay_paused = false;
+                session.do_send(ReplayNext { conn: self.id });
+            }
+        }
+    }
+}
+
+impl Actor for SseConn {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.metrics.connections.inc();
+        let addr = ctx.address();
+        let handle = ConnHandle {
+            id: self.id,
+            deliver: addr.clone().recipient(),
+            events: addr.recipient(),
+            device: Some(device_key(self.platform)),
+            resume: self.resume.clone(),
+        };
+        let key = UserKey::new(self.settings.app.clone(), self.sid.clone());
+        let core = self.core.clone();
+        // An opening comment makes proxies and clients see the stream at once.
+        if !self.push(": connected\n\n".to_string(), None) {
+            ctx.stop();
+            return;
+        }
+        ctx.wait(async move { core.login(key, handle).await }.into_actor(self).map(
+            |res, act, ctx| match res {
+                Ok(session) => act.session = Some(session),
+                Err(_) => ctx.stop(),
+            },
+        ));
+        ctx.run_interval(KEEP_ALIVE, |act, ctx| {
+            if !act.push(": keep-alive\n\n".to_string(), None) {
+                ctx.stop();
+            }
+        });
+        ctx.run_interval(CONFIRM_TICK, |act, ctx| {
+            if act.tx.is_closed() {
+                ctx.stop();
+                return;
+            }
+            act.confirm();
+            act.ask_next_page();
+        });
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.metrics.connections.dec();
+        let delivered = highest_per_conv(&self.queued.closed_cleanly());
+        if let Some(session) = self.session.take() {
+            session.do_send(DetachConn { conn: self.id, delivered });
+        }
+    }
+}
+
+impl Handler<Deliver> for SseConn {
+    type Result = ();
+
+    fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
+        if msg.msg.group().is_none() {
+            return;
+        }
+        let text = event(&msg.msg);
+        if self.push(text, Some(msg.msg)) {
+            self.metrics.delivered.inc();
+        } else {
+            if !self.tx.is_closed() {
+                self.metrics.slow_dropped.inc();
+            }
+            ctx.stop();
+        }
+    }
+}
+
+impl Handler<ConnEvent> for SseConn {
+    type Result = ();
+
+    fn handle(&mut self, msg: ConnEvent, ctx: &mut Self::Context) {
+        match msg {
+            ConnEvent::ReplayPaused => {
+                self.replay_paused = true;
+                self.ask_next_page();
+            }
+            ConnEvent::Rejected(_) => {}
+            ConnEvent::Replaced => {
+                self.session = None;
+                ctx.stop();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_have_id_event_and_data_lines() {
+        let m = crate::core::Message {
+            id: crate::core::ids::id_from_parts(1_697_986_744_068, 1).expect("id"),
+            app: "default".into(),
+            conv: "87ba7679-b682-47e7-8499-0385dda22b66".into(),
+            sender: "s".into(),
+            recipient: String::new(),
+            kind: "text".into(),
+            payload: "line one\nline two".into(),
+            extension: String::new(),
+            sent_us: 1,
+            status: 0,
+            conv_type: 0,
+        };
+        let e = event(&m);
+        assert!(e.starts_with("id: EDCZL-SY32-243Y-VWQ\nevent: message\ndata: {"), "{e}");
+        assert!(e.ends_with("}\n\n"));
+        assert_eq!(e.matches('\n').count(), 4, "the JSON stays on one data line: {e}");
+    }
+}
