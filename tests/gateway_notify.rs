@@ -11,7 +11,8 @@ on_both_backends!(
     notify_ws_delivers_replaces_and_catches_up,
     notify_refusals,
     long_poll_loses_nothing,
-    sse_streams_and_resumes_after_last_event_id
+    sse_streams_and_resumes_after_last_event_id,
+    sse_sends_keep_alive_comments
 );
 
 async fn send(s: &TestServer, token: &str, conv: &str, content: &str) -> String {
@@ -231,4 +232,20 @@ async fn sse_streams_and_resumes_after_last_event_id(b: Backend) {
     let body = res.body().await.expect("body");
     let v: Value = serde_json::from_slice(&body).expect("JSON");
     assert_eq!(v["code"], 10001);
+}
+
+async fn sse_sends_keep_alive_comments(b: Backend) {
+    use futures_util::StreamExt;
+    let s = TestServer::start(&b, &["--heartbeat-interval", "1"]);
+    let t = s.gateway_token("kay", 1).await;
+    let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
+    let mut res = client.get(s.url(&format!("/notify?token={t}&protoc=sse"))).send().await.expect("GET sse");
+    let mut text = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while text.matches(": keep-alive\n\n").count() < 2 {
+        match tokio::time::timeout_at(deadline, res.next()).await {
+            Ok(Some(Ok(chunk))) => text.push_str(&String::from_utf8_lossy(&chunk)),
+            other => panic!("no keep-alive comments: {text:?} {other:?}"),
+        }
+    }
 }

@@ -1,6 +1,6 @@
-//! The gateway front-end: tokens, conversations and (next) the `/notify` transports, `/send_msg` and
-//! history. Reaches storage and delivery only through the core; the core knows nothing of JWTs or
-//! MsgIds.
+//! The gateway front-end: tokens, conversations, `/send_msg`, history and the `/notify` transports
+//! (WebSocket, long-poll, SSE). Reaches storage and delivery only through the core; the core knows
+//! nothing of JWTs or MsgIds.
 
 pub mod envelope;
 pub mod http;

@@ -1,5 +1,6 @@
 //! `/notify?protoc=sse`: Server-Sent Events. Each message is `id: <MsgId>` / `event: message` /
-//! `data: <MsgData JSON>`; a comment keeps the stream alive every 15 s. Messages count as delivered
+//! `data: <MsgData JSON>`; a comment keeps the stream alive every 15 s (or every heartbeat interval when
+//! that is shorter). Messages count as delivered
 //! once the socket has taken them; a client that lost some reconnects with `Last-Event-ID` and gets
 //! everything after that message again.
 
@@ -140,7 +141,9 @@ impl Actor for SseConn {
                 Err(_) => ctx.stop(),
             },
         ));
-        ctx.run_interval(KEEP_ALIVE, |act, ctx| {
+        // Every 15 s, or at the heartbeat interval when that is shorter.
+        let keep_alive = KEEP_ALIVE.min(self.settings.heartbeat_interval.max(Duration::from_secs(1)));
+        ctx.run_interval(keep_alive, |act, ctx| {
             if !act.push(": keep-alive\n\n".to_string(), None) {
                 ctx.stop();
             }
