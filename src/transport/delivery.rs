@@ -197,6 +197,50 @@ fn ping_for_acks<A: WsFrontend>(act: &mut A, ctx: &mut ws::WebsocketContext<A>) 
     }
 }
 
+/// Handles the frames every WebSocket front-end treats alike (ping, pong, close, protocol errors,
+/// frames over the size limit) and returns the data frames (text, binary, continuation) for the
+/// front-end's own protocol.
+pub fn control<A: WsFrontend>(
+    act: &mut A,
+    item: Result<ws::Message, ws::ProtocolError>,
+    ctx: &mut ws::WebsocketContext<A>,
+) -> Option<ws::Message> {
+    match item {
+        Ok(ws::Message::Ping(p)) => {
+            act.delivery().meter.frame(p.len());
+            ctx.pong(&p);
+            None
+        }
+        Ok(ws::Message::Pong(p)) => {
+            pong(act, &p, ctx);
+            None
+        }
+        Ok(ws::Message::Close(reason)) => {
+            act.delivery().closed_cleanly();
+            ctx.close(reason);
+            ctx.stop();
+            None
+        }
+        Ok(ws::Message::Nop) => None,
+        Ok(data) => Some(data),
+        Err(ws::ProtocolError::Overflow) => {
+            ctx.close(Some(ws::CloseReason {
+                code: ws::CloseCode::Size,
+                description: Some("frame too large".into()),
+            }));
+            ctx.stop();
+            None
+        }
+        Err(e) => {
+            let d = act.delivery();
+            log::debug!("{} conn {}: protocol error: {e}", d.name, d.id);
+            ctx.close(Some(ws::CloseReason { code: ws::CloseCode::Protocol, description: None }));
+            ctx.stop();
+            None
+        }
+    }
+}
+
 /// Counts a frame the actor writes itself (heartbeats, errors, pongs) so the backlog stays exact.
 pub fn text<A: WsFrontend>(act: &mut A, ctx: &mut ws::WebsocketContext<A>, frame: String) {
     act.delivery().meter.frame(frame.len());

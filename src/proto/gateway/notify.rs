@@ -10,7 +10,7 @@ use actix_web_actors::ws::{self, CloseCode, CloseReason, ProtocolError};
 
 use super::msg::msg_data;
 use crate::core::message::{Message, UserKey};
-use crate::core::{next_conn_id, ConnEvent, ConnHandle, Core, Deliver};
+use crate::core::{next_conn_id, ConnEvent, ConnHandle, ConnId, Core, Deliver};
 use crate::metrics::METRICS;
 use crate::proto::wsim::conn::liveness_tick;
 use crate::transport::delivery::{self, WsDelivery, WsFrontend};
@@ -28,6 +28,21 @@ pub struct NotifySettings {
 /// The device key of a notify: one per session and platform.
 pub fn device_key(platform: i64) -> String {
     format!("gateway:{platform}")
+}
+
+/// The core handle of a notify connection (any transport) of `platform`.
+pub fn notify_handle<A>(id: ConnId, platform: i64, addr: Addr<A>, resume: Option<(String, i64)>) -> ConnHandle
+where
+    A: Actor + Handler<Deliver> + Handler<ConnEvent>,
+    A::Context: actix::dev::ToEnvelope<A, Deliver> + actix::dev::ToEnvelope<A, ConnEvent>,
+{
+    ConnHandle {
+        id,
+        deliver: addr.clone().recipient(),
+        events: addr.recipient(),
+        device: Some(device_key(platform)),
+        resume,
+    }
 }
 
 /// One `/notify?protoc=ws` socket.
@@ -72,14 +87,7 @@ impl Actor for NotifyWs {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.delivery.metrics.connections.inc();
-        let addr = ctx.address();
-        let handle = ConnHandle {
-            id: self.delivery.id,
-            deliver: addr.clone().recipient(),
-            events: addr.recipient(),
-            device: Some(device_key(self.platform)),
-            resume: None,
-        };
+        let handle = notify_handle(self.delivery.id, self.platform, ctx.address(), None);
         let key = UserKey::new(self.settings.app.clone(), self.sid.clone());
         let core = self.core.clone();
         ctx.wait(async move { core.login(key, handle).await }.into_actor(self).map(
@@ -140,28 +148,9 @@ impl Handler<ConnEvent> for NotifyWs {
 }
 
 impl StreamHandler<Result<ws::Message, ProtocolError>> for NotifyWs {
+    /// Client data frames are ignored; any frame keeps the connection alive.
     fn handle(&mut self, item: Result<ws::Message, ProtocolError>, ctx: &mut Self::Context) {
         self.last_heard = Instant::now();
-        match item {
-            Ok(ws::Message::Ping(p)) => {
-                self.delivery.meter.frame(p.len());
-                ctx.pong(&p);
-            }
-            Ok(ws::Message::Pong(p)) => delivery::pong(self, &p, ctx),
-            Ok(ws::Message::Close(reason)) => {
-                self.delivery.closed_cleanly();
-                ctx.close(reason);
-                ctx.stop();
-            }
-            Ok(_) => {}
-            Err(ProtocolError::Overflow) => {
-                ctx.close(Some(CloseReason {
-                    code: CloseCode::Size,
-                    description: Some("frame too large".into()),
-                }));
-                ctx.stop();
-            }
-            Err(_) => ctx.stop(),
-        }
+        let _ = delivery::control(self, item, ctx);
     }
 }

@@ -9,10 +9,10 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use super::msg::msg_data;
-use super::notify::{device_key, NotifySettings};
+use super::notify::{notify_handle, NotifySettings};
 use crate::core::message::UserKey;
 use crate::core::session::{DetachConn, UserSession};
-use crate::core::{next_conn_id, ConnEvent, ConnHandle, ConnId, Core, Deliver};
+use crate::core::{next_conn_id, ConnEvent, ConnId, Core, Deliver};
 
 /// What a poll ends with.
 #[derive(Debug)]
@@ -66,14 +66,7 @@ impl Actor for PollConn {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let addr = ctx.address();
-        let handle = ConnHandle {
-            id: self.id,
-            deliver: addr.clone().recipient(),
-            events: addr.recipient(),
-            device: Some(device_key(self.platform)),
-            resume: None,
-        };
+        let handle = notify_handle(self.id, self.platform, ctx.address(), None);
         let key = UserKey::new(self.settings.app.clone(), self.sid.clone());
         let core = self.core.clone();
         ctx.wait(async move { core.login(key, handle).await }.into_actor(self).map(

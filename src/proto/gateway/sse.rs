@@ -15,10 +15,10 @@ use futures_util::Stream;
 use tokio::sync::mpsc;
 
 use super::msg::{msg_data, msg_id};
-use super::notify::{device_key, NotifySettings};
+use super::notify::{notify_handle, NotifySettings};
 use crate::core::message::{SharedMessage, UserKey};
 use crate::core::session::{Delivered, DetachConn, ReplayNext, UserSession};
-use crate::core::{next_conn_id, ConnEvent, ConnHandle, ConnId, Core, Deliver};
+use crate::core::{next_conn_id, ConnEvent, ConnId, Core, Deliver};
 use crate::metrics::{FrontendMetrics, METRICS};
 use crate::transport::delivery::highest_per_conv;
 use crate::transport::ws::{CountingStream, OutboundMeter};
@@ -120,14 +120,7 @@ impl Actor for SseConn {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.metrics.connections.inc();
-        let addr = ctx.address();
-        let handle = ConnHandle {
-            id: self.id,
-            deliver: addr.clone().recipient(),
-            events: addr.recipient(),
-            device: Some(device_key(self.platform)),
-            resume: self.resume.clone(),
-        };
+        let handle = notify_handle(self.id, self.platform, ctx.address(), self.resume.clone());
         let key = UserKey::new(self.settings.app.clone(), self.sid.clone());
         let core = self.core.clone();
         // An opening comment makes proxies and clients see the stream at once.

@@ -260,36 +260,14 @@ impl Handler<ConnEvent> for EntryConn {
 impl StreamHandler<Result<ws::Message, ProtocolError>> for EntryConn {
     fn handle(&mut self, item: Result<ws::Message, ProtocolError>, ctx: &mut Self::Context) {
         self.last_heard = Instant::now();
-        match item {
-            Ok(ws::Message::Text(text)) => self.on_text(&text, ctx),
-            Ok(ws::Message::Binary(bin)) => match std::str::from_utf8(&bin) {
+        match delivery::control(self, item, ctx) {
+            Some(ws::Message::Text(text)) => self.on_text(&text, ctx),
+            Some(ws::Message::Binary(bin)) => match std::str::from_utf8(&bin) {
                 Ok(text) => self.on_text(text, ctx),
                 Err(_) => self.send_error(ctx, 400, "bad signal"),
             },
-            Ok(ws::Message::Ping(p)) => {
-                self.delivery.meter.frame(p.len());
-                ctx.pong(&p);
-            }
-            Ok(ws::Message::Pong(p)) => delivery::pong(self, &p, ctx),
-            Ok(ws::Message::Nop) => {}
-            Ok(ws::Message::Continuation(item)) => self.on_fragment(item, ctx),
-            Ok(ws::Message::Close(reason)) => {
-                self.delivery.closed_cleanly();
-                ctx.close(reason);
-                ctx.stop();
-            }
-            Err(ProtocolError::Overflow) => {
-                ctx.close(Some(CloseReason {
-                    code: CloseCode::Size,
-                    description: Some("frame too large".into()),
-                }));
-                ctx.stop();
-            }
-            Err(e) => {
-                log::debug!("wsim conn {}: protocol error: {e}", self.delivery.id);
-                ctx.close(Some(CloseReason { code: CloseCode::Protocol, description: None }));
-                ctx.stop();
-            }
+            Some(ws::Message::Continuation(item)) => self.on_fragment(item, ctx),
+            _ => {}
         }
     }
 }
