@@ -187,3 +187,19 @@ async fn entry_messages_reach_gateway_conversations(b: Backend) {
     let v = s.post_json("/get_lastone_msgid", json!({"conversation_id": conv}), Some(&t)).await;
     assert_eq!(v["data"]["MsgId"], last.as_str());
 }
+
+/// With its database gone, the gateway answers 10002 in its envelope and keeps serving.
+#[actix_rt::test]
+async fn a_lost_database_answers_internal_error() {
+    let Some(b) = Backend::mysql() else { return };
+    let s = TestServer::start(&b, &[]);
+    let t = s.gateway_token("dana", 1).await;
+    s.drop_mysql_database();
+    let v = s.post_json("/create_conversation", json!({"conversation_type": 0}), Some(&t)).await;
+    assert_eq!(v, json!({"code": 10002, "error": "internal error"}));
+    let v = s.post_json("/get_joined_conversation", json!({}), Some(&t)).await;
+    assert_eq!(v["code"], 10002);
+    // Tokens need no database.
+    let v = s.post_json("/inner/get_token", json!({"session": "dana", "platform": 1}), None).await;
+    assert_eq!(v["code"], 0);
+}
