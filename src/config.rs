@@ -69,6 +69,16 @@ pub struct FileConfig {
     pub wsim: WsimFile,
     #[serde(default)]
     pub gateway: GatewayFile,
+    #[serde(default)]
+    pub uploads: UploadsFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadsFile {
+    pub max_audio_mib: Option<u64>,
+    pub max_image_mib: Option<u64>,
+    pub max_video_mib: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -149,6 +159,8 @@ pub struct Settings {
     pub max_batch: usize,
     pub wsim: WsimSettings,
     pub gateway: GatewaySettings,
+    /// Upload size limits in bytes: audio, image, video.
+    pub upload_limits: (u64, u64, u64),
 }
 
 fn env_parse<T: std::str::FromStr>(
@@ -282,6 +294,11 @@ impl Settings {
                 default_group_snap: file.wsim.default_group_snap.unwrap_or_default(),
             },
             gateway,
+            upload_limits: (
+                file.uploads.max_audio_mib.unwrap_or(20) << 20,
+                file.uploads.max_image_mib.unwrap_or(20) << 20,
+                file.uploads.max_video_mib.unwrap_or(200) << 20,
+            ),
         })
     }
 

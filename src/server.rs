@@ -11,6 +11,7 @@ use crate::core::service::CoreSettings;
 use crate::core::Core;
 use crate::metrics::METRICS;
 use crate::proto::gateway::{self, notify::NotifySettings, token::TokenKeys, GatewayState};
+use crate::proto::wsim::upload::{self, UploadSettings};
 use crate::proto::wsim::{self, conn::ConnSettings, WsimState};
 use crate::store::{Store, StoreError};
 
@@ -120,6 +121,19 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             poll_timeout: settings.gateway.poll_timeout,
         }),
     });
+    let data_dir = settings.data_dir.clone();
+    actix_web::rt::task::spawn_blocking(move || upload::ensure_defaults(&data_dir))
+        .await
+        .map_err(|e| StartError::Config(e.to_string()))?
+        .map_err(|e| StartError::Config(format!("media folders: {e}")))?;
+    let (max_audio, max_image, max_video) = settings.upload_limits;
+    let upload_settings = web::Data::new(UploadSettings {
+        data_dir: settings.data_dir.clone(),
+        public_url: public_url.clone(),
+        max_audio,
+        max_image,
+        max_video,
+    });
     let store_data = web::Data::new(store);
 
     let mut server = HttpServer::new(move || {
@@ -138,6 +152,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             .route("/healthz", web::get().to(healthz))
             .route("/metrics", web::get().to(metrics))
             .configure(wsim::configure(wsim_state.clone()))
+            .configure(upload::configure(upload_settings.clone()))
             .configure(gateway::configure(gateway_state.clone()))
     })
     .shutdown_timeout(5)

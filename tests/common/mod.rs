@@ -207,6 +207,42 @@ impl TestServer {
         conn.batch_execute(&format!("DROP DATABASE `{}`", db.name)).expect("drop");
     }
 
+    /// The server's data directory.
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// POSTs a multipart form with one field (`file` unless named otherwise); returns status and body.
+    pub async fn upload(
+        &self,
+        path: &str,
+        field: &str,
+        filename: &str,
+        data: &[u8],
+    ) -> (u16, serde_json::Value) {
+        let boundary = "wsimtestboundary7d93";
+        let mut body = Vec::new();
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{filename}\"\r\n\
+                 Content-Type: application/octet-stream\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(data);
+        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        let client = awc::Client::builder().timeout(Duration::from_secs(60)).finish();
+        let mut res = client
+            .post(self.url(path))
+            .insert_header(("Content-Type", format!("multipart/form-data; boundary={boundary}")))
+            .send_body(body)
+            .await
+            .expect("POST upload");
+        let status = res.status().as_u16();
+        let body = res.body().limit(1 << 20).await.expect("body");
+        (status, serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null))
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

@@ -3,7 +3,9 @@
 pub mod codec;
 pub mod conn;
 pub mod http;
+pub mod media;
 pub mod render;
+pub mod upload;
 
 use std::sync::Arc;
 
