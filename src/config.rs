@@ -101,6 +101,8 @@ pub struct StoreFile {
 #[serde(deny_unknown_fields)]
 pub struct WsimFile {
     pub ok_code: Option<i64>,
+    pub avatar_fetch_timeout_secs: Option<u64>,
+    pub avatar_max_kib: Option<usize>,
     pub default_avatar: Option<String>,
     pub default_group_snap: Option<String>,
 }
@@ -123,6 +125,9 @@ pub struct WsimSettings {
     pub default_avatar: String,
     /// Snap of new groups. Empty: `<public_url>/emovideo/default_group.jpg`.
     pub default_group_snap: String,
+    /// Fetching member avatars for group snaps: timeout and size cap.
+    pub avatar_fetch_timeout: Duration,
+    pub avatar_max_bytes: usize,
 }
 
 /// The gateway front-end's settings.
@@ -292,6 +297,10 @@ impl Settings {
                 ok_code,
                 default_avatar: file.wsim.default_avatar.unwrap_or_default(),
                 default_group_snap: file.wsim.default_group_snap.unwrap_or_default(),
+                avatar_fetch_timeout: Duration::from_secs(
+                    file.wsim.avatar_fetch_timeout_secs.unwrap_or(3).max(1),
+                ),
+                avatar_max_bytes: file.wsim.avatar_max_kib.unwrap_or(2048).max(1) * 1024,
             },
             gateway,
             upload_limits: (

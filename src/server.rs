@@ -11,6 +11,7 @@ use crate::core::service::CoreSettings;
 use crate::core::Core;
 use crate::metrics::METRICS;
 use crate::proto::gateway::{self, notify::NotifySettings, token::TokenKeys, GatewayState};
+use crate::proto::wsim::snap::SnapSettings;
 use crate::proto::wsim::upload::{self, UploadSettings};
 use crate::proto::wsim::{self, conn::ConnSettings, WsimState};
 use crate::store::{Store, StoreError};
@@ -105,6 +106,12 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             client_timeout: settings.client_timeout,
             outbound_queue_bytes: settings.outbound_queue_bytes,
         }),
+        snaps: SnapSettings {
+            data_dir: settings.data_dir.clone(),
+            public_url: public_url.clone(),
+            fetch_timeout: settings.wsim.avatar_fetch_timeout,
+            max_avatar_bytes: settings.wsim.avatar_max_bytes,
+        },
     });
     let keys = TokenKeys::load(&settings.gateway.jwt_key, &settings.data_dir, settings.gateway.token_ttl)
         .map_err(|e| StartError::Config(e.to_string()))?;

@@ -10,7 +10,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::WsimState;
+use super::{snap, WsimState};
 use crate::core::message::{valid_id, UserKey};
 use crate::core::service::GroupSpec;
 use crate::core::CoreError;
@@ -168,6 +168,38 @@ async fn with_profiles(state: &WsimState, groups: Vec<GroupRecord>) -> Result<Ve
     Ok(groups.iter().map(|g| group_json(g, member_objects(state, &g.members, &profiles))).collect())
 }
 
+/// Draws a group's snap from its members' avatars and stores its URL; on failure the group keeps its
+/// current snap. Returns the snap URL now in force.
+async fn redraw_snap(state: &WsimState, g: &GroupRecord) -> String {
+    let profiles = match state.core.profiles(&state.app, g.members.iter().take(9).cloned().collect()).await {
+        Ok(p) => p,
+        Err(_) => return g.row.snap.clone(),
+    };
+    let urls: Vec<String> = g
+        .members
+        .iter()
+        .take(9)
+        .map(|m| profiles.get(m).map(|p| p.avatar.clone()).unwrap_or_else(|| state.default_avatar.clone()))
+        .collect();
+    match snap::render_group_snap(&state.snaps, &g.row.id, &urls).await {
+        Ok(url) => match state.core.set_group_snap(&state.app, &g.row.id, &url).await {
+            Ok(()) => url,
+            Err(_) => g.row.snap.clone(),
+        },
+        Err(e) => {
+            log::warn!("group {}: drawing the snap failed: {e}", g.row.id);
+            g.row.snap.clone()
+        }
+    }
+}
+
+/// Redraws the snap of a group after a membership change.
+async fn redraw_group(state: &WsimState, id: &str) {
+    if let Ok(Some(g)) = state.core.group(&state.app, id).await {
+        redraw_snap(state, &g).await;
+    }
+}
+
 async fn existing_group(state: &WsimState, id: &str) -> Result<GroupRecord, ApiError> {
     state.core.group(&state.app, id).await?.ok_or(ApiError::from(CoreError::NoSuchGroup))
 }
@@ -187,7 +219,8 @@ pub async fn creategrp(state: web::Data<WsimState>, req: HttpRequest, body: web:
             snap: state.default_group_snap.clone(),
             ..GroupSpec::default()
         };
-        let g = state.core.create_group(&state.app, spec).await?;
+        let mut g = state.core.create_group(&state.app, spec).await?;
+        g.row.snap = redraw_snap(&state, &g).await;
         Ok(Some(group_json(&g, json!(g.members))))
     }
     .await;
@@ -203,7 +236,10 @@ pub async fn addmembers(state: web::Data<WsimState>, req: HttpRequest, body: web
             return Err(ApiError::arg("members is required"));
         }
         existing_group(&state, &group).await?;
-        state.core.add_members(&state.app, &group, members).await?;
+        let added = state.core.add_members(&state.app, &group, members).await?;
+        if !added.is_empty() {
+            redraw_group(&state, &group).await;
+        }
         Ok(None)
     }
     .await;
@@ -222,7 +258,10 @@ pub async fn delmembers(state: web::Data<WsimState>, req: HttpRequest, body: web
         if members.contains(&g.row.creator) {
             return Err(ApiError { code: ERR_NOT_ALLOWED, message: "the creator cannot be removed".into() });
         }
-        state.core.remove_members(&state.app, &group, members).await?;
+        let removed = state.core.remove_members(&state.app, &group, members).await?;
+        if !removed.is_empty() {
+            redraw_group(&state, &group).await;
+        }
         Ok(None)
     }
     .await;
@@ -268,9 +307,17 @@ pub async fn grpinfo(state: web::Data<WsimState>, req: HttpRequest, body: web::B
     reply(&state, result)
 }
 
-/// Re-reads a group and answers with its current info (the snap is redrawn once snaps are drawn).
+/// Redraws a group's snap and answers with the group's current info.
 pub async fn refreshgrp(state: web::Data<WsimState>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
-    grpinfo(state, req, body).await
+    let result = async {
+        let p = Params::from_request(&req, &body)?;
+        let group = p.id("groupid")?;
+        let mut g = existing_group(&state, &group).await?;
+        g.row.snap = redraw_snap(&state, &g).await;
+        Ok(with_profiles(&state, vec![g]).await?.pop())
+    }
+    .await;
+    reply(&state, result)
 }
 
 pub async fn setuserinfo(state: web::Data<WsimState>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
@@ -282,10 +329,24 @@ pub async fn setuserinfo(state: web::Data<WsimState>, req: HttpRequest, body: we
             Some(a) => Some(a),
             None => p.text("avatar", MAX_URL)?,
         };
+        let avatar_changed = avatar.is_some();
         let row = state
             .core
-            .set_profile(UserKey::new(state.app.clone(), user), nickname, avatar, &state.default_avatar)
+            .set_profile(
+                UserKey::new(state.app.clone(), user.clone()),
+                nickname,
+                avatar,
+                &state.default_avatar,
+            )
             .await?;
+        if avatar_changed {
+            // Among the first nine members, the avatar shows on the snap: redraw those groups.
+            for g in state.core.groups_of(&state.app, &user).await? {
+                if g.members.iter().take(9).any(|m| *m == user) {
+                    redraw_snap(&state, &g).await;
+                }
+            }
+        }
         Ok(Some(json!({"userid": row.id, "nickname": row.nickname, "snap": row.avatar})))
     }
     .await;

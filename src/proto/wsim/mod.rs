@@ -5,6 +5,7 @@ pub mod conn;
 pub mod http;
 pub mod media;
 pub mod render;
+pub mod snap;
 pub mod upload;
 
 use std::sync::Arc;
@@ -22,6 +23,7 @@ pub struct WsimState {
     pub default_avatar: String,
     pub default_group_snap: String,
     pub conn: Arc<ConnSettings>,
+    pub snaps: snap::SnapSettings,
 }
 
 async fn entry(
