@@ -79,6 +79,21 @@ async fn uploads_read_real_metadata_and_serve_files_back(b: Backend) {
     assert_eq!(status, 200);
     assert_eq!(headers.get("content-type").and_then(|v| v.to_str().ok()), Some("image/jpeg"));
     assert_eq!(&thumb[..3], &[0xff, 0xd8, 0xff]);
+    // The H.264 clip's thumbnail is its real first frame (a colourful test pattern), not a flat poster.
+    let img = image::load_from_memory(&thumb).expect("thumbnail decodes").to_rgb8();
+    assert_eq!(img.dimensions(), (160, 120));
+    let distinct: std::collections::HashSet<[u8; 3]> =
+        img.pixels().map(|p| [p.0[0] / 32, p.0[1] / 32, p.0[2] / 32]).collect();
+    assert!(distinct.len() > 8, "a real picture, not a poster ({} colours)", distinct.len());
+    // The MPEG-4 Part 2 clip gets a neutral poster of its size.
+    let (_, v) = s.upload("/upload/writev3", "file", "v.mov", &fixture("clip.mov")).await;
+    let mov = v["data"].as_str().expect("url").to_string();
+    let (_, _, poster) = get(&mov.replace(".mov", ".jpg"), None).await;
+    let img = image::load_from_memory(&poster).expect("poster decodes").to_rgb8();
+    assert_eq!(img.dimensions(), (176, 144));
+    let distinct: std::collections::HashSet<[u8; 3]> =
+        img.pixels().map(|p| [p.0[0] / 32, p.0[1] / 32, p.0[2] / 32]).collect();
+    assert!(distinct.len() <= 2, "a flat poster");
     // Range requests (video seeking).
     let (status, headers, part) = get(&url, Some("bytes=100-199")).await;
     assert_eq!(status, 206);

@@ -227,6 +227,58 @@ fn video_size(path: &Path) -> Result<Measure, MediaError> {
     Err(MediaError::Unreadable("no video track".into()))
 }
 
+/// The first picture of an H.264 video track as RGB (width, height, pixels), decoded with the bundled
+/// OpenH264; `None` for other codecs or an undecodable stream.
+pub fn first_frame_rgb(path: &Path) -> Option<(u32, u32, Vec<u8>)> {
+    use openh264::formats::YUVSource;
+    let file = File::open(path).ok()?;
+    let size = file.metadata().ok()?.len();
+    let mut reader = mp4::Mp4Reader::read_header(BufReader::new(file), size).ok()?;
+    let (id, sps, pps) = reader.tracks().values().find_map(|t| {
+        let video = matches!(t.track_type(), Ok(mp4::TrackType::Video));
+        let h264 = matches!(t.media_type(), Ok(mp4::MediaType::H264));
+        if !(video && h264) {
+            return None;
+        }
+        Some((
+            t.track_id(),
+            t.sequence_parameter_set().ok()?.to_vec(),
+            t.picture_parameter_set().ok()?.to_vec(),
+        ))
+    })?;
+    let start = [0u8, 0, 0, 1];
+    let mut stream: Vec<u8> = Vec::new();
+    for nal in [&sps, &pps] {
+        stream.extend_from_slice(&start);
+        stream.extend_from_slice(nal);
+    }
+    let mut decoder = openh264::decoder::Decoder::new().ok()?;
+    let samples = reader.sample_count(id).ok()?.min(60);
+    for sample_id in 1..=samples {
+        let sample = reader.read_sample(id, sample_id).ok()??;
+        // Samples hold NAL units behind 4-byte big-endian lengths; the decoder wants start codes.
+        let mut data: &[u8] = &sample.bytes;
+        while data.len() >= 4 {
+            let n = u32::from_be_bytes([data[0], data[1], data[2], data[3]]) as usize;
+            data = &data[4..];
+            if n > data.len() {
+                return None;
+            }
+            stream.extend_from_slice(&start);
+            stream.extend_from_slice(&data[..n]);
+            data = &data[n..];
+        }
+        if let Ok(Some(yuv)) = decoder.decode(&stream) {
+            let (w, h) = yuv.dimensions();
+            let mut rgb = vec![0u8; w * h * 3];
+            yuv.write_rgb8(&mut rgb);
+            return Some((u32::try_from(w).ok()?, u32::try_from(h).ok()?, rgb));
+        }
+        stream.clear();
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -195,11 +195,27 @@ fn store(
         if accept == Accept::Video {
             let thumb = dir.join(format!("{stem}.jpg"));
             if !thumb.exists() {
-                write_poster(&thumb, w, h).map_err(|e| UploadError::System(e.to_string()))?;
+                // The real first frame for H.264; a neutral poster of the video's size otherwise.
+                let written = match media::first_frame_rgb(&target) {
+                    Some((fw, fh, rgb)) => write_rgb_jpeg(&thumb, fw, fh, &rgb),
+                    None => write_poster(&thumb, w, h),
+                };
+                written.map_err(UploadError::System)?;
             }
         }
     }
     Ok(format!("/{dir_name}/{name}"))
+}
+
+/// An RGB picture as a JPEG (video thumbnails).
+pub fn write_rgb_jpeg(path: &Path, w: u32, h: u32, rgb: &[u8]) -> Result<(), String> {
+    let (w16, h16) =
+        (u16::try_from(w).map_err(|e| e.to_string())?, u16::try_from(h).map_err(|e| e.to_string())?);
+    let tmp = path.with_extension("tmp");
+    jpeg_encoder::Encoder::new_file(&tmp, 85)
+        .and_then(|e| e.encode(rgb, w16, h16, jpeg_encoder::ColorType::Rgb))
+        .map_err(|e| e.to_string())?;
+    std::fs::rename(&tmp, path).map_err(|e| e.to_string())
 }
 
 /// A neutral grey poster of a video's size (a smaller one for huge sizes, same aspect ratio).
