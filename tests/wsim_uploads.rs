@@ -161,3 +161,37 @@ async fn too_large_uploads_are_refused_and_leave_nothing() {
     let stored = std::fs::read_dir(s.data_dir().join("emopic")).map(|d| d.count()).unwrap_or(0);
     assert_eq!(stored, 1, "only the default avatar");
 }
+
+/// A client that goes away in the middle of an upload leaves no file behind.
+#[actix_rt::test]
+async fn an_interrupted_upload_leaves_nothing() {
+    use std::io::Write;
+    let s = TestServer::start(&Backend::Sqlite, &[]);
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let boundary = "cut";
+    let head =
+        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.mp3\"\r\n\r\n");
+    let mut body = head.into_bytes();
+    body.extend_from_slice(&fixture("clip.mp3"));
+    let mut conn = std::net::TcpStream::connect(&addr).expect("connect");
+    write!(
+        conn,
+        "POST /upload/writev1 HTTP/1.1\r\nHost: {addr}\r\nContent-Type: multipart/form-data; boundary={boundary}\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len() + 1_000_000
+    )
+    .expect("head");
+    // A few KB of the promised megabyte, then the client vanishes.
+    conn.write_all(&body).expect("part of the body");
+    conn.flush().expect("flush");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(conn);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let tmp = s.data_dir().join("tmp");
+    assert_eq!(std::fs::read_dir(&tmp).map(|d| d.count()).unwrap_or(0), 0, "temporary file left");
+    let pics: Vec<_> = std::fs::read_dir(s.data_dir().join("emopic"))
+        .expect("emopic")
+        .filter_map(|e| e.ok().map(|e| e.file_name()))
+        .collect();
+    assert_eq!(pics.len(), 1, "only the default avatar: {pics:?}");
+}
