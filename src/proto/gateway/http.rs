@@ -413,7 +413,7 @@ const PAGE: i64 = 30;
 
 /// Which history query.
 #[derive(Debug, Clone, Copy)]
-enum HistoryQuery {
+pub enum HistoryQuery {
     ByRange,
     Before,
     After,
@@ -458,42 +458,15 @@ async fn history(
     Ok(Some(json!({"Msg": list})))
 }
 
-pub async fn history_by_range(
-    state: web::Data<GatewayState>,
-    req: HttpRequest,
-    body: web::Bytes,
-) -> HttpResponse {
-    reply(history(&state, &req, &body, HistoryQuery::ByRange).await)
-}
-
-pub async fn history_before(
-    state: web::Data<GatewayState>,
-    req: HttpRequest,
-    body: web::Bytes,
-) -> HttpResponse {
-    reply(history(&state, &req, &body, HistoryQuery::Before).await)
-}
-
-pub async fn history_after(
-    state: web::Data<GatewayState>,
-    req: HttpRequest,
-    body: web::Bytes,
-) -> HttpResponse {
-    reply(history(&state, &req, &body, HistoryQuery::After).await)
-}
-
-pub async fn history_last30(
-    state: web::Data<GatewayState>,
-    req: HttpRequest,
-    body: web::Bytes,
-) -> HttpResponse {
-    reply(history(&state, &req, &body, HistoryQuery::Last30).await)
-}
-
-pub async fn history_lastone(
-    state: web::Data<GatewayState>,
-    req: HttpRequest,
-    body: web::Bytes,
-) -> HttpResponse {
-    reply(history(&state, &req, &body, HistoryQuery::LastOne).await)
+/// A handler answering one kind of history query.
+pub fn history_route(
+    q: HistoryQuery,
+) -> impl Fn(
+    web::Data<GatewayState>,
+    HttpRequest,
+    web::Bytes,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = HttpResponse>>>
+       + Clone
+       + 'static {
+    move |state, req, body| Box::pin(async move { reply(history(&state, &req, &body, q).await) })
 }

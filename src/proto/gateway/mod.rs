@@ -17,6 +17,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 
 use crate::core::Core;
 use envelope::{reply, GatewayError};
+use http::HistoryQuery;
 use notify::{NotifySettings, NotifyWs};
 use token::TokenKeys;
 
@@ -106,10 +107,22 @@ pub fn configure(state: web::Data<GatewayState>) -> impl FnOnce(&mut web::Servic
             .route("/get_conversation_detail", web::post().to(http::conversation_detail))
             .route("/get_lastone_msgid", web::post().to(http::lastone_msgid))
             .route("/send_msg", web::post().to(http::send_msg))
-            .route("/get_conversation_msg_by_range", web::post().to(http::history_by_range))
-            .route("/get_conversation_30msg_before_the_id", web::post().to(http::history_before))
-            .route("/get_conversation_30msg_after_the_id", web::post().to(http::history_after))
-            .route("/get_conversation_last_30_msg", web::post().to(http::history_last30))
-            .route("/get_conversation_lastone_msg", web::post().to(http::history_lastone));
+            .route(
+                "/get_conversation_msg_by_range",
+                web::post().to(http::history_route(HistoryQuery::ByRange)),
+            )
+            .route(
+                "/get_conversation_30msg_before_the_id",
+                web::post().to(http::history_route(HistoryQuery::Before)),
+            )
+            .route(
+                "/get_conversation_30msg_after_the_id",
+                web::post().to(http::history_route(HistoryQuery::After)),
+            )
+            .route("/get_conversation_last_30_msg", web::post().to(http::history_route(HistoryQuery::Last30)))
+            .route(
+                "/get_conversation_lastone_msg",
+                web::post().to(http::history_route(HistoryQuery::LastOne)),
+            );
     }
 }
