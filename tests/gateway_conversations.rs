@@ -203,3 +203,22 @@ async fn a_lost_database_answers_internal_error() {
     let v = s.post_json("/inner/get_token", json!({"session": "dana", "platform": 1}), None).await;
     assert_eq!(v["code"], 0);
 }
+
+/// Tokens stay valid across a restart (the generated key is kept in the data directory), and so do
+/// conversations and their messages.
+#[actix_rt::test]
+async fn tokens_and_conversations_survive_a_restart() {
+    let mut s = TestServer::start(&Backend::Sqlite, &[]);
+    let t = s.gateway_token("rita", 1).await;
+    let v = s.post_json("/create_conversation", json!({"conversation_type": 1}), Some(&t)).await;
+    let conv = v["data"]["ConversationId"].as_str().expect("id").to_string();
+    let v = s
+        .post_json("/send_msg", json!({"conversation_id": conv, "type": 1, "content": "kept"}), Some(&t))
+        .await;
+    let id = v["data"]["MsgID"].as_str().expect("MsgID").to_string();
+    s.restart();
+    let v = s.post_json("/get_conversation_lastone_msg", json!({"conversation_id": conv}), Some(&t)).await;
+    assert_eq!(v["code"], 0, "{v}");
+    assert_eq!(v["data"]["Msg"][0]["MsgId"], id.as_str());
+    assert_eq!(v["data"]["Msg"][0]["Content"], "kept");
+}
