@@ -13,7 +13,11 @@ pub const DEFAULT_APP: &str = "default";
 /// Command-line flags. Each one can also be set by the environment variable named in its help, or
 /// in the TOML file given with `--config`.
 #[derive(Debug, Default, Parser)]
-#[command(name = "wsim", version, about = "wsim: an instant-messaging server (wsim /entry, group API, …)")]
+#[command(
+    name = "wsim",
+    version,
+    about = "wsim: an instant-messaging server (wsim /entry and group API, gateway /notify and conversations, media uploads)"
+)]
 pub struct Cli {
     /// TOML configuration file [env: WSIM_CONFIG]
     #[arg(long, value_name = "FILE")]
