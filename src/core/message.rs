@@ -73,6 +73,12 @@ pub fn direct_conv_id(a: &str, b: &str) -> String {
 pub enum Target {
     User(String),
     Group(String),
+    /// A live room (longweb groups): `room` empty means every room of the app; `user` narrows the
+    /// delivery to that user's connections.
+    Room {
+        room: String,
+        user: Option<String>,
+    },
 }
 
 /// A message as stored and delivered.

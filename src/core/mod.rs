@@ -9,6 +9,7 @@ pub mod group;
 pub mod ids;
 pub mod message;
 pub mod registry;
+pub mod rooms;
 pub mod service;
 pub mod session;
 pub mod writer;

@@ -180,6 +180,13 @@ impl Handler<Submit> for Registry {
                     ack: msg.ack,
                 });
             }
+            Target::Room { .. } => {
+                // Live rooms publish through `core::rooms`, not the registry.
+                msg.origin.reject(CoreError::BadId);
+                if let Some(ack) = msg.ack {
+                    let _ = ack.send(Err(CoreError::BadId));
+                }
+            }
             Target::User(_) => {
                 let persist = Persist {
                     draft: msg.draft,

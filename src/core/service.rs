@@ -8,8 +8,9 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use super::ids::{now_us, IdGen};
-use super::message::{direct_conv_id, Draft, GroupKey, Message, SharedMessage, UserKey};
+use super::message::{direct_conv_id, ConnId, Draft, GroupKey, Message, SharedMessage, UserKey};
 use super::registry::{Attach, FlushSessions, MembershipChanged, Registry, Submit, WhoIsOnline};
+use super::rooms::{JoinRooms, LeaveRooms, Publish, RoomMember, Rooms};
 use super::session::UserSession;
 use super::writer::{Flush, GetStats, StoreWriter, WriterStats};
 use super::{ConnHandle, CoreError, Origin};
@@ -44,6 +45,7 @@ pub struct Core {
     pub store: Store,
     registry: Addr<Registry>,
     writer: Addr<StoreWriter>,
+    rooms: Addr<Rooms>,
 }
 
 impl From<StoreError> for CoreError {
@@ -63,6 +65,8 @@ impl Core {
         let writer = StoreWriter::start_in_arbiter(&handle, move |_| StoreWriter::new(s, ids, w));
         let (s, wr) = (store.clone(), writer.clone());
         let registry = Registry::start_in_arbiter(&handle, move |_| Registry::new(wr, s));
+        let wr = writer.clone();
+        let rooms = Rooms::start_in_arbiter(&handle, move |_| Rooms::new(wr));
         let s = store.clone();
         handle.spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
@@ -73,7 +77,7 @@ impl Core {
         });
         // The arbiter lives as long as the process.
         std::mem::forget(arbiter);
-        Core { store, registry, writer }
+        Core { store, registry, writer, rooms }
     }
 
     /// Attaches a connection as `key`; the session starts its offline replay to it.
@@ -91,6 +95,21 @@ impl Core {
         let (tx, rx) = oneshot::channel();
         self.registry.do_send(Submit { draft, origin, ack: Some(tx) });
         rx.await.map_err(|_| CoreError::Busy)?
+    }
+
+    /// Puts a connection into live rooms of an app.
+    pub fn join_rooms(&self, app: &str, rooms: Vec<String>, member: RoomMember) {
+        self.rooms.do_send(JoinRooms { app: app.to_string(), rooms, member });
+    }
+
+    /// Takes a connection out of every live room.
+    pub fn leave_rooms(&self, conn: ConnId) {
+        self.rooms.do_send(LeaveRooms { conn });
+    }
+
+    /// Stores a message and delivers it to live rooms; answers once stored.
+    pub async fn publish(&self, p: Publish) -> Result<SharedMessage, CoreError> {
+        self.rooms.send(p).await.map_err(|_| CoreError::Busy)?
     }
 
     /// Waits until every accepted message and watermark is written (graceful shutdown).

@@ -86,6 +86,8 @@ impl actix::Message for GetStats {
 
 struct Job {
     msg: SharedMessage,
+    /// A direct message, whose conversation may need creating.
+    direct: bool,
     origin: Origin,
     notify: Recipient<Persisted>,
     ack: Option<oneshot::Sender<Result<SharedMessage, CoreError>>>,
@@ -124,6 +126,7 @@ impl StoreWriter {
         let (conv, recipient) = match draft.target {
             Target::User(to) => (direct_conv_id(&draft.sender, &to), to),
             Target::Group(g) => (g, String::new()),
+            Target::Room { room, user } => (room, user.unwrap_or_default()),
         };
         Message {
             id: self.ids.next(),
@@ -159,11 +162,11 @@ impl StoreWriter {
         let cursor_waiters =
             if self.cursors.is_empty() { std::mem::take(&mut self.cursor_waiters) } else { Vec::new() };
         let msgs: Vec<SharedMessage> = jobs.iter().map(|j| j.msg.clone()).collect();
-        let new_direct: Vec<usize> = msgs
+        let new_direct: Vec<usize> = jobs
             .iter()
             .enumerate()
-            .filter(|(_, m)| {
-                !m.recipient.is_empty() && !self.known_direct.contains(&(m.app.clone(), m.conv.clone()))
+            .filter(|(_, j)| {
+                j.direct && !self.known_direct.contains(&(j.msg.app.clone(), j.msg.conv.clone()))
             })
             .map(|(i, _)| i)
             .collect();
@@ -203,7 +206,7 @@ impl StoreWriter {
                         act.known_direct.clear();
                     }
                     for job in jobs {
-                        if !job.msg.recipient.is_empty() {
+                        if job.direct {
                             act.known_direct.insert((job.msg.app.clone(), job.msg.conv.clone()));
                         }
                         job.notify.do_send(Persisted { msg: job.msg.clone(), origin: job.origin.conn });
@@ -246,8 +249,9 @@ impl Handler<Persist> for StoreWriter {
     type Result = ();
 
     fn handle(&mut self, p: Persist, ctx: &mut Self::Context) {
+        let direct = matches!(p.draft.target, Target::User(_));
         let msg = Arc::new(self.stamp(p.draft, p.conv_type));
-        self.queue.push_back(Job { msg, origin: p.origin, notify: p.notify, ack: p.ack });
+        self.queue.push_back(Job { msg, direct, origin: p.origin, notify: p.notify, ack: p.ack });
         self.flush(ctx);
     }
 }
