@@ -75,6 +75,74 @@ pub struct FileConfig {
     pub gateway: GatewayFile,
     #[serde(default)]
     pub uploads: UploadsFile,
+    #[serde(default)]
+    pub longweb: LongwebFile,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LongwebFile {
+    pub allowips: Option<Vec<String>>,
+    pub callback_timeout_secs: Option<u64>,
+    pub callback_concurrency: Option<usize>,
+    #[serde(default)]
+    pub apps: Vec<LongwebApp>,
+}
+
+/// One business app of the longweb push framework.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LongwebApp {
+    pub appid: String,
+    #[serde(default)]
+    pub name: String,
+    /// checktoken URL.
+    pub authapi: Option<String>,
+    /// querymessage URL.
+    pub messageapi: Option<String>,
+    /// Long-poll wait, seconds.
+    #[serde(default = "default_poll_wait")]
+    pub timeout: u64,
+}
+
+fn default_poll_wait() -> u64 {
+    30
+}
+
+/// The longweb front-end's settings (reloaded on SIGHUP).
+#[derive(Debug, Clone)]
+pub struct LongwebSettings {
+    /// Who may call `/sendmessage`.
+    pub allowips: Vec<ipnet::IpNet>,
+    pub callback_timeout: Duration,
+    /// Most concurrent callbacks to one app.
+    pub callback_concurrency: usize,
+    pub apps: Vec<LongwebApp>,
+}
+
+impl LongwebSettings {
+    pub fn from_file(f: &LongwebFile) -> Result<LongwebSettings, ConfigError> {
+        let allow = f.allowips.clone().unwrap_or_else(|| vec!["127.0.0.1".into(), "::1".into()]);
+        let allowips = allow
+            .iter()
+            .map(|s| parse_net(s).ok_or_else(|| ConfigError::Invalid("longweb.allowips", s.clone())))
+            .collect::<Result<Vec<_>, _>>()?;
+        for app in &f.apps {
+            if !crate::core::message::valid_id(&app.appid) {
+                return Err(ConfigError::Invalid("longweb.apps.appid", app.appid.clone()));
+            }
+        }
+        Ok(LongwebSettings {
+            allowips,
+            callback_timeout: Duration::from_secs(f.callback_timeout_secs.unwrap_or(5).max(1)),
+            callback_concurrency: f.callback_concurrency.unwrap_or(16).max(1),
+            apps: f.apps.clone(),
+        })
+    }
+
+    pub fn app(&self, appid: &str) -> Option<&LongwebApp> {
+        self.apps.iter().find(|a| a.appid == appid)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -170,6 +238,9 @@ pub struct Settings {
     pub gateway: GatewaySettings,
     /// Upload size limits in bytes: audio, image, video.
     pub upload_limits: (u64, u64, u64),
+    pub longweb: LongwebSettings,
+    /// The configuration file, re-read on SIGHUP.
+    pub config_path: Option<PathBuf>,
 }
 
 fn env_parse<T: std::str::FromStr>(
@@ -192,7 +263,9 @@ impl Settings {
             Some(p) => Self::read_file(p)?,
             None => FileConfig::default(),
         };
-        Self::merge(cli, env, file)
+        let mut s = Self::merge(cli, env, file)?;
+        s.config_path = path;
+        Ok(s)
     }
 
     pub fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -307,6 +380,8 @@ impl Settings {
                 avatar_max_bytes: file.wsim.avatar_max_kib.unwrap_or(2048).max(1) * 1024,
             },
             gateway,
+            longweb: LongwebSettings::from_file(&file.longweb)?,
+            config_path: None,
             upload_limits: (
                 file.uploads.max_audio_mib.unwrap_or(20) << 20,
                 file.uploads.max_image_mib.unwrap_or(20) << 20,
@@ -424,6 +499,22 @@ mod tests {
             file("")
         )
         .is_err());
+    }
+
+    #[test]
+    fn longweb_apps_parse() {
+        let f = "[longweb]\nallowips = [\"127.0.0.1\", \"10.0.0.0/8\"]\ncallback_timeout_secs = 2\n\
+                 [[longweb.apps]]\nappid = \"10000\"\nname = \"demo\"\nauthapi = \"http://127.0.0.1:9000/api/checktoken\"\n\
+                 timeout = 20\n[[longweb.apps]]\nappid = \"10001\"\n";
+        let s = Settings::merge(Cli::default(), &env_of(&[]), file(f)).expect("settings");
+        assert_eq!(s.longweb.allowips.len(), 2);
+        assert_eq!(s.longweb.callback_timeout, Duration::from_secs(2));
+        assert_eq!(s.longweb.app("10000").map(|a| a.timeout), Some(20));
+        assert_eq!(s.longweb.app("10001").map(|a| (a.timeout, a.authapi.is_none())), Some((30, true)));
+        assert!(s.longweb.app("nope").is_none());
+        assert!(
+            Settings::merge(Cli::default(), &env_of(&[]), file("[longweb]\nallowips = [\"x\"]\n")).is_err()
+        );
     }
 
     #[test]

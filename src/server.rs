@@ -11,6 +11,7 @@ use crate::core::service::CoreSettings;
 use crate::core::Core;
 use crate::metrics::METRICS;
 use crate::proto::gateway::{self, notify::NotifySettings, token::TokenKeys, GatewayState};
+use crate::proto::longweb::{self, LongwebState};
 use crate::proto::wsim::snap::SnapSettings;
 use crate::proto::wsim::upload::{self, UploadSettings};
 use crate::proto::wsim::{self, conn::ConnSettings, WsimState};
@@ -48,6 +49,36 @@ impl Running {
     pub fn handle(&self) -> actix_web::dev::ServerHandle {
         self.server.handle()
     }
+}
+
+/// Re-reads the longweb apps from the configuration file on SIGHUP; connections stay open.
+fn spawn_reloader(path: Option<std::path::PathBuf>, state: Arc<LongwebState>) {
+    actix_web::rt::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+            log::warn!("cannot listen for SIGHUP; longweb apps will not be reloaded");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            let Some(path) = path.clone() else {
+                log::info!("SIGHUP: no configuration file to reload");
+                continue;
+            };
+            let loaded = actix_web::rt::task::spawn_blocking(move || {
+                Settings::read_file(&path)
+                    .and_then(|f| crate::config::LongwebSettings::from_file(&f.longweb))
+                    .map_err(|e| e.to_string())
+            })
+            .await;
+            match loaded {
+                Ok(Ok(settings)) => {
+                    log::info!("SIGHUP: {} longweb apps loaded", settings.apps.len());
+                    state.reload(settings);
+                }
+                Ok(Err(e)) => log::error!("SIGHUP: configuration not reloaded: {e}"),
+                Err(e) => log::error!("SIGHUP: {e}"),
+            }
+        }
+    });
 }
 
 async fn metrics() -> HttpResponse {
@@ -141,6 +172,14 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         max_image,
         max_video,
     });
+    let longweb_state = Arc::new(LongwebState::new(
+        core.clone(),
+        settings.longweb.clone(),
+        settings.heartbeat_interval,
+        settings.client_timeout,
+        settings.outbound_queue_bytes,
+    ));
+    spawn_reloader(settings.config_path.clone(), longweb_state.clone());
     let store_data = web::Data::new(store);
 
     let mut server = HttpServer::new(move || {
@@ -160,6 +199,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             .route("/metrics", web::get().to(metrics))
             .configure(wsim::configure(wsim_state.clone()))
             .configure(upload::configure(upload_settings.clone()))
+            .configure(longweb::configure(longweb_state.clone()))
             .configure(gateway::configure(gateway_state.clone()))
     })
     .shutdown_timeout(5)

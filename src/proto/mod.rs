@@ -2,4 +2,5 @@
 //! HTTP handlers, and reaches storage and delivery only through `core::Core`.
 
 pub mod gateway;
+pub mod longweb;
 pub mod wsim;

@@ -186,6 +186,17 @@ impl TestServer {
         panic!("wsim did not exit within 10 s of SIGTERM");
     }
 
+    /// Sends a signal without waiting for an exit (e.g. HUP).
+    pub fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("running");
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
     /// Starts again after [`TestServer::stop`].
     pub fn restart_after_stop(&mut self) {
         self.spawn();

@@ -1,0 +1,212 @@
+//! The longweb front-end: business apps push with `/sendmessage`; browsers and apps listen on
+//! `/ws/onsocket` (and, next, the JSONP long-poll). Each app is a tenant of the core (its appid is the
+//! core app), its groups are live rooms. Apps come from the configuration and are re-read on SIGHUP.
+
+pub mod callbacks;
+pub mod conn;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use actix_web::http::header::ContentType;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::{json, Value};
+
+use crate::config::LongwebSettings;
+use crate::core::message::valid_id;
+use crate::core::rooms::{Audience, Publish};
+use crate::core::Core;
+use callbacks::{text_of, CallLimits};
+use conn::{LongwebWs, SocketRequest};
+
+/// Connection kinds counted by `/state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Socket,
+    Poll,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    socket_token: i64,
+    socket_plain: i64,
+    poll_token: i64,
+    poll_plain: i64,
+}
+
+/// What the longweb handlers share.
+pub struct LongwebState {
+    pub core: Core,
+    settings: RwLock<Arc<LongwebSettings>>,
+    pub limits: CallLimits,
+    counts: Mutex<HashMap<String, Counts>>,
+    pub heartbeat_interval: Duration,
+    pub client_timeout: Duration,
+    pub queue_bytes: u64,
+}
+
+impl LongwebState {
+    pub fn new(
+        core: Core,
+        settings: LongwebSettings,
+        heartbeat: Duration,
+        timeout: Duration,
+        queue: u64,
+    ) -> Self {
+        LongwebState {
+            core,
+            settings: RwLock::new(Arc::new(settings)),
+            limits: CallLimits::default(),
+            counts: Mutex::new(HashMap::new()),
+            heartbeat_interval: heartbeat,
+            client_timeout: timeout,
+            queue_bytes: queue,
+        }
+    }
+
+    /// The current apps and limits.
+    pub fn settings(&self) -> Arc<LongwebSettings> {
+        self.settings.read().map(|s| s.clone()).unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Replaces the apps and limits (SIGHUP); open connections stay.
+    pub fn reload(&self, settings: LongwebSettings) {
+        let mut guard = self.settings.write().unwrap_or_else(|p| p.into_inner());
+        *guard = Arc::new(settings);
+    }
+
+    pub fn count(&self, appid: &str, kind: Kind, token: bool, delta: i64) {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let c = counts.entry(appid.to_string()).or_default();
+        let slot = match (kind, token) {
+            (Kind::Socket, true) => &mut c.socket_token,
+            (Kind::Socket, false) => &mut c.socket_plain,
+            (Kind::Poll, true) => &mut c.poll_token,
+            (Kind::Poll, false) => &mut c.poll_plain,
+        };
+        *slot += delta;
+    }
+}
+
+fn ret(code: i64, msg: &str) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header(ContentType::json())
+        .body(json!({"RetCode": code, "RetMsg": msg}).to_string())
+}
+
+/// `POST /sendmessage`: a business backend pushes a message.
+async fn sendmessage(
+    state: web::Data<Arc<LongwebState>>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    let settings = state.settings();
+    let allowed = req.peer_addr().is_some_and(|a| settings.allowips.iter().any(|n| n.contains(&a.ip())));
+    if !allowed {
+        return ret(-1, "not allow ip");
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return ret(-2, "message is empty");
+    }
+    let Ok(Value::Object(m)) = serde_json::from_slice::<Value>(&body) else {
+        return ret(-10001, "message format error");
+    };
+    let field = |k: &str| m.get(k).map(text_of).unwrap_or_default();
+    let (appid, to_app, group, user) =
+        (field("AppID"), field("ToAppID"), field("ToGroupID"), field("ToUserID"));
+    let content = field("Content");
+    if settings.app(&appid).is_none() || (!to_app.is_empty() && to_app != appid) {
+        return ret(-10002, "this appid no have permission");
+    }
+    if content.is_empty() {
+        return ret(-2, "message is empty");
+    }
+    if (!group.is_empty() && !valid_id(&group)) || (!user.is_empty() && !valid_id(&user)) {
+        return ret(-10001, "message format error");
+    }
+    let audience = match field("MessageLevel").as_str() {
+        "1" => Audience::Anonymous,
+        "2" => Audience::Verified,
+        _ => Audience::All,
+    };
+    let publish = Publish {
+        app: appid,
+        sender: field("UserID"),
+        room: group,
+        user: Some(user).filter(|u| !u.is_empty()),
+        audience,
+        payload: content,
+    };
+    match state.core.publish(publish).await {
+        Ok(_) => ret(0, "ok"),
+        Err(e) => {
+            log::error!("longweb sendmessage: {e}");
+            ret(-3, "message not stored")
+        }
+    }
+}
+
+/// `GET /ws/onsocket?appid=&groupid=&userid=&token=` (or `groupids={"IDs":[…]}`).
+async fn onsocket(
+    state: web::Data<Arc<LongwebState>>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, actix_web::Error> {
+    let q: HashMap<String, String> = serde_urlencoded::from_str::<Vec<(String, String)>>(req.query_string())
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    let get = |k: &str| q.get(k).map(|v| v.trim().to_string()).unwrap_or_default();
+    let mut groups: Vec<String> = Vec::new();
+    let group = get("groupid");
+    if !group.is_empty() {
+        groups.push(group);
+    }
+    if let Ok(v) = serde_json::from_str::<Value>(&get("groupids")) {
+        for id in v["IDs"].as_array().into_iter().flatten() {
+            let id = text_of(id);
+            if !id.is_empty() && !groups.contains(&id) {
+                groups.push(id);
+            }
+        }
+    }
+    groups.retain(|g| valid_id(g));
+    let user = Some(get("userid")).filter(|u| valid_id(u)).unwrap_or_default();
+    let token = Some(get("token")).filter(|t| !t.is_empty());
+    let conn =
+        LongwebWs::new(state.get_ref().clone(), SocketRequest { appid: get("appid"), groups, user, token });
+    let counter = conn.counter();
+    let (_, res) = crate::transport::ws::start(conn, &req, payload, counter)?;
+    Ok(res)
+}
+
+/// `GET /state`: connection counts per app.
+async fn app_state(state: web::Data<Arc<LongwebState>>) -> HttpResponse {
+    let settings = state.settings();
+    let counts = state.counts.lock().map(|c| c.clone()).unwrap_or_default();
+    let apps: BTreeMap<String, Value> = settings
+        .apps
+        .iter()
+        .map(|a| {
+            let c = counts.get(&a.appid).copied().unwrap_or_default();
+            let v = json!({
+                "Name": a.name,
+                "WebSocket": {"WithToken": c.socket_token, "WithoutToken": c.socket_plain},
+                "LongPoll": {"WithToken": c.poll_token, "WithoutToken": c.poll_plain},
+            });
+            (a.appid.clone(), v)
+        })
+        .collect();
+    HttpResponse::Ok().insert_header(ContentType::json()).body(json!({"Apps": apps}).to_string())
+}
+
+/// Mounts the longweb routes.
+pub fn configure(state: Arc<LongwebState>) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg| {
+        cfg.app_data(web::Data::new(state))
+            .route("/sendmessage", web::post().to(sendmessage))
+            .route("/ws/onsocket", web::get().to(onsocket))
+            .route("/state", web::get().to(app_state));
+    }
+}
