@@ -34,6 +34,7 @@ pub struct Metrics {
     pub stored: Counter,
     pub replayed: Counter,
     pub store_failures: Counter,
+    pub poll_dropped: Counter,
     pub batch_size: Histogram,
     pub batch_seconds: Histogram,
     pub http_requests: Family<HttpLabel, Counter>,
@@ -79,6 +80,12 @@ impl Metrics {
             "Store batches that could not be written",
             store_failures.clone(),
         );
+        let poll_dropped = Counter::default();
+        registry.register(
+            "poll_messages_dropped",
+            "Messages dropped from a full long-poll box (oldest first)",
+            poll_dropped.clone(),
+        );
         let batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 12));
         registry.register("store_batch_size", "Messages per store transaction", batch_size.clone());
         let batch_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
@@ -95,6 +102,7 @@ impl Metrics {
             stored,
             replayed,
             store_failures,
+            poll_dropped,
             batch_size,
             batch_seconds,
             http_requests,

@@ -9,7 +9,7 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 use common::{Backend, TestServer};
 use serde_json::{json, Value};
 
-on_both_backends!(sendmessage_codes_and_routing, sockets_admission_and_tokens);
+on_both_backends!(sendmessage_codes_and_routing, sockets_admission_and_tokens, long_polling);
 
 /// The business app: checktoken answers according to the token it is given.
 fn start_business_app() -> String {
@@ -31,21 +31,35 @@ fn start_business_app() -> String {
     }
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let server = HttpServer::new(|| App::new().route("/api/checktoken", web::get().to(checktoken)))
-        .listen(listener)
-        .expect("listen")
-        .workers(2)
-        .run();
+    async fn querymessage(q: web::Query<std::collections::HashMap<String, String>>) -> HttpResponse {
+        match q.get("querykey").map(String::as_str) {
+            Some("now") => HttpResponse::Ok()
+                .body(format!("immediate data for {}", q.get("userid").cloned().unwrap_or_default())),
+            Some("fail") => HttpResponse::InternalServerError().finish(),
+            _ => HttpResponse::Ok().finish(),
+        }
+    }
+    let server = HttpServer::new(|| {
+        App::new()
+            .route("/api/checktoken", web::get().to(checktoken))
+            .route("/api/querymessage", web::get().to(querymessage))
+    })
+    .listen(listener)
+    .expect("listen")
+    .workers(2)
+    .run();
     actix_rt::spawn(server);
     format!("http://{addr}/api/checktoken")
 }
 
 fn config(dir: &std::path::Path, authapi: &str, allowips: &str, extra_app: bool) -> std::path::PathBuf {
     let path = dir.join("wsim.toml");
+    let messageapi = authapi.replace("checktoken", "querymessage");
     let mut text = format!(
         "[longweb]\nallowips = [{allowips}]\ncallback_timeout_secs = 1\n\
          [[longweb.apps]]\nappid = \"10000\"\nname = \"demo\"\nauthapi = \"{authapi}\"\n\
-         [[longweb.apps]]\nappid = \"10001\"\nname = \"plain\"\n\
+         messageapi = \"{messageapi}\"\ntimeout = 2\n\
+         [[longweb.apps]]\nappid = \"10001\"\nname = \"plain\"\ntimeout = 1\n\
          [[longweb.apps]]\nappid = \"10002\"\nname = \"down\"\nauthapi = \"http://127.0.0.1:1/api/checktoken\"\n"
     );
     if extra_app {
@@ -207,4 +221,84 @@ async fn sendmessage_refuses_other_addresses() {
     let cfg = config(dir.path(), "http://127.0.0.1:1/x", "\"10.0.0.0/8\"", false);
     let s = TestServer::start(&Backend::Sqlite, &["--config", cfg.to_str().expect("path")]);
     assert_eq!(push(&s, msg("g1", "", "0", "x")).await, json!({"RetCode": -1, "RetMsg": "not allow ip"}));
+}
+
+/// One JSONP poll: (the raw body, the parsed object, content type, CORS header).
+async fn poll(s: &TestServer, query: &str) -> (String, Value, String, String) {
+    let client = awc::Client::builder().timeout(Duration::from_secs(20)).finish();
+    let mut res = client.get(s.url(&format!("/poll/onpolling?{query}"))).send().await.expect("GET poll");
+    assert_eq!(res.status().as_u16(), 200);
+    let header = |n: &str| res.headers().get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let (ct, cors) = (header("content-type"), header("access-control-allow-origin"));
+    let body = String::from_utf8(res.body().await.expect("body").to_vec()).expect("utf8");
+    let open = body.find('(').expect("JSONP");
+    let json: Value = serde_json::from_str(&body[open + 1..body.len() - 2]).expect("JSON inside");
+    assert!(body.ends_with(");"), "{body}");
+    (body, json, ct, cors)
+}
+
+async fn long_polling(b: Backend) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let authapi = start_business_app();
+    let cfg = config(dir.path(), &authapi, "\"127.0.0.1\"", false);
+    let s = TestServer::start(&b, &["--config", cfg.to_str().expect("path")]);
+
+    // Shape, headers and validation codes.
+    let (body, v, ct, cors) =
+        poll(&s, "appid=10001&groupid=g&userid=u&querykey=k&jsonpcallback=jQuery123_456&_=1700000000").await;
+    assert!(body.starts_with("jQuery123_456("), "{body}");
+    assert_eq!(ct, "application/javascript; charset=UTF-8");
+    assert_eq!(cors, "*");
+    assert_eq!(v, json!({"RetCode": -100009, "RetMsg": "time out", "Message": ""}));
+    let (body, v, _, _) = poll(&s, "appid=10001&groupid=g&userid=u").await;
+    assert!(body.starts_with("callback("), "default callback name: {body}");
+    assert_eq!(v["RetCode"], -100001);
+    let (body, v, _, _) = poll(&s, "appid=10001&groupid=g&querykey=k&jsonpcallback=alert(1)").await;
+    assert!(body.starts_with("callback("));
+    assert_eq!(v["RetCode"], -100001);
+    let (_, v, _, _) = poll(&s, "appid=999&groupid=g&querykey=k").await;
+    assert_eq!(v["RetCode"], -100002);
+    let (_, v, _, _) = poll(&s, "appid=10000&groupid=g&userid=u&querykey=k&token=refused").await;
+    assert_eq!(v["RetCode"], -101004);
+    let (_, v, _, _) = poll(&s, "appid=10001&groupid=g&userid=u&querykey=k&token=t").await;
+    assert_eq!(v["RetCode"], -101001);
+
+    // querymessage first: a non-empty answer returns at once; a failure is -200009.
+    let t = Instant::now();
+    let (_, v, _, _) = poll(&s, "appid=10000&groupid=g&userid=u7&querykey=now").await;
+    assert_eq!(v, json!({"RetCode": 0, "RetMsg": "ok", "Message": "immediate data for u7"}));
+    assert!(t.elapsed() < Duration::from_secs(1));
+    let (_, v, _, _) = poll(&s, "appid=10000&groupid=g&userid=u7&querykey=fail").await;
+    assert_eq!(v["RetCode"], -200009);
+
+    // Messages pushed between polls are kept and returned by the next polls, in order.
+    let (_, v, _, _) = poll(&s, "appid=10001&groupid=room&userid=p1&querykey=k").await;
+    assert_eq!(v["RetCode"], -100009, "first poll registers the box");
+    let push_plain = |content: &str| json!({"AppID": "10001", "ToAppID": "10001", "ToGroupID": "room", "Content": content});
+    for i in 0..3 {
+        assert_eq!(push(&s, push_plain(&format!("between {i}"))).await["RetCode"], 0);
+    }
+    for i in 0..3 {
+        let (_, v, _, _) = poll(&s, "appid=10001&groupid=room&userid=p1&querykey=k").await;
+        assert_eq!(v["Message"], format!("between {i}"));
+        assert_eq!(v["RetCode"], 0);
+    }
+    // A waiting poll is answered by the next push.
+    let waiting = poll(&s, "appid=10001&groupid=room&userid=p1&querykey=k");
+    let pusher = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        push(&s, push_plain("live")).await
+    };
+    let ((_, v, _, _), _) = futures_util::join!(waiting, pusher);
+    assert_eq!(v["Message"], "live");
+    // The box is bounded: the oldest are dropped, and counted.
+    for i in 0..105 {
+        push(&s, push_plain(&format!("flood {i}"))).await;
+    }
+    let (_, v, _, _) = poll(&s, "appid=10001&groupid=room&userid=p1&querykey=k").await;
+    assert_eq!(v["Message"], "flood 5");
+    let client = awc::Client::default();
+    let mut res = client.get(s.url("/metrics")).send().await.expect("metrics");
+    let text = String::from_utf8(res.body().await.expect("body").to_vec()).expect("utf8");
+    assert!(text.contains("wsim_poll_messages_dropped_total 5"), "{text}");
 }

@@ -65,6 +65,15 @@ struct AuthResponse {
     user_id: serde_json::Value,
 }
 
+thread_local! {
+    /// One client (and so one connection pool) per worker thread; timeouts are set per request.
+    static CLIENT: awc::Client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
+}
+
+fn client() -> awc::Client {
+    CLIENT.with(|c| c.clone())
+}
+
 /// A JSON string or number as text.
 pub fn text_of(v: &serde_json::Value) -> String {
     match v {
@@ -112,8 +121,12 @@ pub async fn check_token(
     .map_err(|e| TokenFailure::CallFailed(e.to_string()))?;
     let sep = if api.contains('?') { '&' } else { '?' };
     let url = format!("{api}{sep}{query}");
-    let client = awc::Client::builder().timeout(timeout).finish();
-    let mut res = client.get(&url).send().await.map_err(|e| TokenFailure::CallFailed(e.to_string()))?;
+    let mut res = client()
+        .get(&url)
+        .timeout(timeout)
+        .send()
+        .await
+        .map_err(|e| TokenFailure::CallFailed(e.to_string()))?;
     if !res.status().is_success() {
         return Err(TokenFailure::CallFailed(format!("HTTP {}", res.status())));
     }
@@ -130,6 +143,37 @@ pub async fn check_token(
         return Err(TokenFailure::Mismatch);
     }
     Ok(())
+}
+
+/// Asks the app's messageapi whether a poll should be answered at once: `Ok(Some(body))` when it
+/// answered something, `Ok(None)` for an empty answer, `Err` when the call failed.
+pub async fn query_message(
+    limits: &CallLimits,
+    app: &LongwebApp,
+    api: &str,
+    params: [(&str, &str); 4],
+    timeout: Duration,
+    concurrency: usize,
+) -> Result<Option<String>, String> {
+    let permit = limits.of(&app.appid, concurrency);
+    let _permit = tokio::time::timeout(timeout, permit.acquire_owned())
+        .await
+        .map_err(|_| "too many calls in progress".to_string())?
+        .map_err(|e| e.to_string())?;
+    let query = serde_urlencoded::to_string(params).map_err(|e| e.to_string())?;
+    let sep = if api.contains('?') { '&' } else { '?' };
+    let mut res = client()
+        .get(format!("{api}{sep}{query}"))
+        .timeout(timeout)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if !res.status().is_success() {
+        return Err(format!("HTTP {}", res.status()));
+    }
+    let body = res.body().limit(1 << 20).await.map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&body).into_owned();
+    Ok(Some(text).filter(|t| !t.trim().is_empty()))
 }
 
 #[cfg(test)]

@@ -4,11 +4,13 @@
 
 pub mod callbacks;
 pub mod conn;
+pub mod poll;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use actix::Actor;
 use actix_web::http::header::ContentType;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
@@ -44,6 +46,7 @@ pub struct LongwebState {
     pub heartbeat_interval: Duration,
     pub client_timeout: Duration,
     pub queue_bytes: u64,
+    boxes: Mutex<HashMap<(String, String, String), actix::Addr<poll::PollBox>>>,
 }
 
 impl LongwebState {
@@ -62,6 +65,7 @@ impl LongwebState {
             heartbeat_interval: heartbeat,
             client_timeout: timeout,
             queue_bytes: queue,
+            boxes: Mutex::new(HashMap::new()),
         }
     }
 
@@ -181,6 +185,134 @@ async fn onsocket(
     Ok(res)
 }
 
+/// True for a usable JSONP callback name: JavaScript identifier characters, dots and `$`.
+pub fn valid_callback(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with(|c: char| c.is_ascii_digit() || c == '.')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '$' | '.'))
+}
+
+/// `<callback>({"RetCode":…,"RetMsg":…,"Message":…});` with the JSONP headers.
+pub fn jsonp(callback: &str, code: i64, msg: &str, message: &str) -> HttpResponse {
+    let body = json!({"RetCode": code, "RetMsg": msg, "Message": message});
+    HttpResponse::Ok()
+        .content_type("application/javascript; charset=UTF-8")
+        .insert_header(("Access-Control-Allow-Origin", "*"))
+        .insert_header(("Cache-Control", "no-cache"))
+        .body(format!("{callback}({body});"))
+}
+
+/// `GET /poll/onpolling?appid=&groupid=&userid=&querykey=&jsonpcallback=&token=`.
+async fn onpolling(state: web::Data<Arc<LongwebState>>, req: HttpRequest) -> HttpResponse {
+    let q: HashMap<String, String> = serde_urlencoded::from_str::<Vec<(String, String)>>(req.query_string())
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    let get = |k: &str| q.get(k).map(|v| v.trim().to_string()).unwrap_or_default();
+    let callback = Some(get("jsonpcallback")).filter(|c| !c.is_empty()).unwrap_or_else(|| "callback".into());
+    if !valid_callback(&callback) {
+        return jsonp("callback", -100001, "invalid jsonpcallback", "");
+    }
+    let (appid, group, user, querykey) = (get("appid"), get("groupid"), get("userid"), get("querykey"));
+    if appid.is_empty() || group.is_empty() || querykey.is_empty() {
+        return jsonp(&callback, -100001, "appid, groupid and querykey can not be empty", "");
+    }
+    if !valid_id(&group) || (!user.is_empty() && !valid_id(&user)) {
+        return jsonp(&callback, -100001, "bad groupid or userid", "");
+    }
+    let settings = state.settings();
+    let Some(app) = settings.app(&appid).cloned() else {
+        return jsonp(&callback, -100002, &format!("appid[{appid}] no exists"), "");
+    };
+    let token = get("token");
+    let verified = if token.is_empty() {
+        false
+    } else {
+        let checked = callbacks::check_token(
+            &state.limits,
+            &app,
+            &group,
+            &user,
+            &token,
+            settings.callback_timeout,
+            settings.callback_concurrency,
+        )
+        .await;
+        match checked {
+            Ok(()) => true,
+            Err(f) => return jsonp(&callback, f.code(), &f.message(&appid), ""),
+        }
+    };
+    if let Some(api) = app.messageapi.as_deref() {
+        let params = [
+            ("appid", &appid[..]),
+            ("groupid", &group[..]),
+            ("querykey", &querykey[..]),
+            ("userid", &user[..]),
+        ];
+        let answer = callbacks::query_message(
+            &state.limits,
+            &app,
+            api,
+            params,
+            settings.callback_timeout,
+            settings.callback_concurrency,
+        )
+        .await;
+        match answer {
+            Ok(Some(body)) => return jsonp(&callback, 0, "ok", &body),
+            Ok(None) => {}
+            Err(e) => return jsonp(&callback, -200009, &format!("messageapi failed: {e}"), ""),
+        }
+    }
+    let wait = Duration::from_secs(app.timeout.max(1));
+    let mailbox = state.poll_box(&appid, &group, &user, verified, wait);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    state.count(&appid, Kind::Poll, verified, 1);
+    mailbox.do_send(poll::Poll { wait, answer: tx });
+    let answer = rx.await;
+    state.count(&appid, Kind::Poll, verified, -1);
+    match answer {
+        Ok(Some(content)) => jsonp(&callback, 0, "ok", &content),
+        Ok(None) => jsonp(&callback, -100009, "time out", ""),
+        // The box went away without answering: the poll could not be registered.
+        Err(_) => jsonp(&callback, -100003, "register failed", ""),
+    }
+}
+
+impl LongwebState {
+    /// The long-poll box of (app, group, user), started when missing.
+    fn poll_box(
+        &self,
+        app: &str,
+        group: &str,
+        user: &str,
+        verified: bool,
+        wait: Duration,
+    ) -> actix::Addr<poll::PollBox> {
+        let key = (app.to_string(), group.to_string(), user.to_string());
+        let mut boxes = self.boxes.lock().unwrap_or_else(|p| p.into_inner());
+        boxes.retain(|_, a| a.connected());
+        if let Some(a) = boxes.get(&key) {
+            return a.clone();
+        }
+        // Kept for a few poll timeouts after the last poll, so a client that polls again loses nothing.
+        let idle_after = (wait * 3).max(Duration::from_secs(60));
+        let addr = poll::PollBox::new(
+            self.core.clone(),
+            key.0.clone(),
+            key.1.clone(),
+            key.2.clone(),
+            verified,
+            idle_after,
+        )
+        .start();
+        boxes.insert(key, addr.clone());
+        addr
+    }
+}
+
 /// `GET /state`: connection counts per app.
 async fn app_state(state: web::Data<Arc<LongwebState>>) -> HttpResponse {
     let settings = state.settings();
@@ -207,6 +339,7 @@ pub fn configure(state: Arc<LongwebState>) -> impl FnOnce(&mut web::ServiceConfi
         cfg.app_data(web::Data::new(state))
             .route("/sendmessage", web::post().to(sendmessage))
             .route("/ws/onsocket", web::get().to(onsocket))
+            .route("/poll/onpolling", web::get().to(onpolling))
             .route("/state", web::get().to(app_state));
     }
 }

@@ -1,0 +1,139 @@
+//! `/poll/onpolling`: the JSONP long-poll. Each (app, group, user) that polls has a [`PollBox`] in the
+//! group's room: messages pushed while no poll is waiting are kept there (bounded, oldest dropped first,
+//! counted in /metrics) and answered by the next poll, so a client that polls again loses nothing.
+//! A box nobody polls for a while leaves the room.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+use crate::core::rooms::RoomMember;
+use crate::core::{next_conn_id, ConnId, Core, Deliver};
+use crate::metrics::METRICS;
+
+/// Messages a box keeps between two polls.
+pub const BOX_CAPACITY: usize = 100;
+
+/// Wait for the next message, up to `wait`; answered `None` on timeout (or when a newer poll of the
+/// same box takes over).
+pub struct Poll {
+    pub wait: Duration,
+    pub answer: oneshot::Sender<Option<String>>,
+}
+impl actix::Message for Poll {
+    type Result = ();
+}
+
+pub struct PollBox {
+    id: ConnId,
+    core: Core,
+    app: String,
+    group: String,
+    user: String,
+    verified: bool,
+    queue: VecDeque<String>,
+    waiting: Option<(u64, oneshot::Sender<Option<String>>)>,
+    next_wait: u64,
+    last_poll: Instant,
+    idle_after: Duration,
+}
+
+impl PollBox {
+    pub fn new(
+        core: Core,
+        app: String,
+        group: String,
+        user: String,
+        verified: bool,
+        idle_after: Duration,
+    ) -> Self {
+        PollBox {
+            id: next_conn_id(),
+            core,
+            app,
+            group,
+            user,
+            verified,
+            queue: VecDeque::new(),
+            waiting: None,
+            next_wait: 1,
+            last_poll: Instant::now(),
+            idle_after,
+        }
+    }
+}
+
+impl Actor for PollBox {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let member = RoomMember {
+            conn: self.id,
+            user: self.user.clone(),
+            verified: self.verified,
+            deliver: ctx.address().recipient(),
+        };
+        self.core.join_rooms(&self.app, vec![self.group.clone()], member);
+        let check = (self.idle_after / 4).max(Duration::from_secs(1));
+        ctx.run_interval(check, |act, ctx| {
+            if act.waiting.is_none() && act.last_poll.elapsed() > act.idle_after {
+                ctx.stop();
+            }
+        });
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.core.leave_rooms(self.id);
+        if let Some((_, tx)) = self.waiting.take() {
+            let _ = tx.send(None);
+        }
+    }
+}
+
+impl Handler<Poll> for PollBox {
+    type Result = ();
+
+    fn handle(&mut self, msg: Poll, ctx: &mut Self::Context) {
+        self.last_poll = Instant::now();
+        if let Some(m) = self.queue.pop_front() {
+            let _ = msg.answer.send(Some(m));
+            return;
+        }
+        if let Some((_, older)) = self.waiting.take() {
+            let _ = older.send(None);
+        }
+        let n = self.next_wait;
+        self.next_wait += 1;
+        self.waiting = Some((n, msg.answer));
+        ctx.run_later(msg.wait, move |act, _| {
+            if act.waiting.as_ref().is_some_and(|(w, _)| *w == n) {
+                if let Some((_, tx)) = act.waiting.take() {
+                    let _ = tx.send(None);
+                }
+                act.last_poll = Instant::now();
+            }
+        });
+    }
+}
+
+impl Handler<Deliver> for PollBox {
+    type Result = ();
+
+    fn handle(&mut self, msg: Deliver, _: &mut Self::Context) {
+        let content = msg.msg.payload.clone();
+        if let Some((_, tx)) = self.waiting.take() {
+            if let Err(content) = tx.send(Some(content)) {
+                // The poll went away just now: keep the message for the next one.
+                self.queue.extend(content);
+            }
+            return;
+        }
+        if self.queue.len() >= BOX_CAPACITY {
+            self.queue.pop_front();
+            METRICS.poll_dropped.inc();
+        }
+        self.queue.push_back(content);
+    }
+}
