@@ -136,16 +136,25 @@ impl Handler<Attach> for Registry {
     type Result = MessageResult<Attach>;
 
     fn handle(&mut self, msg: Attach, ctx: &mut Self::Context) -> Self::Result {
-        let entry = match self.users.get_mut(&msg.key) {
-            Some(e) if e.addr.connected() => e,
-            _ => {
-                let addr =
-                    UserSession::new(msg.key.clone(), ctx.address(), self.writer.clone(), self.store.clone())
-                        .start();
-                self.users.insert(msg.key.clone(), SessionEntry { addr, attaches: 0 });
-                self.users.get_mut(&msg.key).expect("just inserted")
-            }
+        let (registry, writer, store) = (ctx.address(), self.writer.clone(), self.store.clone());
+        let start = |key: &UserKey| SessionEntry {
+            addr: UserSession::new(key.clone(), registry, writer, store).start(),
+            attaches: 0,
         };
+        let entry = self.users.entry(msg.key.clone()).or_insert_with_key(start);
+        if !entry.addr.connected() {
+            // The session stopped on its own (it should have said so): start a fresh one.
+            *entry = SessionEntry {
+                addr: UserSession::new(
+                    msg.key.clone(),
+                    ctx.address(),
+                    self.writer.clone(),
+                    self.store.clone(),
+                )
+                .start(),
+                attaches: 0,
+            };
+        }
         entry.attaches += 1;
         entry.addr.do_send(AttachConn { conn: msg.conn });
         MessageResult(entry.addr.clone())
