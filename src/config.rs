@@ -77,6 +77,75 @@ pub struct FileConfig {
     pub uploads: UploadsFile,
     #[serde(default)]
     pub longweb: LongwebFile,
+    #[serde(default)]
+    pub gru: GruFile,
+}
+
+/// A node of the Gru cluster, as `/ticket` hands it out.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GruNode {
+    pub name: String,
+    pub addr: String,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GruFile {
+    pub nodes: Option<Vec<GruNode>>,
+    pub token1_check: Option<String>,
+    pub token1_salt: Option<String>,
+    pub token1_callback: Option<String>,
+    pub token2_secret: Option<String>,
+    pub token2_ttl_secs: Option<u64>,
+    /// An extra address serving only `/ticket` (the original used port 30000).
+    pub ticket_listen: Option<String>,
+}
+
+/// How `/ticket` checks token1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Token1Check {
+    Off,
+    /// token1 = md5("<userId>_<userName>_" + salt)
+    Md5(String),
+    /// GET <url>?userId=&userName=&userType=&token1= answering {"success":true}
+    Callback(String),
+}
+
+/// The Gru front-end's settings.
+#[derive(Debug, Clone)]
+pub struct GruSettings {
+    /// `None`: this server alone (its public URL, known once it listens); an empty list: no node.
+    pub nodes: Option<Vec<GruNode>>,
+    pub token1: Token1Check,
+    /// Empty: generated once and kept in the data directory.
+    pub token2_secret: String,
+    pub token2_ttl: Duration,
+    pub ticket_listen: Option<String>,
+}
+
+impl GruSettings {
+    pub fn from_file(f: &GruFile) -> Result<GruSettings, ConfigError> {
+        let token1 = match f.token1_check.as_deref().unwrap_or("off") {
+            "off" => Token1Check::Off,
+            "md5" => Token1Check::Md5(
+                f.token1_salt
+                    .clone()
+                    .ok_or_else(|| ConfigError::Invalid("gru.token1_salt", "required for md5".into()))?,
+            ),
+            "callback" => Token1Check::Callback(f.token1_callback.clone().ok_or_else(|| {
+                ConfigError::Invalid("gru.token1_callback", "required for callback".into())
+            })?),
+            other => return Err(ConfigError::Invalid("gru.token1_check", other.to_string())),
+        };
+        Ok(GruSettings {
+            nodes: f.nodes.clone(),
+            token1,
+            token2_secret: f.token2_secret.clone().unwrap_or_default(),
+            token2_ttl: Duration::from_secs(f.token2_ttl_secs.unwrap_or(86_400).max(1)),
+            ticket_listen: f.ticket_listen.clone(),
+        })
+    }
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -239,6 +308,7 @@ pub struct Settings {
     /// Upload size limits in bytes: audio, image, video.
     pub upload_limits: (u64, u64, u64),
     pub longweb: LongwebSettings,
+    pub gru: GruSettings,
     /// The configuration file, re-read on SIGHUP.
     pub config_path: Option<PathBuf>,
 }
@@ -381,6 +451,7 @@ impl Settings {
             },
             gateway,
             longweb: LongwebSettings::from_file(&file.longweb)?,
+            gru: GruSettings::from_file(&file.gru)?,
             config_path: None,
             upload_limits: (
                 file.uploads.max_audio_mib.unwrap_or(20) << 20,

@@ -6,11 +6,13 @@ use std::sync::Arc;
 use actix_web::dev::Service;
 use actix_web::{middleware, web, App, HttpResponse, HttpServer};
 
+use crate::config::GruNode;
 use crate::config::Settings;
 use crate::core::service::CoreSettings;
 use crate::core::Core;
 use crate::metrics::METRICS;
 use crate::proto::gateway::{self, notify::NotifySettings, token::TokenKeys, GatewayState};
+use crate::proto::gru::{self, ticket::Token2, GruState};
 use crate::proto::longweb::{self, LongwebState};
 use crate::proto::wsim::snap::SnapSettings;
 use crate::proto::wsim::upload::{self, UploadSettings};
@@ -32,6 +34,8 @@ pub struct Running {
     pub addrs: Vec<SocketAddr>,
     pub public_url: String,
     server: actix_web::dev::Server,
+    /// Servers on extra addresses (the Gru ticket service), running on their own.
+    extra: Vec<actix_web::dev::ServerHandle>,
     core: Core,
 }
 
@@ -40,6 +44,9 @@ impl Running {
     /// accepted before returning.
     pub async fn wait(self) -> std::io::Result<()> {
         let res = self.server.await;
+        for h in self.extra {
+            h.stop(true).await;
+        }
         log::info!("stopped accepting; flushing");
         self.core.flush().await;
         log::info!("flushed; bye");
@@ -180,7 +187,21 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         settings.outbound_queue_bytes,
     ));
     spawn_reloader(settings.config_path.clone(), longweb_state.clone());
+    let gru_nodes = settings
+        .gru
+        .nodes
+        .clone()
+        .unwrap_or_else(|| vec![GruNode { name: "node_1".into(), addr: public_url.clone() }]);
+    let token2 = Token2::load(&settings.gru.token2_secret, &settings.data_dir, settings.gru.token2_ttl)
+        .map_err(|e| StartError::Config(format!("gru token2 key: {e}")))?;
+    let gru_state = Arc::new(GruState {
+        nodes: gru_nodes,
+        token1: settings.gru.token1.clone(),
+        token2,
+        callback_timeout: settings.longweb.callback_timeout,
+    });
     let store_data = web::Data::new(store);
+    let ticket_state = gru_state.clone();
 
     let mut server = HttpServer::new(move || {
         App::new()
@@ -200,6 +221,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             .configure(wsim::configure(wsim_state.clone()))
             .configure(upload::configure(upload_settings.clone()))
             .configure(longweb::configure(longweb_state.clone()))
+            .configure(gru::configure(gru_state.clone()))
             .configure(gateway::configure(gateway_state.clone()))
     })
     .shutdown_timeout(5)
@@ -210,5 +232,18 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         server = server.listen(l).map_err(|e| StartError::Bind(addr, e))?;
     }
     let server = server.run();
-    Ok(Running { addrs, public_url, server, core })
+    // The ticket service may have an address of its own, serving only /ticket.
+    let mut extra = Vec::new();
+    if let Some(addr) = &settings.gru.ticket_listen {
+        let l = TcpListener::bind(addr).map_err(|e| StartError::Bind(addr.clone(), e))?;
+        let state = ticket_state;
+        let ticket_server = HttpServer::new(move || App::new().configure(gru::configure(state.clone())))
+            .workers(1)
+            .listen(l)
+            .map_err(|e| StartError::Bind(addr.clone(), e))?
+            .run();
+        extra.push(ticket_server.handle());
+        actix_web::rt::spawn(ticket_server);
+    }
+    Ok(Running { addrs, public_url, server, extra, core })
 }

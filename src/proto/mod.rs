@@ -2,5 +2,6 @@
 //! HTTP handlers, and reaches storage and delivery only through `core::Core`.
 
 pub mod gateway;
+pub mod gru;
 pub mod longweb;
 pub mod wsim;
