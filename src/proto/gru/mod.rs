@@ -1,6 +1,9 @@
-//! The Gru front-end. So far `/ticket` (node assignment and token2); the Socket.IO endpoint (`auth`,
-//! `msg`, `online` over Engine.IO v3/v4) is the next step.
+//! The Gru front-end. So far `/ticket` (node assignment and token2) and the Engine.IO / Socket.IO
+//! codecs; the Socket.IO endpoint (`auth`, `subscribe`, `msg`, `online` over Engine.IO v3/v4, polling
+//! and websocket) is the next step.
 
+pub mod engineio;
+pub mod socketio;
 pub mod ticket;
 
 use std::collections::HashMap;
