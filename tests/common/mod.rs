@@ -169,13 +169,8 @@ impl TestServer {
 
     /// Sends the named signal and waits for the exit status.
     pub fn stop_with(&mut self, signal: &str) -> ExitStatus {
+        self.signal(signal);
         let mut child = self.child.take().expect("running");
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(child.id().to_string())
-            .status()
-            .expect("kill");
-        assert!(status.success());
         for _ in 0..200 {
             if let Ok(Some(st)) = child.try_wait() {
                 return st;
@@ -183,7 +178,7 @@ impl TestServer {
             std::thread::sleep(Duration::from_millis(50));
         }
         let _ = child.kill();
-        panic!("wsim did not exit within 10 s of SIGTERM");
+        panic!("wsim did not exit within 10 s of SIG{signal}");
     }
 
     /// Sends a signal without waiting for an exit (e.g. HUP).
