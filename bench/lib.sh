@@ -1,0 +1,29 @@
+# Shared by bench/run.sh and bench/quick.sh: a fresh wsim release server pinned to CPU 0.
+#   start_server sqlite|mysql   sets SERVER_PID, SERVER_PORT, SERVER_TMP (and SERVER_DB for MariaDB)
+#   stop_server                 SIGTERM, wait, drop the database, remove the temporary directory
+BIN="$CARGO_TARGET_DIR/release"
+MYSQL_ADMIN_URL="${WSIM_BENCH_MYSQL_URL:-mysql://root@127.0.0.1:3306/test}"
+
+start_server() {
+  local backend=$1 url
+  SERVER_TMP="$(mktemp -d)"
+  SERVER_DB=""
+  if [ "$backend" = sqlite ]; then
+    url="sqlite://$SERVER_TMP/wsim.db"
+  else
+    SERVER_DB="wsim_bench_$$_$(date +%s)"
+    mysql -uroot -h127.0.0.1 -e "CREATE DATABASE \`$SERVER_DB\` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+    url="${MYSQL_ADMIN_URL%/*}/$SERVER_DB"
+  fi
+  SERVER_PORT=$((20000 + RANDOM % 20000))
+  RUST_LOG=warn taskset -c 0 "$BIN/wsim" --listen "127.0.0.1:$SERVER_PORT" --database-url "$url" \
+    --data-dir "$SERVER_TMP" >"$SERVER_TMP/server.out" 2>"$SERVER_TMP/server.err" &
+  SERVER_PID=$!
+  for _ in $(seq 100); do grep -q listening "$SERVER_TMP/server.out" 2>/dev/null && break; sleep 0.1; done
+}
+
+stop_server() {
+  kill -TERM "$SERVER_PID"; wait "$SERVER_PID" || true
+  if [ -n "$SERVER_DB" ]; then mysql -uroot -h127.0.0.1 -e "DROP DATABASE IF EXISTS \`$SERVER_DB\`"; fi
+  rm -rf "$SERVER_TMP"
+}
