@@ -262,6 +262,14 @@ async fn long_polling(b: Backend) {
     assert_eq!(v["RetCode"], -101004);
     let (_, v, _, _) = poll(&s, "appid=10001&groupid=g&userid=u&querykey=k&token=t").await;
     assert_eq!(v["RetCode"], -101001);
+    for (query, code) in [
+        ("appid=10002&groupid=g&userid=u&querykey=k&token=ok", -101002),
+        ("appid=10000&groupid=g&userid=u&querykey=k&token=badjson", -101003),
+        ("appid=10000&groupid=g&userid=u&querykey=k&token=mismatch", -101005),
+    ] {
+        let (_, v, _, _) = poll(&s, query).await;
+        assert_eq!(v["RetCode"], code, "{query}");
+    }
 
     // querymessage first: a non-empty answer returns at once; a failure is -200009.
     let t = Instant::now();
