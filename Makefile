@@ -6,13 +6,23 @@ WSIM_TEST_MYSQL_URL ?= mysql://root@127.0.0.1:3306/test
 LISTEN ?= 0.0.0.0:6060
 DATA_DIR ?= ./data
 
-.PHONY: deps run test lint fmt build bench
+.PHONY: deps node-deps run test lint fmt build bench
 
 # The MySQL client library (libmysqlclient) comes from Debian.
 deps:
 	@if ! dpkg -s default-libmysqlclient-dev >/dev/null 2>&1; then \
 		echo "installing default-libmysqlclient-dev"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-libmysqlclient-dev pkg-config; \
+	fi
+
+# Node.js and the real Socket.IO clients (2.x and 4.x) the Gru tests drive, from npm.
+node-deps:
+	@if ! command -v npm >/dev/null 2>&1; then \
+		echo "installing nodejs and npm"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; \
+	fi
+	@if [ ! tests/node/node_modules/.package-lock.json -nt tests/node/package-lock.json ]; then \
+		cd tests/node && npm ci --no-audit --no-fund --loglevel=error; \
 	fi
 
 build: deps
@@ -22,7 +32,7 @@ run: build
 	mkdir -p $(DATA_DIR)
 	$(CARGO_TARGET_DIR)/release/wsim --listen $(LISTEN) --data-dir $(DATA_DIR)
 
-test: deps
+test: deps node-deps
 	WSIM_TEST_MYSQL_URL=$(WSIM_TEST_MYSQL_URL) $(CARGO) test --lib --bins --tests -- --test-threads=4
 
 lint:

@@ -100,6 +100,10 @@ pub struct GruFile {
     pub token2_ttl_secs: Option<u64>,
     /// An extra address serving only `/ticket` (the original used port 30000).
     pub ticket_listen: Option<String>,
+    /// Engine.IO heartbeat: how often the ping goes (v4: from the server, v3: from the client).
+    pub ping_interval_ms: Option<u64>,
+    /// Engine.IO heartbeat: how long past the interval a silent session is kept.
+    pub ping_timeout_ms: Option<u64>,
 }
 
 /// How `/ticket` checks token1.
@@ -122,6 +126,8 @@ pub struct GruSettings {
     pub token2_secret: String,
     pub token2_ttl: Duration,
     pub ticket_listen: Option<String>,
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
 }
 
 impl GruSettings {
@@ -144,6 +150,8 @@ impl GruSettings {
             token2_secret: f.token2_secret.clone().unwrap_or_default(),
             token2_ttl: Duration::from_secs(f.token2_ttl_secs.unwrap_or(86_400).max(1)),
             ticket_listen: f.ticket_listen.clone(),
+            ping_interval: Duration::from_millis(f.ping_interval_ms.unwrap_or(25_000).max(100)),
+            ping_timeout: Duration::from_millis(f.ping_timeout_ms.unwrap_or(20_000).max(100)),
         })
     }
 }

@@ -194,12 +194,16 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         .unwrap_or_else(|| vec![GruNode { name: "node_1".into(), addr: public_url.clone() }]);
     let token2 = Token2::load(&settings.gru.token2_secret, &settings.data_dir, settings.gru.token2_ttl)
         .map_err(|e| StartError::Config(format!("gru token2 key: {e}")))?;
-    let gru_state = Arc::new(GruState {
-        nodes: gru_nodes,
-        token1: settings.gru.token1.clone(),
+    let gru_state = Arc::new(GruState::new(
+        core.clone(),
+        gru_nodes,
+        settings.gru.token1.clone(),
         token2,
-        callback_timeout: settings.longweb.callback_timeout,
-    });
+        settings.longweb.callback_timeout,
+        settings.gru.ping_interval,
+        settings.gru.ping_timeout,
+        settings.outbound_queue_bytes as usize,
+    ));
     let store_data = web::Data::new(store);
     let ticket_state = gru_state.clone();
 
@@ -237,11 +241,12 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     if let Some(addr) = &settings.gru.ticket_listen {
         let l = TcpListener::bind(addr).map_err(|e| StartError::Bind(addr.clone(), e))?;
         let state = ticket_state;
-        let ticket_server = HttpServer::new(move || App::new().configure(gru::configure(state.clone())))
-            .workers(1)
-            .listen(l)
-            .map_err(|e| StartError::Bind(addr.clone(), e))?
-            .run();
+        let ticket_server =
+            HttpServer::new(move || App::new().configure(gru::configure_ticket(state.clone())))
+                .workers(1)
+                .listen(l)
+                .map_err(|e| StartError::Bind(addr.clone(), e))?
+                .run();
         extra.push(ticket_server.handle());
         actix_web::rt::spawn(ticket_server);
     }

@@ -1,8 +1,9 @@
-//! Rooms: live, unstored groups made of the connections that joined them (longweb groups). A message
-//! published to a room is stored first (for history) and then handed to the room's member connections,
-//! filtered by audience (everyone, connections without a verified token, or only verified ones) and
-//! optionally narrowed to one user. Publishing to the empty room name reaches every room of the app
-//! except the one named [`EXCLUDED_FROM_BROADCAST`].
+//! Rooms: live, unstored groups made of the connections that joined them (longweb and Gru groups). A
+//! message published to a room is stored first (for history) and then handed to the room's member
+//! connections, filtered by audience (everyone, connections without a verified token, or only verified
+//! ones) and optionally narrowed to one user. Publishing to the empty room name with a user reaches
+//! every connection of that user in the app; without a user, every room of the app except the one named
+//! [`EXCLUDED_FROM_BROADCAST`]. The sending connection never gets its own message back.
 
 use std::collections::{HashMap, HashSet};
 
@@ -53,13 +54,32 @@ pub struct RoomMember {
     pub deliver: Recipient<Deliver>,
 }
 
-/// Put a connection into rooms of an app.
+/// Put a connection into rooms of an app (with no rooms: only reachable as its user).
 pub struct JoinRooms {
     pub app: String,
     pub rooms: Vec<String>,
     pub member: RoomMember,
 }
 impl actix::Message for JoinRooms {
+    type Result = ();
+}
+
+/// The distinct users with a connection in a room, sorted.
+pub struct RoomUsers {
+    pub app: String,
+    pub room: String,
+}
+impl actix::Message for RoomUsers {
+    type Result = Vec<String>;
+}
+
+/// Deliver a connection's messages to another actor from now on (a transport upgrade); answered once
+/// done, so everything sent to the old one is already in its mailbox.
+pub struct Repoint {
+    pub conn: ConnId,
+    pub deliver: Recipient<Deliver>,
+}
+impl actix::Message for Repoint {
     type Result = ();
 }
 
@@ -80,7 +100,13 @@ pub struct Publish {
     /// Only this user's connections (any audience).
     pub user: Option<String>,
     pub audience: Audience,
+    /// The message kind as the front-end names it.
+    pub kind: String,
     pub payload: String,
+    /// Front-end data kept with the message.
+    pub extension: String,
+    /// The sending connection, which does not get its own message back.
+    pub origin: Option<ConnId>,
 }
 impl actix::Message for Publish {
     type Result = Result<SharedMessage, CoreError>;
@@ -88,13 +114,17 @@ impl actix::Message for Publish {
 
 pub struct Rooms {
     writer: Addr<StoreWriter>,
+    /// Members of each (app, room).
     rooms: HashMap<(String, String), HashMap<ConnId, RoomMember>>,
-    joined: HashMap<ConnId, Vec<(String, String)>>,
+    /// Connections of each (app, user), in rooms or not.
+    users: HashMap<(String, String), HashMap<ConnId, RoomMember>>,
+    /// What each connection joined: its app, user and rooms.
+    joined: HashMap<ConnId, (String, String, Vec<String>)>,
 }
 
 impl Rooms {
     pub fn new(writer: Addr<StoreWriter>) -> Self {
-        Rooms { writer, rooms: HashMap::new(), joined: HashMap::new() }
+        Rooms { writer, rooms: HashMap::new(), users: HashMap::new(), joined: HashMap::new() }
     }
 }
 
@@ -107,10 +137,14 @@ impl Handler<JoinRooms> for Rooms {
 
     fn handle(&mut self, msg: JoinRooms, _: &mut Self::Context) {
         let conn = msg.member.conn;
+        let user = msg.member.user.clone();
+        self.users.entry((msg.app.clone(), user.clone())).or_default().insert(conn, msg.member.clone());
+        let entry = self.joined.entry(conn).or_insert_with(|| (msg.app.clone(), user, Vec::new()));
         for room in msg.rooms {
-            let key = (msg.app.clone(), room);
-            self.rooms.entry(key.clone()).or_default().insert(conn, msg.member.clone());
-            self.joined.entry(conn).or_default().push(key);
+            self.rooms.entry((msg.app.clone(), room.clone())).or_default().insert(conn, msg.member.clone());
+            if !entry.2.contains(&room) {
+                entry.2.push(room);
+            }
         }
     }
 }
@@ -119,7 +153,9 @@ impl Handler<LeaveRooms> for Rooms {
     type Result = ();
 
     fn handle(&mut self, msg: LeaveRooms, _: &mut Self::Context) {
-        for key in self.joined.remove(&msg.conn).unwrap_or_default() {
+        let Some((app, user, rooms)) = self.joined.remove(&msg.conn) else { return };
+        for room in rooms {
+            let key = (app.clone(), room);
             if let Some(members) = self.rooms.get_mut(&key) {
                 members.remove(&msg.conn);
                 if members.is_empty() {
@@ -127,6 +163,45 @@ impl Handler<LeaveRooms> for Rooms {
                 }
             }
         }
+        let key = (app, user);
+        if let Some(conns) = self.users.get_mut(&key) {
+            conns.remove(&msg.conn);
+            if conns.is_empty() {
+                self.users.remove(&key);
+            }
+        }
+    }
+}
+
+impl Handler<Repoint> for Rooms {
+    type Result = ();
+
+    fn handle(&mut self, msg: Repoint, _: &mut Self::Context) {
+        let Some((app, user, rooms)) = self.joined.get(&msg.conn) else { return };
+        let repoint = |members: Option<&mut HashMap<ConnId, RoomMember>>| {
+            if let Some(m) = members.and_then(|ms| ms.get_mut(&msg.conn)) {
+                m.deliver = msg.deliver.clone();
+            }
+        };
+        for room in rooms {
+            repoint(self.rooms.get_mut(&(app.clone(), room.clone())));
+        }
+        repoint(self.users.get_mut(&(app.clone(), user.clone())));
+    }
+}
+
+impl Handler<RoomUsers> for Rooms {
+    type Result = Vec<String>;
+
+    fn handle(&mut self, msg: RoomUsers, _: &mut Self::Context) -> Vec<String> {
+        let mut users: Vec<String> = self
+            .rooms
+            .get(&(msg.app, msg.room))
+            .map(|members| members.values().map(|m| m.user.clone()).collect())
+            .unwrap_or_default();
+        users.sort_unstable();
+        users.dedup();
+        users
     }
 }
 
@@ -140,13 +215,13 @@ impl Handler<Publish> for Rooms {
                 app: msg.app,
                 sender: msg.sender,
                 target: Target::Room { room: msg.room, user: msg.user },
-                kind: "text".into(),
+                kind: msg.kind,
                 payload: msg.payload,
-                extension: String::new(),
+                extension: msg.extension,
                 status: msg.audience as i32,
             },
             conv_type: 0,
-            origin: Origin::default(),
+            origin: Origin { conn: msg.origin, events: None },
             notify: ctx.address().recipient(),
             ack: Some(tx),
         };
@@ -163,29 +238,50 @@ impl Handler<Publish> for Rooms {
 impl Handler<Persisted> for Rooms {
     type Result = ();
 
-    /// Stored: hand it to the rooms' connections, each once.
+    /// Stored: hand it to the rooms' connections, each once, never back to the sending connection.
     fn handle(&mut self, p: Persisted, _: &mut Self::Context) {
         let m = &p.msg;
-        let audience = Audience::from_status(m.status);
-        let mut seen: HashSet<ConnId> = HashSet::new();
-        for ((app, room), members) in &self.rooms {
-            let in_scope = *app == m.app
-                && if m.conv.is_empty() {
-                    room != EXCLUDED_FROM_BROADCAST || !m.recipient.is_empty()
-                } else {
-                    *room == m.conv
-                };
-            if !in_scope {
-                continue;
+        let send = |member: &RoomMember| {
+            if Some(member.conn) != p.origin {
+                member.deliver.do_send(Deliver { msg: p.msg.clone(), replay: false });
             }
-            for member in members.values() {
-                let wanted = if m.recipient.is_empty() {
-                    audience.admits(member.verified)
-                } else {
-                    member.user == m.recipient
-                };
-                if wanted && seen.insert(member.conn) {
-                    member.deliver.do_send(Deliver { msg: p.msg.clone(), replay: false });
+        };
+        match (m.conv.is_empty(), m.recipient.is_empty()) {
+            // One user, wherever it is.
+            (true, false) => {
+                if let Some(conns) = self.users.get(&(m.app.clone(), m.recipient.clone())) {
+                    conns.values().for_each(send);
+                }
+            }
+            // One room, everyone or one user in it.
+            (false, _) => {
+                if let Some(members) = self.rooms.get(&(m.app.clone(), m.conv.clone())) {
+                    let audience = Audience::from_status(m.status);
+                    members
+                        .values()
+                        .filter(|mb| {
+                            if m.recipient.is_empty() {
+                                audience.admits(mb.verified)
+                            } else {
+                                mb.user == m.recipient
+                            }
+                        })
+                        .for_each(send);
+                }
+            }
+            // Every room of the app but the excluded one, each connection once.
+            (true, true) => {
+                let audience = Audience::from_status(m.status);
+                let mut seen: HashSet<ConnId> = HashSet::new();
+                for ((app, room), members) in &self.rooms {
+                    if *app != m.app || room == EXCLUDED_FROM_BROADCAST {
+                        continue;
+                    }
+                    for member in members.values() {
+                        if audience.admits(member.verified) && seen.insert(member.conn) {
+                            send(member);
+                        }
+                    }
                 }
             }
         }

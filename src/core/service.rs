@@ -10,7 +10,7 @@ use tokio::sync::oneshot;
 use super::ids::{now_us, IdGen};
 use super::message::{direct_conv_id, ConnId, Draft, GroupKey, Message, SharedMessage, UserKey};
 use super::registry::{Attach, FlushSessions, MembershipChanged, Registry, Submit, WhoIsOnline};
-use super::rooms::{JoinRooms, LeaveRooms, Publish, RoomMember, Rooms};
+use super::rooms::{JoinRooms, LeaveRooms, Publish, Repoint, RoomMember, RoomUsers, Rooms};
 use super::session::UserSession;
 use super::writer::{Flush, GetStats, StoreWriter, WriterStats};
 use super::{ConnHandle, CoreError, Origin};
@@ -105,6 +105,16 @@ impl Core {
     /// Takes a connection out of every live room.
     pub fn leave_rooms(&self, conn: ConnId) {
         self.rooms.do_send(LeaveRooms { conn });
+    }
+
+    /// Delivers a connection's room messages to `deliver` from now on; returns once in effect.
+    pub async fn repoint_rooms(&self, conn: ConnId, deliver: actix::Recipient<super::Deliver>) {
+        let _ = self.rooms.send(Repoint { conn, deliver }).await;
+    }
+
+    /// The users with a connection in a live room.
+    pub async fn room_users(&self, app: &str, room: &str) -> Vec<String> {
+        self.rooms.send(RoomUsers { app: app.to_string(), room: room.to_string() }).await.unwrap_or_default()
     }
 
     /// Stores a message and delivers it to live rooms; answers once stored.

@@ -79,19 +79,18 @@ pub fn decode(s: &str) -> Result<Packet, EioError> {
 
 /// Joins packets into one polling response body.
 pub fn encode_payload(v: Eio, packets: &[Packet]) -> String {
+    let encoded: Vec<String> = packets.iter().map(encode).collect();
+    frame_payload(v, &encoded)
+}
+
+/// A polling payload of packets already encoded (see [`encode_payload`]).
+pub fn frame_payload(v: Eio, encoded: &[String]) -> String {
     match v {
-        Eio::V4 => packets.iter().map(encode).collect::<Vec<_>>().join("\u{1e}"),
-        Eio::V3 => packets
-            .iter()
-            .map(|p| {
-                let e = encode(p);
-                format!("{}:{e}", e.encode_utf16().count())
-            })
-            .collect(),
+        Eio::V4 => encoded.join("\u{1e}"),
+        Eio::V3 => encoded.iter().map(|e| format!("{}:{e}", e.encode_utf16().count())).collect(),
     }
 }
 
-/// Splits a polling request body into packets.
 pub fn decode_payload(v: Eio, body: &str) -> Result<Vec<Packet>, EioError> {
     match v {
         Eio::V4 => body.split('\u{1e}').map(decode).collect(),

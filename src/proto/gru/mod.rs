@@ -1,28 +1,93 @@
-//! The Gru front-end. So far `/ticket` (node assignment and token2) and the Engine.IO / Socket.IO
-//! codecs; the Socket.IO endpoint (`auth`, `subscribe`, `msg`, `online` over Engine.IO v3/v4, polling
-//! and websocket) is the next step.
+//! The Gru front-end: `/ticket` (node assignment and token2) and the Socket.IO endpoint
+//! `/socket.io/` (Engine.IO v3 and v4, polling and WebSocket with upgrade) carrying the Gru events
+//! `auth`, `subscribe`, `msg` and `online` on live core rooms.
 
+pub mod endpoint;
 pub mod engineio;
+pub mod events;
+pub mod polling;
+pub mod socket;
 pub mod socketio;
 pub mod ticket;
+pub mod ws;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use actix::Addr;
 use actix_web::http::header::ContentType;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
 use crate::config::{GruNode, Token1Check};
+use crate::core::message::ConnId;
+use crate::core::Core;
 use ticket::{md5_token1, nodes_for, Token2};
 
 /// What the Gru handlers share.
 pub struct GruState {
+    pub core: Core,
     pub nodes: Vec<GruNode>,
     pub token1: Token1Check,
     pub token2: Token2,
     pub callback_timeout: Duration,
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
+    /// Largest Engine.IO message or polling body accepted from a client.
+    pub max_payload: usize,
+    /// Bytes of packets that may wait for a slow client before its session is closed.
+    pub queue_bytes: usize,
+    /// Polling sessions by sid (WebSocket sessions need no lookup).
+    sessions: Mutex<HashMap<String, (Addr<polling::GruPoll>, ConnId)>>,
+}
+
+impl GruState {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        core: Core,
+        nodes: Vec<GruNode>,
+        token1: Token1Check,
+        token2: Token2,
+        callback_timeout: Duration,
+        ping_interval: Duration,
+        ping_timeout: Duration,
+        queue_bytes: usize,
+    ) -> GruState {
+        GruState {
+            core,
+            nodes,
+            token1,
+            token2,
+            callback_timeout,
+            ping_interval,
+            ping_timeout,
+            max_payload: crate::transport::ws::MAX_FRAME,
+            queue_bytes,
+            sessions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Addr<polling::GruPoll>, ConnId)>> {
+        self.sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn remember_session(&self, sid: &str, addr: Addr<polling::GruPoll>, conn: ConnId) {
+        self.sessions().insert(sid.to_string(), (addr, conn));
+    }
+
+    pub fn find_session(&self, sid: &str) -> Option<(Addr<polling::GruPoll>, ConnId)> {
+        self.sessions().get(sid).cloned()
+    }
+
+    pub fn forget_session(&self, sid: &str) {
+        self.sessions().remove(sid);
+    }
+
+    /// Polling sessions open now.
+    pub fn polling_sessions(&self) -> usize {
+        self.sessions().len()
+    }
 }
 
 fn answer(v: &Value) -> HttpResponse {
@@ -87,8 +152,18 @@ async fn ticket(state: web::Data<Arc<GruState>>, req: HttpRequest) -> HttpRespon
 }
 
 /// Mounts `/ticket`.
-pub fn configure(state: Arc<GruState>) -> impl FnOnce(&mut web::ServiceConfig) {
+pub fn configure_ticket(state: Arc<GruState>) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
         cfg.app_data(web::Data::new(state)).route("/ticket", web::get().to(ticket));
+    }
+}
+
+/// Mounts `/ticket` and the Socket.IO endpoint.
+pub fn configure(state: Arc<GruState>) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg| {
+        cfg.app_data(web::Data::new(state))
+            .route("/ticket", web::get().to(ticket))
+            .route("/socket.io/", web::route().to(endpoint::socket_io))
+            .route("/socket.io", web::route().to(endpoint::socket_io));
     }
 }

@@ -140,7 +140,10 @@ async fn sendmessage(
         room: group,
         user: Some(user).filter(|u| !u.is_empty()),
         audience,
+        kind: "text".into(),
         payload: content,
+        extension: String::new(),
+        origin: None,
     };
     match state.core.publish(publish).await {
         Ok(_) => ret(0, "ok"),

@@ -1,0 +1,206 @@
+//! `/socket.io/`: the Engine.IO HTTP endpoint. Routes a request by `EIO`, `transport` and `sid` to a
+//! new session (handshake), a polling session's GET or POST, or a WebSocket (direct or upgrade).
+//! Errors are the Engine.IO ones: HTTP 400 with `{"code","message"}`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix::Actor;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::{Method, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
+use futures_util::StreamExt;
+use serde_json::json;
+
+use super::engineio::{self, Eio, Packet};
+use super::polling::{GruPoll, PollError, PollGet, PollPost};
+use super::socket::GruSocket;
+use super::ws::GruWs;
+use super::GruState;
+use crate::core::next_conn_id;
+
+/// The Engine.IO error codes.
+#[derive(Debug, Clone, Copy)]
+enum EioFailure {
+    UnknownTransport = 0,
+    UnknownSid = 1,
+    BadHandshakeMethod = 2,
+    BadRequest = 3,
+    UnsupportedVersion = 5,
+}
+
+impl EioFailure {
+    fn message(self) -> &'static str {
+        match self {
+            EioFailure::UnknownTransport => "Transport unknown",
+            EioFailure::UnknownSid => "Session ID unknown",
+            EioFailure::BadHandshakeMethod => "Bad handshake method",
+            EioFailure::BadRequest => "Bad request",
+            EioFailure::UnsupportedVersion => "Unsupported protocol version",
+        }
+    }
+}
+
+impl From<PollError> for EioFailure {
+    fn from(e: PollError) -> Self {
+        match e {
+            PollError::UnknownSession => EioFailure::UnknownSid,
+            PollError::BadRequest => EioFailure::BadRequest,
+        }
+    }
+}
+
+/// Lets browsers on other origins poll (the reference server's `cors` option, open to all).
+fn with_cors(req: &HttpRequest, mut res: HttpResponseBuilder) -> HttpResponseBuilder {
+    if let Some(origin) = req.headers().get(header::ORIGIN) {
+        res.insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone()))
+            .insert_header((header::ACCESS_CONTROL_ALLOW_CREDENTIALS, "true"));
+    }
+    res
+}
+
+fn failure(req: &HttpRequest, f: EioFailure) -> HttpResponse {
+    with_cors(req, HttpResponse::BadRequest())
+        .content_type("application/json")
+        .body(json!({"code": f as u8, "message": f.message()}).to_string())
+}
+
+fn text(req: &HttpRequest, body: String) -> HttpResponse {
+    with_cors(req, HttpResponse::Ok()).content_type("text/plain; charset=UTF-8").body(body)
+}
+
+/// Every method on `/socket.io/`.
+pub async fn socket_io(
+    state: web::Data<Arc<GruState>>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, actix_web::Error> {
+    let gru = state.get_ref().clone();
+    if req.method() == Method::OPTIONS {
+        let mut res = with_cors(&req, HttpResponse::NoContent());
+        res.insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, "GET, POST"));
+        if let Some(h) = req.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
+            res.insert_header((header::ACCESS_CONTROL_ALLOW_HEADERS, h.clone()));
+        }
+        return Ok(res.finish());
+    }
+    let q: HashMap<String, String> = serde_urlencoded::from_str::<Vec<(String, String)>>(req.query_string())
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    let Some(eio) = q.get("EIO").and_then(|v| Eio::from_query(v)) else {
+        return Ok(failure(&req, EioFailure::UnsupportedVersion));
+    };
+    if q.contains_key("j") {
+        // JSONP polling (very old browsers) is not offered.
+        return Ok(failure(&req, EioFailure::BadRequest));
+    }
+    let sid = q.get("sid").filter(|s| !s.is_empty()).cloned();
+    match q.get("transport").map(String::as_str) {
+        Some("websocket") => websocket(gru, &req, payload, eio, sid),
+        Some("polling") => Ok(polling(gru, &req, payload, eio, sid).await),
+        _ => Ok(failure(&req, EioFailure::UnknownTransport)),
+    }
+}
+
+fn websocket(
+    gru: Arc<GruState>,
+    req: &HttpRequest,
+    payload: web::Payload,
+    eio: Eio,
+    sid: Option<String>,
+) -> Result<HttpResponse, actix_web::Error> {
+    let is_upgrade = req
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v: &HeaderValue| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if req.method() != Method::GET || !is_upgrade {
+        return Ok(failure(req, EioFailure::BadRequest));
+    }
+    let actor = match sid {
+        None => GruWs::direct(gru.clone(), GruSocket::new(eio, next_conn_id())),
+        Some(sid) => {
+            let Some((poll, conn)) = gru.find_session(&sid) else {
+                return Ok(failure(req, EioFailure::UnknownSid));
+            };
+            let mut sock = GruSocket::new(eio, conn);
+            sock.sid = sid;
+            GruWs::upgrade(gru.clone(), sock, poll)
+        }
+    };
+    let counter = actor.counter();
+    let (_, res) = crate::transport::ws::start(actor, req, payload, counter)?;
+    Ok(res)
+}
+
+async fn polling(
+    gru: Arc<GruState>,
+    req: &HttpRequest,
+    payload: web::Payload,
+    eio: Eio,
+    sid: Option<String>,
+) -> HttpResponse {
+    let method = req.method().clone();
+    let (poll, sid) = match sid {
+        None if method == Method::GET => {
+            let sock = GruSocket::new(eio, next_conn_id());
+            let (sid, conn) = (sock.sid.clone(), sock.conn);
+            let addr = GruPoll::new(gru.clone(), sock).start();
+            gru.remember_session(&sid, addr.clone(), conn);
+            (addr, sid)
+        }
+        None => return failure(req, EioFailure::BadHandshakeMethod),
+        Some(sid) => match gru.find_session(&sid) {
+            Some((addr, _)) => (addr, sid),
+            None => return failure(req, EioFailure::UnknownSid),
+        },
+    };
+    if method == Method::GET {
+        let waiting = match poll.send(PollGet).await {
+            Ok(Ok(rx)) => rx,
+            Ok(Err(e)) => return failure(req, e.into()),
+            Err(_) => return failure(req, EioFailure::UnknownSid),
+        };
+        // The session answers when it has packets; a session that ends answers `close`.
+        let body = waiting.await.unwrap_or_else(|_| engineio::encode_payload(eio, &[Packet::Close]));
+        return text(req, body);
+    }
+    if method != Method::POST {
+        return failure(req, EioFailure::BadRequest);
+    }
+    let binary = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/octet-stream"));
+    if binary {
+        log::info!("gru {sid}: binary polling payload refused");
+        return failure(req, EioFailure::BadRequest);
+    }
+    let body = match read_body(payload, gru.max_payload).await {
+        Ok(b) => b,
+        Err(status) => {
+            return with_cors(req, HttpResponse::build(status)).body(status.canonical_reason().unwrap_or(""))
+        }
+    };
+    let Ok(body) = String::from_utf8(body) else { return failure(req, EioFailure::BadRequest) };
+    match poll.send(PollPost(body)).await {
+        Ok(Ok(())) => text(req, "ok".into()),
+        Ok(Err(e)) => failure(req, e.into()),
+        Err(_) => failure(req, EioFailure::UnknownSid),
+    }
+}
+
+/// The request body, at most `limit` bytes.
+async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Vec<u8>, StatusCode> {
+    let mut body = Vec::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|_| StatusCode::BAD_REQUEST)?;
+        if body.len() + chunk.len() > limit {
+            return Err(StatusCode::PAYLOAD_TOO_LARGE);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}

@@ -1,0 +1,294 @@
+//! GruPoll: an Engine.IO session on the polling transport. Packets for the client wait in a bounded
+//! queue until a GET takes them (a GET with nothing to take waits); a POST carries the client's
+//! packets. During an upgrade the session answers GETs with `noop` and finally hands its socket and
+//! queue to the WebSocket transport ([`Handover`]).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+use super::engineio::{self, Packet};
+use super::socket::{self, GruSocket, GruTransport};
+use super::GruState;
+use crate::core::Deliver;
+use crate::metrics::METRICS;
+
+/// How long a session that handed over keeps forwarding what was still on its way to it.
+const HANDOVER_GRACE: Duration = Duration::from_secs(10);
+/// How long a closing session waits for the GET that takes its last packets.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// Why a polling request failed (the Engine.IO error answers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PollError {
+    #[error("Session ID unknown")]
+    UnknownSession,
+    #[error("Bad request")]
+    BadRequest,
+}
+
+/// A GET: answered with the encoded payload of waiting packets (waits while there are none).
+pub struct PollGet;
+impl Message for PollGet {
+    type Result = Result<oneshot::Receiver<String>, PollError>;
+}
+
+/// A POST's body.
+pub struct PollPost(pub String);
+impl Message for PollPost {
+    type Result = Result<(), PollError>;
+}
+
+/// `true`: the WebSocket transport got the probe, answer GETs with `noop` from now on; `false`: the
+/// probe failed, go on polling.
+pub struct Pause(pub bool);
+impl Message for Pause {
+    type Result = ();
+}
+
+/// The client confirmed the upgrade: hand over the socket and the waiting packets; later packets go
+/// to `forward`.
+pub struct Handover {
+    pub forward: Recipient<Forward>,
+}
+impl Message for Handover {
+    type Result = Option<(GruSocket, Vec<String>)>;
+}
+
+/// A packet for the client that reached the polling session after it handed over.
+pub struct Forward(pub String);
+impl Message for Forward {
+    type Result = ();
+}
+
+pub struct GruPoll {
+    gru: Arc<GruState>,
+    sock: GruSocket,
+    queue: VecDeque<String>,
+    queued_bytes: usize,
+    waiting: Option<oneshot::Sender<String>>,
+    paused: bool,
+    forward: Option<Recipient<Forward>>,
+    /// Ending: nothing more is queued but the close packet.
+    closing: bool,
+    /// The close packet is queued: the session stops once a GET took it.
+    close_queued: bool,
+}
+
+impl GruPoll {
+    /// A new session with its greeting queued.
+    pub fn new(gru: Arc<GruState>, mut sock: GruSocket) -> GruPoll {
+        let greeting = socket::greeting(&gru, &mut sock, true);
+        let queued_bytes = greeting.iter().map(String::len).sum();
+        GruPoll {
+            gru,
+            sock,
+            queue: greeting.into(),
+            queued_bytes,
+            waiting: None,
+            paused: false,
+            forward: None,
+            closing: false,
+            close_queued: false,
+        }
+    }
+
+    /// Answers the waiting GET with everything queued.
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        if self.queue.is_empty() {
+            return;
+        }
+        let Some(tx) = self.waiting.take() else { return };
+        let body = engineio::frame_payload(self.sock.eio, self.queue.make_contiguous());
+        if tx.send(body).is_ok() {
+            self.queue.clear();
+            self.queued_bytes = 0;
+            if self.close_queued {
+                ctx.stop();
+            } else if self.closing {
+                // The close packet goes in a payload of its own, after the last packets: clients
+                // handle a close at once but Socket.IO packets a tick later.
+                self.queue_close();
+            }
+        }
+    }
+
+    fn queue_close(&mut self) {
+        self.queue.push_back(engineio::encode(&Packet::Close));
+        self.close_queued = true;
+    }
+
+    fn answer_noop(&mut self) {
+        if let Some(tx) = self.waiting.take() {
+            let _ = tx.send(engineio::encode_payload(self.sock.eio, &[Packet::Noop]));
+        }
+    }
+}
+
+impl GruTransport for GruPoll {
+    fn gru(&self) -> &Arc<GruState> {
+        &self.gru
+    }
+
+    fn socket(&mut self) -> &mut GruSocket {
+        &mut self.sock
+    }
+
+    fn send_packet(&mut self, ctx: &mut Context<Self>, packet: String) {
+        if let Some(f) = &self.forward {
+            f.do_send(Forward(packet));
+            return;
+        }
+        if self.closing {
+            return;
+        }
+        self.queued_bytes += packet.len();
+        self.queue.push_back(packet);
+        if self.queued_bytes > self.gru.queue_bytes {
+            log::info!(
+                "gru {}: client not polling ({} bytes waiting), closing",
+                self.sock.sid,
+                self.queued_bytes
+            );
+            METRICS.frontend("gru").slow_dropped.inc();
+            ctx.stop();
+            return;
+        }
+        if !self.paused {
+            self.flush(ctx);
+        }
+    }
+
+    fn end(&mut self, ctx: &mut Context<Self>) {
+        if self.forward.is_some() || self.closing {
+            return;
+        }
+        self.closing = true;
+        if self.queue.is_empty() {
+            self.queue_close();
+        }
+        self.flush(ctx);
+        ctx.run_later(CLOSE_GRACE, |_, ctx| ctx.stop());
+    }
+}
+
+impl Actor for GruPoll {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        METRICS.frontend("gru").connections.inc();
+        ctx.run_interval(self.gru.ping_interval, |act, ctx| {
+            if act.forward.is_none() && !act.closing {
+                socket::ping(act, ctx);
+            }
+        });
+        ctx.run_interval(socket::liveness_tick(&self.gru), |act, ctx| {
+            if act.forward.is_none() && socket::timed_out(&act.gru, &act.sock) {
+                log::debug!("gru {}: polling session timed out", act.sock.sid);
+                ctx.stop();
+            }
+        });
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        METRICS.frontend("gru").connections.dec();
+        if self.forward.is_none() {
+            self.gru.forget_session(&self.sock.sid);
+            socket::leave(&self.gru, &mut self.sock);
+            if let Some(tx) = self.waiting.take() {
+                let _ = tx.send(engineio::encode_payload(self.sock.eio, &[Packet::Close]));
+            }
+        }
+    }
+}
+
+impl Handler<PollGet> for GruPoll {
+    type Result = Result<oneshot::Receiver<String>, PollError>;
+
+    fn handle(&mut self, _: PollGet, ctx: &mut Context<Self>) -> Self::Result {
+        if self.forward.is_some() {
+            return Err(PollError::UnknownSession);
+        }
+        if self.waiting.as_ref().is_some_and(|tx| !tx.is_closed()) {
+            // Two GETs at once: the client is confused; the reference server closes the session.
+            log::info!("gru {}: overlapping polls, closing", self.sock.sid);
+            ctx.stop();
+            return Err(PollError::BadRequest);
+        }
+        self.sock.last_heard = std::time::Instant::now();
+        let (tx, rx) = oneshot::channel();
+        self.waiting = Some(tx);
+        if self.paused {
+            self.answer_noop();
+        } else {
+            self.flush(ctx);
+        }
+        Ok(rx)
+    }
+}
+
+impl Handler<PollPost> for GruPoll {
+    type Result = Result<(), PollError>;
+
+    fn handle(&mut self, post: PollPost, ctx: &mut Context<Self>) -> Self::Result {
+        if self.forward.is_some() {
+            return Err(PollError::UnknownSession);
+        }
+        let packets = match engineio::decode_payload(self.sock.eio, &post.0) {
+            Ok(p) => p,
+            Err(e) => {
+                log::info!("gru {}: bad polling payload ({e}), closing", self.sock.sid);
+                ctx.stop();
+                return Err(PollError::BadRequest);
+            }
+        };
+        for p in packets {
+            socket::on_packet(self, ctx, &engineio::encode(&p));
+        }
+        Ok(())
+    }
+}
+
+impl Handler<Pause> for GruPoll {
+    type Result = ();
+
+    fn handle(&mut self, p: Pause, ctx: &mut Context<Self>) {
+        self.paused = p.0;
+        if self.paused {
+            self.answer_noop();
+        } else {
+            self.flush(ctx);
+        }
+    }
+}
+
+impl Handler<Handover> for GruPoll {
+    type Result = Option<(GruSocket, Vec<String>)>;
+
+    fn handle(&mut self, h: Handover, ctx: &mut Context<Self>) -> Self::Result {
+        if self.forward.is_some() || self.closing {
+            return None;
+        }
+        self.gru.forget_session(&self.sock.sid);
+        self.answer_noop();
+        self.forward = Some(h.forward);
+        let mut sock = GruSocket::new(self.sock.eio, self.sock.conn);
+        std::mem::swap(&mut sock, &mut self.sock);
+        self.queued_bytes = 0;
+        ctx.run_later(HANDOVER_GRACE, |_, ctx| ctx.stop());
+        Some((sock, self.queue.drain(..).collect()))
+    }
+}
+
+impl Handler<Deliver> for GruPoll {
+    type Result = ();
+
+    fn handle(&mut self, d: Deliver, ctx: &mut Context<Self>) {
+        METRICS.frontend("gru").delivered.inc();
+        let packet = socket::msg_packet(&d.msg);
+        self.send_packet(ctx, packet);
+    }
+}

@@ -1,0 +1,502 @@
+//! Gru's Socket.IO endpoint driven by the real `socket.io-client` packages from npm: 2.x (Engine.IO v3)
+//! and 4.x (Engine.IO v4), over websocket only, polling only and polling with upgrade (see
+//! tests/node/agent.js; `make test` installs the packages).
+
+mod common;
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::Duration;
+
+use common::{Backend, TestServer};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Real Socket.IO clients in one Node process.
+struct Agent {
+    child: Child,
+    stdin: ChildStdin,
+    events: mpsc::UnboundedReceiver<Value>,
+    seen: VecDeque<Value>,
+}
+
+impl Agent {
+    async fn start() -> Agent {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node");
+        assert!(
+            std::path::Path::new(dir).join("node_modules/sio4").exists(),
+            "the Socket.IO clients are missing: run `make test` (or `npm ci` in tests/node)"
+        );
+        let mut child = Command::new("node")
+            .arg("agent.js")
+            .current_dir(dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start node");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, events) = mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    if tx.send(v).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let mut a = Agent { child, stdin, events, seen: VecDeque::new() };
+        a.expect_raw(|v| v["event"] == "ready").await;
+        a
+    }
+
+    fn cmd(&mut self, v: Value) {
+        writeln!(self.stdin, "{v}").expect("write to node");
+        self.stdin.flush().expect("flush");
+    }
+
+    fn connect(&mut self, name: &str, v: u8, url: &str, transports: &[&str]) {
+        self.cmd(json!({"op": "connect", "name": name, "v": v, "url": url, "transports": transports}));
+    }
+
+    fn emit(&mut self, name: &str, event: &str, data: Value) {
+        self.cmd(json!({"op": "emit", "name": name, "event": event, "data": data}));
+    }
+
+    async fn expect_raw(&mut self, want: impl Fn(&Value) -> bool) -> Value {
+        if let Some(i) = self.seen.iter().position(&want) {
+            return self.seen.remove(i).expect("present");
+        }
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some(v)) if v["event"] == "agent_error" => panic!("agent: {v}"),
+                Ok(Some(v)) if want(&v) => return v,
+                Ok(Some(v)) => self.seen.push_back(v),
+                Ok(None) => panic!("the node agent exited"),
+                Err(_) => panic!("timed out; events so far: {:?}", self.seen),
+            }
+        }
+    }
+
+    /// The next `event` of socket `name` (its `data`, or the whole event when it has none).
+    async fn expect(&mut self, name: &str, event: &str) -> Value {
+        let v = self.expect_raw(|v| v["name"] == name && v["event"] == event).await;
+        if v.get("data").is_some() {
+            v["data"].clone()
+        } else {
+            v
+        }
+    }
+
+    /// Asserts that socket `name` gets no `event` within `wait`.
+    async fn expect_none(&mut self, name: &str, event: &str, wait: Duration) {
+        let deadline = tokio::time::Instant::now() + wait;
+        while let Ok(Some(v)) = tokio::time::timeout_at(deadline, self.events.recv()).await {
+            self.seen.push_back(v);
+        }
+        let hit = self.seen.iter().find(|v| v["name"] == name && v["event"] == event);
+        assert!(hit.is_none(), "{name} got {event}: {hit:?}");
+    }
+
+    /// Connects, authenticates with a fresh ticket and waits for a successful auth_result.
+    #[allow(clippy::too_many_arguments)]
+    async fn login(
+        &mut self,
+        s: &TestServer,
+        name: &str,
+        v: u8,
+        transports: &[&str],
+        user: u64,
+        group: Option<u64>,
+    ) {
+        let token2 = token2(s, user, 0).await;
+        self.connect(name, v, &s.base, transports);
+        self.expect(name, "connect").await;
+        let mut auth =
+            json!({"id": user, "name": format!("user{user}"), "token1": "t1", "token2": token2, "type": 0});
+        if let Some(g) = group {
+            auth["groupId"] = json!(g);
+        }
+        self.emit(name, "auth", json!(auth.to_string()));
+        let r = self.expect(name, "auth_result").await;
+        assert_eq!(r, json!({"success": true, "errorCode": 0, "msg": "", "data": {"userType": "TEACHER"}}));
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn token2(s: &TestServer, user: u64, user_type: u8) -> String {
+    let t =
+        s.get_json(&format!("/ticket?userType={user_type}&userName=user{user}&userId={user}&token1=x")).await;
+    t["data"]["token"].as_str().expect("token2").to_string()
+}
+
+on_both_backends!(
+    auth_ok_failing_and_acked,
+    broadcast_with_echo_across_versions_and_transports,
+    unicast_reaches_every_socket_of_the_user,
+    polling_upgrades_to_websocket_and_keeps_its_socket
+);
+
+const WS: &[&str] = &["websocket"];
+const POLLING: &[&str] = &["polling"];
+const UPGRADE: &[&str] = &["polling", "websocket"];
+
+async fn auth_ok_failing_and_acked(b: Backend) {
+    let s = TestServer::start(&b, &[]);
+    let mut a = Agent::start().await;
+    for (v, transports) in [(2, WS), (4, WS), (2, POLLING), (4, POLLING)] {
+        let good = format!("good{v}{}", transports.len());
+        a.login(&s, &good, v, transports, 123, Some(10)).await;
+        // An acked auth: the ack carries the same answer.
+        let t2 = token2(&s, 124, 1).await;
+        let auth = json!({"id": 124, "name": "user124", "token2": t2, "type": 1});
+        a.cmd(json!({"op": "emit", "name": good, "event": "auth", "data": auth, "ack": true}));
+        let ack = a.expect_raw(|e| e["name"] == good && e["event"] == "ack").await;
+        assert_eq!(ack["data"]["data"], json!({"userType": "STUDENT"}), "{ack}");
+        assert_eq!(a.expect(&good, "auth_result").await["success"], true);
+
+        let bad = format!("bad{v}{}", transports.len());
+        a.connect(&bad, v, &s.base, transports);
+        a.expect(&bad, "connect").await;
+        let auth = json!({"id": 123, "name": "user123", "token2": t2, "type": 0});
+        a.emit(&bad, "auth", json!(auth.to_string()));
+        let r = a.expect(&bad, "auth_result").await;
+        assert_eq!(r["success"], false, "{r}");
+        assert_eq!(r["errorCode"], 712);
+        assert_eq!(a.expect(&bad, "disconnect").await, "io server disconnect", "v{v} {transports:?}");
+
+        let missing = format!("missing{v}{}", transports.len());
+        a.connect(&missing, v, &s.base, transports);
+        a.expect(&missing, "connect").await;
+        a.emit(&missing, "auth", json!("{\"id\":1}"));
+        assert_eq!(a.expect(&missing, "auth_result").await["errorCode"], 710);
+        a.expect(&missing, "disconnect").await;
+    }
+}
+
+async fn broadcast_with_echo_across_versions_and_transports(b: Backend) {
+    let s = TestServer::start(&b, &[]);
+    let mut a = Agent::start().await;
+    a.login(&s, "teacher", 2, WS, 1, Some(10)).await;
+    a.login(&s, "s4poll", 4, POLLING, 2, Some(10)).await;
+    a.login(&s, "s2poll", 2, POLLING, 3, Some(10)).await;
+    a.login(&s, "s4ws", 4, WS, 4, Some(10)).await;
+    a.login(&s, "other", 4, WS, 5, Some(11)).await;
+    let before = chrono::Utc::now().timestamp_millis();
+    let mut last_id = 0;
+    for i in 0..3 {
+        let content = format!("{{\"userName\":\"王老师\",\"message\":\"第{i}页\"}}");
+        let msg = json!({"type": 1, "target": {"id": 10, "type": 1}, "content": content});
+        a.emit("teacher", "msg", json!(msg.to_string()));
+        let r = a.expect("teacher", "msg_result").await;
+        assert_eq!((r["success"].clone(), r["errorCode"].clone()), (json!(true), json!(0)), "{r}");
+        for who in ["teacher", "s4poll", "s2poll", "s4ws"] {
+            let m = a.expect(who, "msg").await;
+            assert_eq!(m["content"], content.as_str(), "{who}");
+            assert_eq!(m["fromId"], 1);
+            assert_eq!(m["msgType"], 1);
+            assert_eq!(m["expireTime"], 0);
+            assert_eq!(m["target"], json!({"id": 10, "type": 1}));
+            assert_eq!(m["id"], r["data"]["id"], "{who}: the id msg_result gave");
+            let t = m["createTime"].as_i64().expect("ms");
+            assert!(t >= before - 1000 && t < before + 10_000);
+        }
+        let id = r["data"]["id"].as_i64().expect("id");
+        assert!(id > last_id && id < (1 << 53), "ids increase and are exact in JavaScript");
+        last_id = id;
+    }
+    a.expect_none("other", "msg", Duration::from_millis(300)).await;
+    // Without a target, type 1 goes to the auth group; objects work as well as JSON strings.
+    a.emit("s4ws", "msg", json!({"type": 1, "content": "to my group"}));
+    assert_eq!(a.expect("s4ws", "msg_result").await["success"], true);
+    for who in ["teacher", "s4poll", "s2poll", "s4ws"] {
+        let m = a.expect(who, "msg").await;
+        assert_eq!((m["content"].clone(), m["fromId"].clone()), (json!("to my group"), json!(4)));
+        assert_eq!(m["target"]["id"], 10);
+    }
+    // A bad type is refused with -2 and reaches nobody.
+    for bad in [json!({"content": "x"}), json!({"type": 3, "content": "x"})] {
+        a.emit("teacher", "msg", json!(bad.to_string()));
+        let r = a.expect("teacher", "msg_result").await;
+        assert_eq!(r, json!({"success": false, "errorCode": -2, "msg": "消息类型不正确，请注明类型"}));
+    }
+    a.expect_none("s4ws", "msg", Duration::from_millis(300)).await;
+}
+
+async fn unicast_reaches_every_socket_of_the_user(b: Backend) {
+    let s = TestServer::start(&b, &[]);
+    let mut a = Agent::start().await;
+    a.login(&s, "sender", 4, WS, 5, Some(10)).await;
+    a.login(&s, "sender2", 2, WS, 5, None).await;
+    a.login(&s, "phone", 2, WS, 7, Some(10)).await;
+    a.login(&s, "browser", 4, POLLING, 7, None).await;
+    a.login(&s, "bystander", 4, WS, 8, Some(10)).await;
+    let msg = json!({"type": 0, "target": {"id": 7, "type": 0}, "content": "only for 7"});
+    a.emit("sender", "msg", json!(msg.to_string()));
+    assert_eq!(a.expect("sender", "msg_result").await["success"], true);
+    for who in ["phone", "browser"] {
+        let m = a.expect(who, "msg").await;
+        assert_eq!(m["content"], "only for 7");
+        assert_eq!((m["msgType"].clone(), m["fromId"].clone()), (json!(0), json!(5)));
+        assert_eq!(m["target"], json!({"id": 7, "type": 0}));
+    }
+    for who in ["sender", "sender2", "bystander"] {
+        a.expect_none(who, "msg", Duration::from_millis(200)).await;
+    }
+    // Unicast without a target is refused.
+    a.emit("sender", "msg", json!({"type": 0, "content": "to whom?"}));
+    assert_eq!(a.expect("sender", "msg_result").await["errorCode"], -3);
+}
+
+#[actix_rt::test]
+async fn online_subscribe_and_events_before_auth() {
+    let s = TestServer::start(&Backend::Sqlite, &[]);
+    let mut a = Agent::start().await;
+    a.connect("anon", 4, &s.base, WS);
+    a.expect("anon", "connect").await;
+    for (event, result) in
+        [("msg", "msg_result"), ("online", "online_result"), ("subscribe", "subscribe_result")]
+    {
+        a.emit("anon", event, json!("10"));
+        let r = a.expect("anon", result).await;
+        assert_eq!((r["success"].clone(), r["errorCode"].clone()), (json!(false), json!(-1)), "{event}: {r}");
+    }
+    a.login(&s, "u5", 4, WS, 5, Some(10)).await;
+    a.login(&s, "u7a", 2, POLLING, 7, Some(10)).await;
+    a.login(&s, "u7b", 4, UPGRADE, 7, Some(10)).await;
+    a.login(&s, "u9", 2, WS, 9, Some(20)).await;
+    a.emit("u5", "online", json!("10"));
+    assert_eq!(
+        a.expect("u5", "online_result").await,
+        json!({"success": true, "errorCode": 0, "msg": "", "data": [5, 7]})
+    );
+    // u9 subscribes to group 10 as well and then hears its broadcasts.
+    a.emit("u9", "subscribe", json!("10"));
+    let r = a.expect("u9", "subscribe_result").await;
+    assert_eq!(r, json!({"success": true, "errorCode": 0, "msg": "", "data": [20, 10]}));
+    a.emit("u9", "online", json!(10));
+    assert_eq!(a.expect("u9", "online_result").await["data"], json!([5, 7, 9]));
+    a.emit("u5", "msg", json!({"type": 1, "target": {"id": 10}, "content": "hello 10"}));
+    assert_eq!(a.expect("u9", "msg").await["content"], "hello 10");
+    // A socket that leaves is no longer online.
+    a.cmd(json!({"op": "close", "name": "u9"}));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.emit("u5", "online", json!("10"));
+    assert_eq!(a.expect("u5", "online_result").await["data"], json!([5, 7]));
+    a.emit("u5", "subscribe", json!({"bad": 1}));
+    assert_eq!(a.expect("u5", "subscribe_result").await["errorCode"], -4);
+}
+
+async fn polling_upgrades_to_websocket_and_keeps_its_socket(b: Backend) {
+    let s = TestServer::start(&b, &[]);
+    let mut a = Agent::start().await;
+    for v in [2u8, 4] {
+        let name = format!("up{v}");
+        a.login(&s, &name, v, UPGRADE, 30 + v as u64, Some(40)).await;
+        let up = a.expect_raw(|e| e["name"] == name.as_str() && e["event"] == "upgrade").await;
+        assert_eq!(up["transport"], "websocket");
+    }
+    a.login(&s, "sender", 4, WS, 99, Some(40)).await;
+    for i in 0..5 {
+        a.emit("sender", "msg", json!({"type": 1, "content": format!("after upgrade {i}")}));
+        for who in ["up2", "up4", "sender"] {
+            assert_eq!(a.expect(who, "msg").await["content"], format!("after upgrade {i}"));
+        }
+    }
+    // The upgraded sockets still send.
+    a.emit("up2", "msg", json!({"type": 0, "target": {"id": 99}, "content": "from v2"}));
+    assert_eq!(a.expect("up2", "msg_result").await["success"], true);
+    assert_eq!(a.expect("sender", "msg").await["content"], "from v2");
+    for who in ["up2", "up4"] {
+        a.cmd(json!({"op": "transport", "name": who}));
+        assert_eq!(
+            a.expect_raw(|e| e["name"] == who && e["event"] == "transport").await["transport"],
+            "websocket"
+        );
+    }
+}
+
+#[actix_rt::test]
+async fn heartbeats_keep_live_clients_and_the_server_drops_silent_ones() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = dir.path().join("wsim.toml");
+    std::fs::write(&cfg, "[gru]\nping_interval_ms = 300\nping_timeout_ms = 300\n").expect("config");
+    let s = TestServer::start(&Backend::Sqlite, &["--config", cfg.to_str().expect("path")]);
+    let mut a = Agent::start().await;
+    a.login(&s, "v2", 2, WS, 1, Some(1)).await;
+    a.login(&s, "v4", 4, WS, 2, Some(1)).await;
+    a.login(&s, "v4poll", 4, POLLING, 3, Some(1)).await;
+    for who in ["v2", "v4", "v4poll"] {
+        a.expect_none(who, "disconnect", Duration::from_millis(400)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for who in ["v2", "v4", "v4poll"] {
+        a.expect_none(who, "disconnect", Duration::from_millis(10)).await;
+    }
+    a.emit("v2", "online", json!("1"));
+    assert_eq!(a.expect("v2", "online_result").await["data"], json!([1, 2, 3]));
+
+    // A raw Engine.IO v4 client that never answers the server's pings is let go.
+    let mut raw = common::Ws::connect(&format!("{}/socket.io/?EIO=4&transport=websocket", s.ws_base)).await;
+    assert!(raw.recv().await.starts_with("0{"), "open packet");
+    raw.send("40");
+    assert!(raw.recv().await.starts_with("40{\"sid\":"));
+    assert_eq!(raw.recv().await, "2", "the server pings (v4)");
+    raw.expect_closed(Duration::from_secs(3)).await;
+}
+
+#[actix_rt::test]
+async fn clients_reconnect_after_the_server_restarts() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut s = TestServer::start(&Backend::Sqlite, &["--listen", &listen]);
+    let url = format!("http://{listen}");
+    let mut a = Agent::start().await;
+    let mut tokens = Vec::new();
+    for (name, v, transports, user) in [("r2", 2u8, WS, 1u64), ("r4", 4, UPGRADE, 2)] {
+        let t2 = token2(&s, user, 0).await;
+        a.cmd(json!({"op": "connect", "name": name, "v": v, "url": url, "transports": transports,
+                     "reconnection": true}));
+        a.expect(name, "connect").await;
+        tokens.push((name, user, t2));
+    }
+    let auth = |user: u64, t2: &str| json!({"id": user, "name": format!("user{user}"), "token2": t2, "type": 0, "groupId": 3});
+    for (name, user, t2) in &tokens {
+        a.emit(name, "auth", json!(auth(*user, t2).to_string()));
+        assert_eq!(a.expect(name, "auth_result").await["success"], true);
+    }
+    s.restart();
+    for (name, user, t2) in &tokens {
+        a.expect(name, "disconnect").await;
+        a.expect(name, "connect").await;
+        // token2 outlives the restart (its key is kept in the data directory).
+        a.emit(name, "auth", json!(auth(*user, t2).to_string()));
+        assert_eq!(a.expect(name, "auth_result").await["success"], true, "{name}");
+    }
+    a.emit("r2", "msg", json!({"type": 1, "content": "back"}));
+    assert_eq!(a.expect("r4", "msg").await["content"], "back");
+}
+
+async fn http(method: &str, url: &str, body: &str, content_type: &str) -> (u16, String) {
+    let client = awc::Client::default();
+    let req = if method == "POST" { client.post(url) } else { client.get(url) };
+    let mut res =
+        req.insert_header(("Content-Type", content_type)).send_body(body.to_string()).await.expect("HTTP");
+    let status = res.status().as_u16();
+    let body = res.body().limit(1 << 20).await.expect("body");
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The sid in an open packet (`0{...}`), found anywhere in a polling body.
+fn sid_of(body: &str) -> String {
+    let start = body.find("0{").expect("open packet") + 1;
+    let end = body[start..].find('}').expect("end") + start + 1;
+    let open: Value = serde_json::from_str(&body[start..end]).expect("open JSON");
+    open["sid"].as_str().expect("sid").to_string()
+}
+
+#[actix_rt::test]
+async fn engineio_errors_raw_polling_and_the_queue_bound() {
+    let s = TestServer::start(&Backend::Sqlite, &["--outbound-queue-kib", "64"]);
+    let url = |q: &str| s.url(&format!("/socket.io/?{q}"));
+    for (q, code) in [
+        ("EIO=5&transport=polling", 5),
+        ("transport=polling", 5),
+        ("EIO=4&transport=pigeon", 0),
+        ("EIO=4&transport=polling&sid=nope", 1),
+        ("EIO=3&transport=websocket", 3),
+    ] {
+        let (status, body) = http("GET", &url(q), "", "text/plain").await;
+        assert_eq!(status, 400, "{q}");
+        assert_eq!(serde_json::from_str::<Value>(&body).expect("JSON")["code"], code, "{q}: {body}");
+    }
+    let (status, body) = http("POST", &url("EIO=4&transport=polling"), "40", "text/plain").await;
+    assert_eq!((status, body.contains("\"code\":2")), (400, true), "{body}");
+
+    // Engine.IO v3: length-prefixed payloads, and the namespace joined at once.
+    let (status, v3) = http("GET", &url("EIO=3&transport=polling"), "", "text/plain").await;
+    assert_eq!(status, 200);
+    let open_len = v3.split_once(':').expect("length").0;
+    assert!(open_len.parse::<usize>().is_ok() && v3.ends_with("2:40"), "{v3}");
+    assert!(v3.contains("\"upgrades\":[\"websocket\"]"), "{v3}");
+    let sid3 = sid_of(&v3);
+    let (_, pong) = {
+        let (st, ok) =
+            http("POST", &url(&format!("EIO=3&transport=polling&sid={sid3}")), "1:2", "text/plain").await;
+        assert_eq!((st, ok.as_str()), (200, "ok"));
+        http("GET", &url(&format!("EIO=3&transport=polling&sid={sid3}")), "", "text/plain").await
+    };
+    assert_eq!(pong, "1:3", "v3 clients ping, the server answers");
+    let (st, _) = http(
+        "POST",
+        &url(&format!("EIO=3&transport=polling&sid={sid3}")),
+        "\x01\x02",
+        "application/octet-stream",
+    )
+    .await;
+    assert_eq!(st, 400, "binary payloads are refused");
+
+    // Engine.IO v4: record-separated payloads; the client asks for the namespace.
+    let (_, v4) = http("GET", &url("EIO=4&transport=polling"), "", "text/plain").await;
+    assert!(v4.starts_with("0{") && v4.contains("\"maxPayload\""), "{v4}");
+    let sid = sid_of(&v4);
+    let poll = url(&format!("EIO=4&transport=polling&sid={sid}"));
+    let t2 = token2(&s, 50, 0).await;
+    let auth = json!(["auth", {"id": 50, "name": "user50", "token2": t2, "type": 0, "groupId": 77}]);
+    let (st, ok) = http("POST", &poll, &format!("40\u{1e}42{auth}"), "text/plain;charset=UTF-8").await;
+    assert_eq!((st, ok.as_str()), (200, "ok"));
+    let (_, answer) = http("GET", &poll, "", "text/plain").await;
+    let packets: Vec<&str> = answer.split('\u{1e}').collect();
+    assert!(packets[0].starts_with("40{\"sid\":"), "{answer}");
+    assert!(
+        packets[1].starts_with("42[\"auth_result\",{") && packets[1].contains("\"success\":true"),
+        "{answer}"
+    );
+
+    // This polling client stops polling while its group gets 100 KiB: past the 64 KiB bound the
+    // session is closed rather than kept growing.
+    let mut sender =
+        common::Ws::connect(&format!("{}/socket.io/?EIO=4&transport=websocket", s.ws_base)).await;
+    sender.recv().await;
+    sender.send("40");
+    sender.recv().await;
+    let t2 = token2(&s, 51, 0).await;
+    sender.send(&format!("42{}", json!(["auth", {"id": 51, "name": "user51", "token2": t2, "type": 0}])));
+    assert!(sender.recv().await.contains("\"success\":true"));
+    let big = "x".repeat(1000);
+    for _ in 0..100 {
+        sender.send(&format!("42{}", json!(["msg", {"type": 1, "target": {"id": 77}, "content": big}])));
+    }
+    let mut results = 0;
+    while results < 100 {
+        let f = sender.recv().await;
+        if f.starts_with("42[\"msg_result\"") {
+            assert!(f.contains("\"success\":true"), "{f}");
+            results += 1;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (st, body) = http("GET", &poll, "", "text/plain").await;
+    assert_eq!(st, 400, "{body}");
+    assert!(body.contains("\"code\":1"), "the session is gone: {body}");
+
+    // A WebSocket frame of garbage ends that session, and the server keeps serving.
+    let mut bad = common::Ws::connect(&format!("{}/socket.io/?EIO=4&transport=websocket", s.ws_base)).await;
+    bad.recv().await;
+    bad.send("4zzz");
+    bad.expect_closed(Duration::from_secs(3)).await;
+    let (st, _) = http("GET", &url("EIO=4&transport=polling"), "", "text/plain").await;
+    assert_eq!(st, 200);
+}
