@@ -40,6 +40,19 @@ pub struct Deliver {
     pub msg: SharedMessage,
     /// Part of an offline replay page (paced by the session, not by the live-traffic bound).
     pub replay: bool,
+    /// Shared by every delivery of one fan-out: front-ends whose frame is the same for every
+    /// receiver render it once into this slot.
+    pub frame: Option<FrameSlot>,
+}
+
+/// A frame rendered once for a whole fan-out.
+pub type FrameSlot = std::sync::Arc<std::sync::OnceLock<bytestring::ByteString>>;
+
+impl Deliver {
+    /// A delivery to one connection, rendered for it alone.
+    pub fn single(msg: SharedMessage, replay: bool) -> Deliver {
+        Deliver { msg, replay, frame: None }
+    }
 }
 
 impl actix::Message for Deliver {

@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 
 use super::message::{ConnId, Draft, SharedMessage, Target};
 use super::writer::{Persist, Persisted, StoreWriter};
-use super::{CoreError, Deliver, Origin};
+use super::{CoreError, Deliver, FrameSlot, Origin};
 
 /// The room an app-wide broadcast leaves out.
 pub const EXCLUDED_FROM_BROADCAST: &str = "online";
@@ -61,6 +61,18 @@ pub struct JoinRooms {
     pub member: RoomMember,
 }
 impl actix::Message for JoinRooms {
+    type Result = ();
+}
+
+/// The answer to a publish: the stored message, or why it was not stored.
+pub type Ack = oneshot::Sender<Result<SharedMessage, CoreError>>;
+
+/// [`Publish`] sent with `do_send` (so publishes keep the order they were made in), answered on `ack`.
+pub struct PublishAcked {
+    pub publish: Publish,
+    pub ack: Ack,
+}
+impl actix::Message for PublishAcked {
     type Result = ();
 }
 
@@ -210,6 +222,22 @@ impl Handler<Publish> for Rooms {
 
     fn handle(&mut self, msg: Publish, ctx: &mut Self::Context) -> Self::Result {
         let (tx, rx) = oneshot::channel();
+        self.persist(msg, tx, ctx);
+        Box::pin(async move { rx.await.map_err(|_| CoreError::Busy)? })
+    }
+}
+
+impl Handler<PublishAcked> for Rooms {
+    type Result = ();
+
+    fn handle(&mut self, msg: PublishAcked, ctx: &mut Self::Context) {
+        self.persist(msg.publish, msg.ack, ctx);
+    }
+}
+
+impl Rooms {
+    /// Hands the message to the store writer; `ack` is answered once it is stored (or refused).
+    fn persist(&mut self, msg: Publish, ack: Ack, ctx: &mut Context<Self>) {
         let persist = Persist {
             draft: Draft {
                 app: msg.app,
@@ -223,15 +251,13 @@ impl Handler<Publish> for Rooms {
             conv_type: 0,
             origin: Origin { conn: msg.origin, events: None },
             notify: ctx.address().recipient(),
-            ack: Some(tx),
+            ack: Some(ack),
         };
-        let sent = self.writer.try_send(persist).is_ok();
-        Box::pin(async move {
-            if !sent {
-                return Err(CoreError::Busy);
+        if let Err(e) = self.writer.try_send(persist) {
+            if let Some(ack) = e.into_inner().ack {
+                let _ = ack.send(Err(CoreError::Busy));
             }
-            rx.await.map_err(|_| CoreError::Busy)?
-        })
+        }
     }
 }
 
@@ -241,9 +267,14 @@ impl Handler<Persisted> for Rooms {
     /// Stored: hand it to the rooms' connections, each once, never back to the sending connection.
     fn handle(&mut self, p: Persisted, _: &mut Self::Context) {
         let m = &p.msg;
+        let frame: FrameSlot = Default::default();
         let send = |member: &RoomMember| {
             if Some(member.conn) != p.origin {
-                member.deliver.do_send(Deliver { msg: p.msg.clone(), replay: false });
+                member.deliver.do_send(Deliver {
+                    msg: p.msg.clone(),
+                    replay: false,
+                    frame: Some(frame.clone()),
+                });
             }
         };
         match (m.conv.is_empty(), m.recipient.is_empty()) {

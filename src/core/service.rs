@@ -10,7 +10,7 @@ use tokio::sync::oneshot;
 use super::ids::{now_us, IdGen};
 use super::message::{direct_conv_id, ConnId, Draft, GroupKey, Message, SharedMessage, UserKey};
 use super::registry::{Attach, FlushSessions, MembershipChanged, Registry, Submit, WhoIsOnline};
-use super::rooms::{JoinRooms, LeaveRooms, Publish, Repoint, RoomMember, RoomUsers, Rooms};
+use super::rooms::{JoinRooms, LeaveRooms, Publish, PublishAcked, Repoint, RoomMember, RoomUsers, Rooms};
 use super::session::UserSession;
 use super::writer::{Flush, GetStats, StoreWriter, WriterStats};
 use super::{ConnHandle, CoreError, Origin};
@@ -117,9 +117,13 @@ impl Core {
         self.rooms.send(RoomUsers { app: app.to_string(), room: room.to_string() }).await.unwrap_or_default()
     }
 
-    /// Stores a message and delivers it to live rooms; answers once stored.
-    pub async fn publish(&self, p: Publish) -> Result<SharedMessage, CoreError> {
-        self.rooms.send(p).await.map_err(|_| CoreError::Busy)?
+    /// Stores a message and delivers it to live rooms; the future answers once stored. The message is
+    /// queued when this is called (not when the future is first polled), so publishes made one after
+    /// the other are stored and delivered in that order.
+    pub fn publish(&self, p: Publish) -> impl std::future::Future<Output = Result<SharedMessage, CoreError>> {
+        let (ack, rx) = oneshot::channel();
+        self.rooms.do_send(PublishAcked { publish: p, ack });
+        async move { rx.await.map_err(|_| CoreError::Busy)? }
     }
 
     /// Waits until every accepted message and watermark is written (graceful shutdown).

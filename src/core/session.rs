@@ -253,7 +253,7 @@ impl UserSession {
                 r.exhausted.extend(page.exhausted);
                 for m in page.messages {
                     r.cursors.insert(m.conv.clone(), m.id);
-                    entry.handle.deliver.do_send(Deliver { msg: std::sync::Arc::new(m), replay: true });
+                    entry.handle.deliver.do_send(Deliver::single(std::sync::Arc::new(m), true));
                 }
             }
             if full {
@@ -279,7 +279,7 @@ impl UserSession {
         for msg in replay.buffer {
             let seen = replay.cursors.get(&msg.conv).copied().unwrap_or(i64::MIN);
             if msg.sender == self.key.user || msg.id > seen {
-                entry.handle.deliver.do_send(Deliver { msg, replay: false });
+                entry.handle.deliver.do_send(Deliver::single(msg, false));
             }
         }
     }
@@ -391,7 +391,7 @@ impl Handler<SessionDeliver> for UserSession {
             match entry.replay.as_mut() {
                 Some(r) if r.buffer.len() >= REPLAY_BUFFER => r.overflow = true,
                 Some(r) => r.buffer.push(msg.msg.clone()),
-                None => entry.handle.deliver.do_send(Deliver { msg: msg.msg.clone(), replay: false }),
+                None => entry.handle.deliver.do_send(Deliver::single(msg.msg.clone(), false)),
             }
         }
     }

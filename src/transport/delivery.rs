@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use actix::{Actor, ActorContext, Addr, AsyncContext};
 use actix_web_actors::ws;
+use bytestring::ByteString;
 
 use super::ws::OutboundMeter;
 use crate::core::message::{ConnId, Message, SharedMessage};
@@ -47,7 +48,7 @@ pub struct WsDelivery {
     pub metrics: FrontendMetrics,
     name: &'static str,
     limit: u64,
-    outbox: VecDeque<(SharedMessage, bool)>,
+    outbox: VecDeque<Deliver>,
     outbox_bytes: u64,
     last_ack_ping: Instant,
     ack_ping_scheduled: bool,
@@ -111,7 +112,11 @@ pub trait WsFrontend: Actor<Context = ws::WebsocketContext<Self>> {
     fn delivery(&mut self) -> &mut WsDelivery;
     /// The text frame for `msg`, or `None` when this front-end does not show such messages (they are
     /// left unconfirmed, for the user's other front-ends).
-    fn render(&self, msg: &Message) -> Option<String>;
+    /// (A `ByteString` so a frame rendered once can go to many sockets without copies.)
+    fn render(&self, msg: &Message) -> Option<ByteString>;
+    /// Whether [`WsFrontend::render`] gives every receiver the same frame (then a fan-out renders
+    /// once).
+    const SAME_FRAME_FOR_ALL: bool = false;
 }
 
 /// Queues a delivered message and writes what the socket has room for.
@@ -120,7 +125,7 @@ pub fn deliver<A: WsFrontend>(act: &mut A, msg: Deliver, ctx: &mut ws::Websocket
     if !msg.replay {
         d.outbox_bytes += approx_size(&msg.msg);
     }
-    d.outbox.push_back((msg.msg, msg.replay));
+    d.outbox.push_back(msg);
     pump(act, ctx);
 }
 
@@ -141,11 +146,20 @@ pub fn pump<A: WsFrontend>(act: &mut A, ctx: &mut ws::WebsocketContext<A>) {
         if d.meter.backlog() >= d.limit / 2 {
             break;
         }
-        let Some((msg, replay)) = d.outbox.pop_front() else { break };
+        let Some(Deliver { msg, replay, frame }) = d.outbox.pop_front() else { break };
         if !replay {
             d.outbox_bytes = d.outbox_bytes.saturating_sub(approx_size(&msg));
         }
-        let Some(frame) = act.render(&msg) else { continue };
+        let frame = match frame.filter(|_| A::SAME_FRAME_FOR_ALL) {
+            Some(slot) => match slot.get() {
+                Some(f) => Some(f.clone()),
+                None => act.render(&msg).inspect(|f| {
+                    let _ = slot.set(f.clone());
+                }),
+            },
+            None => act.render(&msg),
+        };
+        let Some(frame) = frame else { continue };
         let d = act.delivery();
         d.meter.message(frame.len(), msg);
         d.metrics.delivered.inc();

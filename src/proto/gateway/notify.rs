@@ -77,8 +77,8 @@ impl WsFrontend for NotifyWs {
     }
 
     /// Conversation messages only; direct wsim messages stay for the user's wsim devices.
-    fn render(&self, msg: &Message) -> Option<String> {
-        msg.group().map(|_| msg_data(msg).to_string())
+    fn render(&self, msg: &Message) -> Option<bytestring::ByteString> {
+        msg.group().map(|_| msg_data(msg).to_string().into())
     }
 }
 

@@ -288,7 +288,10 @@ impl Handler<Deliver> for GruPoll {
 
     fn handle(&mut self, d: Deliver, ctx: &mut Context<Self>) {
         METRICS.frontend("gru").delivered.inc();
-        let packet = socket::msg_packet(&d.msg);
+        let packet = match &d.frame {
+            Some(slot) => slot.get_or_init(|| socket::msg_packet(&d.msg)).to_string(),
+            None => socket::msg_packet(&d.msg).to_string(),
+        };
         self.send_packet(ctx, packet);
     }
 }

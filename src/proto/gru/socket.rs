@@ -3,12 +3,12 @@
 //! hold a [`GruSocket`], implement [`GruTransport`] and hand every Engine.IO packet they receive to
 //! [`on_packet`].
 
-use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::dev::ToEnvelope;
 use actix::prelude::*;
+use bytestring::ByteString;
 use serde_json::{json, Value};
 
 use super::engineio::{self, Eio, Packet};
@@ -93,22 +93,11 @@ pub fn sio_packet(p: &SioPacket) -> String {
     format!("4{}", socketio::encode(p))
 }
 
-thread_local! {
-    /// The last delivered message rendered on this thread: a room broadcast renders once per thread.
-    static LAST_RENDERED: RefCell<(i64, String)> = const { RefCell::new((0, String::new())) };
-}
-
-/// The Engine.IO packet delivering `m` as a `msg` event.
-pub fn msg_packet(m: &Message) -> String {
-    LAST_RENDERED.with(|cell| {
-        let mut last = cell.borrow_mut();
-        if last.0 != m.id || last.1.is_empty() {
-            let p =
-                SioPacket::Event { ns: "/".into(), id: None, data: vec![json!("msg"), events::delivered(m)] };
-            *last = (m.id, sio_packet(&p));
-        }
-        last.1.clone()
-    })
+/// The Engine.IO packet delivering `m` as a `msg` event. The same for every receiver, so a room
+/// broadcast renders it once (see [`crate::core::FrameSlot`]).
+pub fn msg_packet(m: &Message) -> ByteString {
+    let p = SioPacket::Event { ns: "/".into(), id: None, data: vec![json!("msg"), events::delivered(m)] };
+    ByteString::from(sio_packet(&p))
 }
 
 /// A transport actor carrying a Gru socket.
@@ -347,8 +336,9 @@ where
         extension: target.to_string(),
         origin,
     };
-    let core = act.gru().core.clone();
-    ctx.spawn(async move { core.publish(publish).await }.into_actor(act).map(move |res, act, ctx| {
+    // Queued now, so a socket's messages keep their order.
+    let stored = act.gru().core.publish(publish);
+    ctx.spawn(stored.into_actor(act).map(move |res, act, ctx| {
         let value = match res {
             Ok(m) => events::result(0, "", Some(json!({"id": m.id, "createTime": m.sent_us / 1000}))),
             Err(e) => {

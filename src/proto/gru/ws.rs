@@ -110,7 +110,9 @@ impl WsFrontend for GruWs {
         &mut self.delivery
     }
 
-    fn render(&self, msg: &Message) -> Option<String> {
+    const SAME_FRAME_FOR_ALL: bool = true;
+
+    fn render(&self, msg: &Message) -> Option<bytestring::ByteString> {
         Some(socket::msg_packet(msg))
     }
 }

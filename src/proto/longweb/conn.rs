@@ -76,8 +76,10 @@ impl WsFrontend for LongwebWs {
         &mut self.delivery
     }
 
-    fn render(&self, msg: &Message) -> Option<String> {
-        Some(msg.payload.clone())
+    const SAME_FRAME_FOR_ALL: bool = true;
+
+    fn render(&self, msg: &Message) -> Option<bytestring::ByteString> {
+        Some(msg.payload.as_str().into())
     }
 }
 

@@ -203,8 +203,8 @@ impl WsFrontend for EntryConn {
         &mut self.delivery
     }
 
-    fn render(&self, msg: &Message) -> Option<String> {
-        self.user.as_deref().map(|user| incoming_frame(msg, user))
+    fn render(&self, msg: &Message) -> Option<bytestring::ByteString> {
+        self.user.as_deref().map(|user| incoming_frame(msg, user).into())
     }
 }
 
