@@ -48,6 +48,8 @@ pub struct WsDelivery {
     pub metrics: FrontendMetrics,
     name: &'static str,
     limit: u64,
+    /// Whether deliveries are confirmed with pings (for the session's watermarks).
+    confirm: bool,
     outbox: VecDeque<Deliver>,
     outbox_bytes: u64,
     last_ack_ping: Instant,
@@ -68,6 +70,7 @@ impl WsDelivery {
             metrics,
             name,
             limit,
+            confirm: true,
             outbox: VecDeque::new(),
             outbox_bytes: 0,
             last_ack_ping: Instant::now(),
@@ -76,6 +79,12 @@ impl WsDelivery {
             replay_paused: false,
             confirmed_at_close: Vec::new(),
         }
+    }
+
+    /// For front-ends without delivery watermarks (live rooms): messages are written, never confirmed.
+    pub fn unconfirmed(mut self) -> Self {
+        self.confirm = false;
+        self
     }
 
     /// The peer closed cleanly: what the socket took counts as delivered (reported on detach).
@@ -161,7 +170,12 @@ pub fn pump<A: WsFrontend>(act: &mut A, ctx: &mut ws::WebsocketContext<A>) {
         };
         let Some(frame) = frame else { continue };
         let d = act.delivery();
-        d.meter.message(frame.len(), msg);
+        if d.confirm {
+            // Tracked until a confirmation ping's pong says the peer read it.
+            d.meter.message(frame.len(), msg);
+        } else {
+            d.meter.frame(frame.len());
+        }
         d.metrics.delivered.inc();
         ctx.text(frame);
     }

@@ -7,7 +7,8 @@
 //! `--server-pid`, the server's CPU seconds and memory. `--find-knee` raises the offered rate until p99
 //! passes 100 ms or a message is lost. Targets loopback only; every run is bounded in count and time.
 //!
-//! The protocol adapter (`proto`) is separate from the scenario logic, so other front-ends plug in.
+//! The protocol adapter (`proto`) is separate from the scenario logic: `--proto wsim` (the `/entry`
+//! signaling) or `--proto socketio` (Gru over Socket.IO, against wsim or a reference server).
 
 mod procstat;
 mod proto;
@@ -22,7 +23,7 @@ use clap::{Parser, ValueEnum};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
-use proto::Protocol;
+use proto::{LoginStep, Protocol};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -45,6 +46,14 @@ enum Scenario {
     Group,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Proto {
+    /// wsim `/entry` signaling
+    Wsim,
+    /// Gru over Socket.IO (Engine.IO v4 WebSocket; wsim or any server speaking the Gru events)
+    Socketio,
+}
+
 #[derive(Debug, Parser)]
 #[command(name = "wsim-bench", about = "Load generator for wsim (loopback only)")]
 struct Args {
@@ -54,6 +63,9 @@ struct Args {
     /// Server address (host:port on this machine)
     #[arg(long, default_value = "127.0.0.1:6060")]
     server: String,
+    /// The front-end protocol to drive
+    #[arg(long, value_enum, default_value = "wsim")]
+    proto: Proto,
     /// Connections (users) in total, across shards
     #[arg(long, default_value_t = 1000)]
     connections: usize,
@@ -172,29 +184,47 @@ fn is_loopback(ip: IpAddr) -> bool {
     ip.is_loopback()
 }
 
-async fn connect(server: &str, proto: &dyn Protocol, user: &str) -> Result<(Sink, Source), String> {
+async fn connect(
+    server: &str,
+    proto: &dyn Protocol,
+    user: &str,
+    group: Option<&str>,
+) -> Result<(Sink, Source), String> {
+    let token = if proto.needs_ticket() {
+        let q = format!("/ticket?userType=0&userName={user}&userId={user}&token1=bench");
+        let answer: serde_json::Value =
+            serde_json::from_str(&http_request(server, "GET", &q, "").await?).map_err(|e| e.to_string())?;
+        answer["data"]["token"].as_str().ok_or_else(|| format!("no ticket: {answer}"))?.to_string()
+    } else {
+        String::new()
+    };
     let url = format!("ws://{server}{}", proto.path());
     // Nagle off: latency is what we measure.
     let (ws, _) = tokio_tungstenite::connect_async_with_config(url.as_str(), None, true)
         .await
         .map_err(|e| format!("{url}: {e}"))?;
     let (mut sink, mut source) = ws.split();
-    sink.send(Message::text(proto.login_frame(user))).await.map_err(|e| e.to_string())?;
-    loop {
-        match tokio::time::timeout(Duration::from_secs(30), source.next()).await {
-            Ok(Some(Ok(Message::Text(t)))) if proto.is_login_ok(&t) => return Ok((sink, source)),
-            Ok(Some(Ok(_))) => continue,
-            Ok(Some(Err(e))) => return Err(e.to_string()),
-            Ok(None) => return Err("closed during login".into()),
-            Err(_) => return Err("login timed out".into()),
+    for step in proto.login_steps(user, group, &token) {
+        match step {
+            LoginStep::Send(frame) => sink.send(Message::text(frame)).await.map_err(|e| e.to_string())?,
+            LoginStep::Expect(done) => loop {
+                match tokio::time::timeout(Duration::from_secs(30), source.next()).await {
+                    Ok(Some(Ok(Message::Text(t)))) if done(&t) => break,
+                    Ok(Some(Ok(_))) => continue,
+                    Ok(Some(Err(e))) => return Err(e.to_string()),
+                    Ok(None) => return Err("closed during login".into()),
+                    Err(_) => return Err("login timed out".into()),
+                }
+            },
         }
     }
+    Ok((sink, source))
 }
 
-async fn http_post(server: &str, path: &str, body: &str) -> Result<String, String> {
+async fn http_request(server: &str, method: &str, path: &str, body: &str) -> Result<String, String> {
     let mut s = TcpStream::connect(server).await.map_err(|e| e.to_string())?;
     let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: {server}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+        "{method} {path} HTTP/1.1\r\nHost: {server}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
@@ -216,6 +246,8 @@ struct Bench {
     proto: Rc<dyn Protocol>,
     stats: Rc<RefCell<Stats>>,
     users: Vec<String>,
+    /// The room each user joins at login (protocols that join rooms that way).
+    groups: Vec<Option<String>>,
     conns: Vec<Option<Conn>>,
     note: Vec<String>,
 }
@@ -231,8 +263,10 @@ impl Bench {
             tokio::time::sleep_until(next).await;
             next += gap;
             let (server, proto, user) = (self.args.server.clone(), self.proto.clone(), user.clone());
-            pending
-                .push(tokio::task::spawn_local(async move { connect(&server, proto.as_ref(), &user).await }));
+            let group = self.groups.get(i).cloned().flatten();
+            pending.push(tokio::task::spawn_local(async move {
+                connect(&server, proto.as_ref(), &user, group.as_deref()).await
+            }));
             if i % 1000 == 999 {
                 eprintln!("  {} connections opening", i + 1);
             }
@@ -361,6 +395,7 @@ impl Bench {
         json!({
             "tool": "wsim-bench",
             "scenario": format!("{:?}", self.args.scenario).to_lowercase(),
+            "proto": format!("{:?}", self.args.proto).to_lowercase(),
             "label": self.args.label,
             "connections": self.users.len(),
             "group_size": if self.args.scenario == Scenario::Group { self.args.group_size } else { 0 },
@@ -467,10 +502,23 @@ async fn run(args: Args) -> Result<(), String> {
     for note in &notes {
         eprintln!("note: {note}");
     }
+    let proto: Rc<dyn Protocol> = match args.proto {
+        Proto::Wsim => Rc::new(proto::Wsim),
+        Proto::Socketio => Rc::new(proto::SocketIo),
+    };
+    // Rooms joined at login: user i is in room i / G.
+    let g = args.group_size.max(2);
+    let groups: Vec<Option<String>> = (0..n)
+        .map(|i| {
+            let joins = args.scenario == Scenario::Group && proto.create_group_request(&[]).is_none();
+            (joins && i < (n / g).max(1) * g).then(|| format!("b{run_id}r{}", i / g))
+        })
+        .collect();
     let mut bench = Bench {
-        proto: Rc::new(proto::Wsim),
+        proto,
         stats: Rc::new(RefCell::new(Stats::default())),
         users,
+        groups,
         conns: Vec::new(),
         note: notes,
         args,
@@ -528,17 +576,22 @@ async fn run(args: Args) -> Result<(), String> {
                 let mut senders = Vec::new();
                 for room in 0..(n / g).max(1) {
                     let members: Vec<String> = bench.users[room * g..(room + 1) * g].to_vec();
-                    let (path, body) = bench.proto.create_group_request(&members);
-                    let answer = http_post(&bench.args.server, &path, &body).await?;
-                    let gid = bench
-                        .proto
-                        .group_id_from_response(&answer)
-                        .ok_or_else(|| format!("creating a room failed: {answer}"))?;
+                    let gid = match bench.proto.create_group_request(&members) {
+                        Some((path, body)) => {
+                            let answer = http_request(&bench.args.server, "POST", &path, &body).await?;
+                            bench
+                                .proto
+                                .group_id_from_response(&answer)
+                                .ok_or_else(|| format!("creating a room failed: {answer}"))?
+                        }
+                        None => bench.groups[room * g].clone().ok_or("no room joined at login")?,
+                    };
                     for s in 0..bench.args.senders.clamp(1, g) {
                         senders.push((room * g + s, format!("g:{gid}")));
                     }
                 }
-                (senders, (g - 1) as u64)
+                let echo = u64::from(bench.proto.group_echo());
+                (senders, (g - 1) as u64 + echo)
             };
             print_header();
             let mut rate = bench.args.rate;

@@ -37,13 +37,15 @@ pub struct GruWs {
 impl GruWs {
     /// A session opened on the WebSocket itself.
     pub fn direct(gru: Arc<GruState>, sock: GruSocket) -> GruWs {
-        let delivery = WsDelivery::new(sock.conn, gru.queue_bytes as u64, METRICS.frontend("gru"), "gru");
+        let delivery =
+            WsDelivery::new(sock.conn, gru.queue_bytes as u64, METRICS.frontend("gru"), "gru").unconfirmed();
         GruWs { gru, sock, mode: Mode::Active, delivery }
     }
 
     /// The WebSocket of an upgrade of the polling session `poll` (connection `conn`).
     pub fn upgrade(gru: Arc<GruState>, sock: GruSocket, poll: Addr<GruPoll>) -> GruWs {
-        let delivery = WsDelivery::new(sock.conn, gru.queue_bytes as u64, METRICS.frontend("gru"), "gru");
+        let delivery =
+            WsDelivery::new(sock.conn, gru.queue_bytes as u64, METRICS.frontend("gru"), "gru").unconfirmed();
         GruWs { gru, sock, mode: Mode::Upgrading { poll, probed: false, held: Vec::new() }, delivery }
     }
 

@@ -38,7 +38,8 @@ pub struct LongwebWs {
 impl LongwebWs {
     pub fn new(state: Arc<LongwebState>, req: SocketRequest) -> Self {
         let delivery =
-            WsDelivery::new(next_conn_id(), state.queue_bytes, METRICS.frontend("longweb"), "longweb");
+            WsDelivery::new(next_conn_id(), state.queue_bytes, METRICS.frontend("longweb"), "longweb")
+                .unconfirmed();
         LongwebWs { state, req, verified: None, last_heard: Instant::now(), delivery }
     }
 

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The Gru comparison (part of `make bench`): the same wsim-bench Socket.IO client and the same rooms
+# against wsim's Gru front-end (SQLite, messages stored) and against Node's socket.io 4.x server doing
+# the same room broadcast (bench/peers/socketio-gru.js, no storage). Each server alone on CPU 0, the
+# generator on CPU 1. Engine.IO pings are set longer than the run on both (the generator does not
+# answer them). Writes bench/results/<date>-gru.json (one JSON line per step, "label" says which
+# server) and prints a comparison.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/wsim-target}"
+DATE="$(date -u +%Y-%m-%d)"
+OUT=bench/results
+STEP_SECS="${BENCH_STEP_SECS:-5}"
+PING_MS=3600000
+mkdir -p "$OUT"
+cargo build --release --bins -q
+if [ ! bench/peers/node_modules/.package-lock.json -nt bench/peers/package-lock.json ]; then
+  (cd bench/peers && npm ci --no-audit --no-fund --loglevel=error)
+fi
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+source bench/lib.sh
+result="$OUT/$DATE-gru.json"
+: >"$result"
+
+# The two servers; each sets SERVER_PID and SERVER_PORT.
+start_wsim() {
+  SERVER_TMP="$(mktemp -d)"
+  SERVER_DB=""
+  printf '[gru]\nping_interval_ms = %s\n' "$PING_MS" >"$SERVER_TMP/wsim.toml"
+  SERVER_PORT=$((20000 + RANDOM % 20000))
+  RUST_LOG=warn taskset -c 0 "$BIN/wsim" --listen "127.0.0.1:$SERVER_PORT" --config "$SERVER_TMP/wsim.toml" \
+    --database-url "sqlite://$SERVER_TMP/wsim.db" --data-dir "$SERVER_TMP" >"$SERVER_TMP/server.out" 2>&1 &
+  SERVER_PID=$!
+  for _ in $(seq 100); do grep -q listening "$SERVER_TMP/server.out" 2>/dev/null && break; sleep 0.1; done
+}
+start_node() {
+  SERVER_TMP="$(mktemp -d)"
+  SERVER_DB=""
+  SERVER_PORT=$((20000 + RANDOM % 20000))
+  taskset -c 0 node bench/peers/socketio-gru.js "$SERVER_PORT" "$PING_MS" >"$SERVER_TMP/server.out" 2>&1 &
+  SERVER_PID=$!
+  for _ in $(seq 100); do grep -q listening "$SERVER_TMP/server.out" 2>/dev/null && break; sleep 0.1; done
+}
+
+gen() {
+  local label=$1; shift
+  taskset -c 1 "$BIN/wsim-bench" "$@" --proto socketio --server "127.0.0.1:$SERVER_PORT" \
+    --server-pid "$SERVER_PID" --label "$label" | tee /dev/stderr | grep '^{' >>"$result" || true
+}
+
+scenarios() {
+  local label=$1
+  echo "== $label: group 100 (10 rooms, 2 senders each)"
+  gen "$label" group --connections 1000 --group-size 100 --senders 2 --rate 100 --find-knee \
+    --knee-step 2 --knee-steps 8 --duration "$STEP_SECS"
+  echo "== $label: group 1000 (1 room, 10 senders)"
+  gen "$label" group --connections 1000 --group-size 1000 --senders 10 --rate 10 --find-knee \
+    --knee-step 2 --knee-steps 8 --duration "$STEP_SECS"
+}
+
+start_wsim; scenarios wsim-gru; stop_server
+start_node; scenarios node-socket.io; stop_server
+python3 bench/compare_gru.py "$result" | tee "$OUT/$DATE-gru-summary.md"
