@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The standard benchmark suite (`make bench`): release build, the server pinned to CPU 0 and the load
 # generator to CPU 1, scenarios idle, ring and group (10/100/1000) on SQLite and on MariaDB. Writes
-# bench/results/<date>-<backend>.json (one JSON line per run) and bench/results/<date>-summary.md.
+# bench/results/<date>-<backend>.json (one JSON line per run) and bench/results/<date>-summary.md,
+# then the Gru comparison with Node's socket.io (bench/gru.sh).
 # Everything targets 127.0.0.1 and every run is bounded in time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,3 +51,5 @@ run_backend() {
 for b in $BACKENDS; do run_backend "$b"; done
 python3 bench/summarize.py "$OUT" "$DATE" >"$OUT/$DATE-summary.md"
 cat "$OUT/$DATE-summary.md"
+# Gru against Node's socket.io (installs the reference server from npm).
+bash bench/gru.sh
