@@ -32,3 +32,19 @@ for key in sorted(steps, key=lambda k: (k[0], k[1])):
 print()
 for (key, label), k in sorted(knees.items(), key=lambda x: (x[0][0][1], x[0][1])):
     print(f"- knee G={key[1]} {label}: {k if k is not None else 'below the first step'} msg/s offered")
+
+# Each server at its own knee: the highest offered rate with p99 <= 100 ms and nothing lost.
+print("\nAt each server's knee (highest offered rate with p99 <= 100 ms and nothing lost):\n")
+print("| G | wsim msg/s | wsim deliveries per CPU-s | node msg/s | node deliveries per CPU-s | ratio |")
+print("|---|---|---|---|---|---|")
+for key in sorted(steps, key=lambda k: (k[0], k[1])):
+    best = {}
+    for rate in sorted(steps[key]):
+        for label, r in steps[key][rate].items():
+            if r.get("lost") == 0 and (r.get("p99_ms") or 1e9) <= 100 and r.get("deliveries_per_cpu_s"):
+                best[label] = r
+    w, n = best.get("wsim-gru"), best.get("node-socket.io")
+    if w and n:
+        ratio = w["deliveries_per_cpu_s"] / n["deliveries_per_cpu_s"]
+        print(f"| {key[1]} | {w['offered_rate']:.0f} | {w['deliveries_per_cpu_s']:.0f} | "
+              f"{n['offered_rate']:.0f} | {n['deliveries_per_cpu_s']:.0f} | {ratio:.1f}x |")

@@ -218,6 +218,10 @@ async fn broadcast_with_echo_across_versions_and_transports(b: Backend) {
         last_id = id;
     }
     a.expect_none("other", "msg", Duration::from_millis(300)).await;
+    // Stored (for history) before they were delivered.
+    let stored = s
+        .count_rows("SELECT COUNT(*) AS n FROM messages WHERE app = '#gru' AND conv = '10' AND sender = '1'");
+    assert_eq!(stored, 3);
     // Without a target, type 1 goes to the auth group; objects work as well as JSON strings.
     a.emit("s4ws", "msg", json!({"type": 1, "content": "to my group"}));
     assert_eq!(a.expect("s4ws", "msg_result").await["success"], true);

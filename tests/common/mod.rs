@@ -213,6 +213,27 @@ impl TestServer {
         conn.batch_execute(&format!("DROP DATABASE `{}`", db.name)).expect("drop");
     }
 
+    /// Runs `sql`, a `SELECT COUNT(*) AS n …`, on the server's database.
+    pub fn count_rows(&self, sql: &str) -> i64 {
+        use diesel::{Connection, RunQueryDsl};
+        #[derive(diesel::QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let query = diesel::sql_query(sql);
+        match self.database_url.strip_prefix("sqlite://") {
+            Some(path) => {
+                let mut c = diesel::sqlite::SqliteConnection::establish(path).expect("open SQLite");
+                query.get_result::<Count>(&mut c).expect("count").n
+            }
+            None => {
+                let mut c = diesel::mysql::MysqlConnection::establish(&self.database_url).expect("connect");
+                query.get_result::<Count>(&mut c).expect("count").n
+            }
+        }
+    }
+
     /// The server's data directory.
     pub fn data_dir(&self) -> &std::path::Path {
         self.dir.path()

@@ -308,6 +308,7 @@ where
         Ok(r) => r,
         Err(refusal) => return refuse(act, ctx, "msg_result", refusal, ack),
     };
+    crate::metrics::METRICS.frontend("gru").received.inc();
     let conn = act.socket().conn;
     let mut target = req.target;
     let (room, to_user, origin) = if req.msg_type == 1 {
