@@ -104,6 +104,8 @@ pub struct GruFile {
     pub ping_interval_ms: Option<u64>,
     /// Engine.IO heartbeat: how long past the interval a silent session is kept.
     pub ping_timeout_ms: Option<u64>,
+    /// How long a socket may stay connected without a successful `auth`.
+    pub auth_timeout_secs: Option<u64>,
 }
 
 /// How `/ticket` checks token1.
@@ -128,6 +130,7 @@ pub struct GruSettings {
     pub ticket_listen: Option<String>,
     pub ping_interval: Duration,
     pub ping_timeout: Duration,
+    pub auth_timeout: Duration,
 }
 
 impl GruSettings {
@@ -152,6 +155,7 @@ impl GruSettings {
             ticket_listen: f.ticket_listen.clone(),
             ping_interval: Duration::from_millis(f.ping_interval_ms.unwrap_or(25_000).max(100)),
             ping_timeout: Duration::from_millis(f.ping_timeout_ms.unwrap_or(20_000).max(100)),
+            auth_timeout: Duration::from_secs(f.auth_timeout_secs.unwrap_or(30).max(1)),
         })
     }
 }

@@ -202,6 +202,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         settings.longweb.callback_timeout,
         settings.gru.ping_interval,
         settings.gru.ping_timeout,
+        settings.gru.auth_timeout,
         settings.outbound_queue_bytes as usize,
     ));
     let store_data = web::Data::new(store);

@@ -504,3 +504,23 @@ async fn engineio_errors_raw_polling_and_the_queue_bound() {
     let (st, _) = http("GET", &url("EIO=4&transport=polling"), "", "text/plain").await;
     assert_eq!(st, 200);
 }
+
+#[actix_rt::test]
+async fn sockets_that_do_not_authenticate_in_time_are_disconnected() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = dir.path().join("wsim.toml");
+    std::fs::write(&cfg, "[gru]\nauth_timeout_secs = 1\n").expect("config");
+    let s = TestServer::start(&Backend::Sqlite, &["--config", cfg.to_str().expect("path")]);
+    let mut a = Agent::start().await;
+    for (name, v, transports) in [("quiet2", 2u8, POLLING), ("quiet4", 4, UPGRADE), ("quiet4ws", 4, WS)] {
+        a.connect(name, v, &s.base, transports);
+        a.expect(name, "connect").await;
+    }
+    a.login(&s, "authed", 4, UPGRADE, 1, Some(1)).await;
+    for name in ["quiet2", "quiet4", "quiet4ws"] {
+        assert_eq!(a.expect(name, "disconnect").await, "io server disconnect", "{name}");
+    }
+    a.expect_none("authed", "disconnect", Duration::from_millis(1500)).await;
+    a.emit("authed", "online", json!("1"));
+    assert_eq!(a.expect("authed", "online_result").await["data"], json!([1]));
+}

@@ -34,6 +34,8 @@ pub struct GruState {
     pub callback_timeout: Duration,
     pub ping_interval: Duration,
     pub ping_timeout: Duration,
+    /// How long a socket may stay without a successful `auth` before it is disconnected.
+    pub auth_timeout: Duration,
     /// Largest Engine.IO message or polling body accepted from a client.
     pub max_payload: usize,
     /// Bytes of packets that may wait for a slow client before its session is closed.
@@ -52,6 +54,7 @@ impl GruState {
         callback_timeout: Duration,
         ping_interval: Duration,
         ping_timeout: Duration,
+        auth_timeout: Duration,
         queue_bytes: usize,
     ) -> GruState {
         GruState {
@@ -62,6 +65,7 @@ impl GruState {
             callback_timeout,
             ping_interval,
             ping_timeout,
+            auth_timeout,
             max_payload: crate::transport::ws::MAX_FRAME,
             queue_bytes,
             sessions: Mutex::new(HashMap::new()),

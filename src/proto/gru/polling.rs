@@ -133,6 +133,10 @@ impl GruTransport for GruPoll {
         &self.gru
     }
 
+    fn serving(&self) -> bool {
+        self.forward.is_none()
+    }
+
     fn socket(&mut self) -> &mut GruSocket {
         &mut self.sock
     }
@@ -180,6 +184,7 @@ impl Actor for GruPoll {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         METRICS.frontend("gru").connections.inc();
+        socket::require_auth_in_time(self, ctx);
         ctx.run_interval(self.gru.ping_interval, |act, ctx| {
             if act.forward.is_none() && !act.closing {
                 socket::ping(act, ctx);

@@ -106,6 +106,9 @@ where
     Self::Context: AsyncContext<Self> + ToEnvelope<Self, Deliver>,
 {
     fn gru(&self) -> &Arc<GruState>;
+    /// Whether this transport carries the socket now (not after it handed it over, nor before it
+    /// took it over).
+    fn serving(&self) -> bool;
     fn socket(&mut self) -> &mut GruSocket;
     /// Sends one encoded Engine.IO packet.
     fn send_packet(&mut self, ctx: &mut Self::Context, packet: String);
@@ -378,6 +381,23 @@ where
     if act.socket().eio == Eio::V4 {
         act.send_packet(ctx, engineio::encode(&Packet::Ping(String::new())));
     }
+}
+
+/// Disconnects the socket if it has not authenticated within the auth timeout (the seed: the server
+/// drops connections that time out).
+pub fn require_auth_in_time<A>(act: &mut A, ctx: &mut A::Context)
+where
+    A: GruTransport,
+    A::Context: AsyncContext<A> + ToEnvelope<A, Deliver>,
+{
+    let wait = act.gru().auth_timeout;
+    ctx.run_later(wait, move |act, ctx| {
+        if act.serving() && act.socket().user.is_none() {
+            log::info!("gru {}: no auth within {wait:?}, disconnecting", act.socket().sid);
+            act.send_packet(ctx, sio_packet(&SioPacket::Disconnect { ns: "/".into() }));
+            act.end(ctx);
+        }
+    });
 }
 
 /// Whether the client has been silent past the ping interval plus the ping timeout.

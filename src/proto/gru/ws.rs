@@ -97,6 +97,9 @@ impl GruWs {
             };
             let Mode::TakingOver { held } = std::mem::replace(&mut act.mode, Mode::Active) else { return };
             act.sock = sock;
+            if act.sock.user.is_none() {
+                socket::require_auth_in_time(act, ctx);
+            }
             for packet in queued {
                 act.send_packet(ctx, packet);
             }
@@ -124,6 +127,10 @@ impl GruTransport for GruWs {
         &self.gru
     }
 
+    fn serving(&self) -> bool {
+        matches!(self.mode, Mode::Active)
+    }
+
     fn socket(&mut self) -> &mut GruSocket {
         &mut self.sock
     }
@@ -147,6 +154,16 @@ impl Actor for GruWs {
             for packet in socket::greeting(&self.gru, &mut self.sock, false) {
                 delivery::text(self, ctx, packet);
             }
+        }
+        if matches!(self.mode, Mode::Active) {
+            socket::require_auth_in_time(self, ctx);
+        } else {
+            // An upgrade that does not complete in this time is given up.
+            ctx.run_later(self.gru.auth_timeout, |act, ctx| {
+                if !matches!(act.mode, Mode::Active) {
+                    ctx.stop();
+                }
+            });
         }
         ctx.run_interval(self.gru.ping_interval, |act, ctx| {
             if matches!(act.mode, Mode::Active) {
