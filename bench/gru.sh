@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/wsim-target}"
 DATE="$(date -u +%Y-%m-%d)"
-OUT=bench/results
+OUT="${BENCH_OUT:-bench/results}"
 STEP_SECS="${BENCH_STEP_SECS:-5}"
 PING_MS=3600000
 mkdir -p "$OUT"
@@ -22,17 +22,7 @@ source bench/lib.sh
 result="$OUT/$DATE-gru.json"
 : >"$result"
 
-# The two servers; each sets SERVER_PID and SERVER_PORT.
-start_wsim() {
-  SERVER_TMP="$(mktemp -d)"
-  SERVER_DB=""
-  printf '[gru]\nping_interval_ms = %s\n' "$PING_MS" >"$SERVER_TMP/wsim.toml"
-  SERVER_PORT=$((20000 + RANDOM % 20000))
-  RUST_LOG=warn taskset -c 0 "$BIN/wsim" --listen "127.0.0.1:$SERVER_PORT" --config "$SERVER_TMP/wsim.toml" \
-    --database-url "sqlite://$SERVER_TMP/wsim.db" --data-dir "$SERVER_TMP" >"$SERVER_TMP/server.out" 2>&1 &
-  SERVER_PID=$!
-  for _ in $(seq 100); do grep -q listening "$SERVER_TMP/server.out" 2>/dev/null && break; sleep 0.1; done
-}
+# wsim comes from bench/lib.sh (start_server); the Node server sets the same variables.
 start_node() {
   SERVER_TMP="$(mktemp -d)"
   SERVER_DB=""
@@ -58,6 +48,8 @@ scenarios() {
     --knee-step 2 --knee-steps 8 --duration "$STEP_SECS"
 }
 
-start_wsim; scenarios wsim-gru; stop_server
+SERVER_TOML="$(printf '[gru]\nping_interval_ms = %s' "$PING_MS")" start_server sqlite
+scenarios wsim-gru
+stop_server
 start_node; scenarios node-socket.io; stop_server
 python3 bench/compare_gru.py "$result" | tee "$OUT/$DATE-gru-summary.md"

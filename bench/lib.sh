@@ -1,5 +1,6 @@
 # Shared by bench/run.sh and bench/quick.sh: a fresh wsim release server pinned to CPU 0.
-#   start_server sqlite|mysql   sets SERVER_PID, SERVER_PORT, SERVER_TMP (and SERVER_DB for MariaDB)
+#   start_server sqlite|mysql   sets SERVER_PID, SERVER_PORT, SERVER_TMP (and SERVER_DB for MariaDB);
+#                               $SERVER_TOML, when set, is the server's configuration file
 #   stop_server                 SIGTERM, wait, drop the database, remove the temporary directory
 BIN="$CARGO_TARGET_DIR/release"
 MYSQL_ADMIN_URL="${WSIM_BENCH_MYSQL_URL:-mysql://root@127.0.0.1:3306/test}"
@@ -15,9 +16,14 @@ start_server() {
     mysql -uroot -h127.0.0.1 -e "CREATE DATABASE \`$SERVER_DB\` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
     url="${MYSQL_ADMIN_URL%/*}/$SERVER_DB"
   fi
+  local config=()
+  if [ -n "${SERVER_TOML:-}" ]; then
+    printf '%s\n' "$SERVER_TOML" >"$SERVER_TMP/wsim.toml"
+    config=(--config "$SERVER_TMP/wsim.toml")
+  fi
   SERVER_PORT=$((20000 + RANDOM % 20000))
   RUST_LOG=warn taskset -c 0 "$BIN/wsim" --listen "127.0.0.1:$SERVER_PORT" --database-url "$url" \
-    --data-dir "$SERVER_TMP" >"$SERVER_TMP/server.out" 2>"$SERVER_TMP/server.err" &
+    --data-dir "$SERVER_TMP" "${config[@]}" >"$SERVER_TMP/server.out" 2>"$SERVER_TMP/server.err" &
   SERVER_PID=$!
   for _ in $(seq 100); do grep -q listening "$SERVER_TMP/server.out" 2>/dev/null && break; sleep 0.1; done
 }

@@ -145,10 +145,7 @@ async fn tokens_are_checked(b: Backend) {
 /// With an allow-list that excludes loopback, `/inner/*` refuses this test (10003).
 #[actix_rt::test]
 async fn inner_endpoints_refuse_other_networks() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let cfg = dir.path().join("wsim.toml");
-    std::fs::write(&cfg, "[gateway]\ninner_allow = [\"10.0.0.0/8\"]\n").expect("config");
-    let s = TestServer::start(&Backend::Sqlite, &["--config", cfg.to_str().expect("path")]);
+    let s = TestServer::start_with_config(&Backend::Sqlite, "[gateway]\ninner_allow = [\"10.0.0.0/8\"]\n");
     for path in [
         "/inner/get_token",
         "/inner/create_conversation",

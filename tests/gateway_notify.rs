@@ -105,10 +105,7 @@ async fn poll(s: &TestServer, token: &str) -> (u16, Value) {
 }
 
 async fn long_poll_loses_nothing(b: Backend) {
-    let dir = tempfile::tempdir().expect("tmp");
-    let cfg = dir.path().join("wsim.toml");
-    std::fs::write(&cfg, "[gateway]\npoll_timeout_secs = 1\n").expect("config");
-    let s = TestServer::start(&b, &["--config", cfg.to_str().expect("path")]);
+    let s = TestServer::start_with_config(&b, "[gateway]\npoll_timeout_secs = 1\n");
     let v = s
         .post_json(
             "/inner/create_conversation",

@@ -334,10 +334,10 @@ async fn polling_upgrades_to_websocket_and_keeps_its_socket(b: Backend) {
 
 #[actix_rt::test]
 async fn heartbeats_keep_live_clients_and_the_server_drops_silent_ones() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let cfg = dir.path().join("wsim.toml");
-    std::fs::write(&cfg, "[gru]\nping_interval_ms = 300\nping_timeout_ms = 300\n").expect("config");
-    let s = TestServer::start(&Backend::Sqlite, &["--config", cfg.to_str().expect("path")]);
+    let s = TestServer::start_with_config(
+        &Backend::Sqlite,
+        "[gru]\nping_interval_ms = 300\nping_timeout_ms = 300\n",
+    );
     let mut a = Agent::start().await;
     a.login(&s, "v2", 2, WS, 1, Some(1)).await;
     a.login(&s, "v4", 4, WS, 2, Some(1)).await;
@@ -507,10 +507,7 @@ async fn engineio_errors_raw_polling_and_the_queue_bound() {
 
 #[actix_rt::test]
 async fn sockets_that_do_not_authenticate_in_time_are_disconnected() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let cfg = dir.path().join("wsim.toml");
-    std::fs::write(&cfg, "[gru]\nauth_timeout_secs = 1\n").expect("config");
-    let s = TestServer::start(&Backend::Sqlite, &["--config", cfg.to_str().expect("path")]);
+    let s = TestServer::start_with_config(&Backend::Sqlite, "[gru]\nauth_timeout_secs = 1\n");
     let mut a = Agent::start().await;
     for (name, v, transports) in [("quiet2", 2u8, POLLING), ("quiet4", 4, UPGRADE), ("quiet4ws", 4, WS)] {
         a.connect(name, v, &s.base, transports);

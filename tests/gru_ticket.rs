@@ -28,24 +28,16 @@ async fn ticket_with_defaults(b: Backend) {
     }
 }
 
-fn write_config(dir: &std::path::Path, body: &str) -> String {
-    let p = dir.join("wsim.toml");
-    std::fs::write(&p, body).expect("config");
-    p.to_str().expect("path").to_string()
-}
-
 const NODES: &str = "nodes = [{ name = \"node_1\", addr = \"http://10.0.0.1:11111\" }, \
                      { name = \"node_2\", addr = \"http://10.0.0.2:11111\" }, \
                      { name = \"node_3\", addr = \"http://10.0.0.3:11111\" }]\n";
 
 #[actix_rt::test]
 async fn consistent_nodes_backups_and_md5_token1() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let cfg = write_config(
-        dir.path(),
+    let s = TestServer::start_with_config(
+        &Backend::Sqlite,
         &format!("[gru]\n{NODES}token1_check = \"md5\"\ntoken1_salt = \"pepper\"\n"),
     );
-    let s = TestServer::start(&Backend::Sqlite, &["--config", &cfg]);
     let token1 = |id: &str, name: &str| -> String {
         Md5::digest(format!("{id}_{name}_pepper").as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
     };
@@ -98,12 +90,10 @@ async fn callback_token1_no_node_and_own_listen_address() {
     let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let ticket_addr = free.local_addr().expect("addr");
     drop(free);
-    let dir = tempfile::tempdir().expect("tmp");
-    let cfg = write_config(
-        dir.path(),
+    let s = TestServer::start_with_config(
+        &Backend::Sqlite,
         &format!("[gru]\n{NODES}token1_check = \"callback\"\ntoken1_callback = \"{cb}\"\nticket_listen = \"{ticket_addr}\"\n"),
     );
-    let s = TestServer::start(&Backend::Sqlite, &["--config", &cfg]);
     let v = s.get_json("/ticket?userType=1&userName=a&userId=9&token1=good").await;
     assert_eq!(v["success"], true, "{v}");
     let v = s.get_json("/ticket?userType=1&userName=a&userId=9&token1=bad").await;
@@ -120,9 +110,7 @@ async fn callback_token1_no_node_and_own_listen_address() {
     let res = client.get(format!("http://{ticket_addr}/healthz")).send().await.expect("GET");
     assert_eq!(res.status().as_u16(), 404);
 
-    let dir2 = tempfile::tempdir().expect("tmp");
-    let cfg = write_config(dir2.path(), "[gru]\nnodes = []\n");
-    let s = TestServer::start(&Backend::Sqlite, &["--config", &cfg]);
+    let s = TestServer::start_with_config(&Backend::Sqlite, "[gru]\nnodes = []\n");
     let v = s.get_json("/ticket?userType=1&userName=a&userId=9").await;
     assert_eq!(v, json!({"success": false, "errorCode": 701, "msg": "no node available"}));
 }

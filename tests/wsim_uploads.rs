@@ -145,11 +145,10 @@ async fn uploads_read_real_metadata_and_serve_files_back(b: Backend) {
 /// Size limits come from the configuration and are enforced while streaming.
 #[actix_rt::test]
 async fn too_large_uploads_are_refused_and_leave_nothing() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let cfg = dir.path().join("wsim.toml");
-    std::fs::write(&cfg, "[uploads]\nmax_audio_mib = 1\nmax_image_mib = 1\nmax_video_mib = 1\n")
-        .expect("config");
-    let s = TestServer::start(&Backend::Sqlite, &["--config", cfg.to_str().expect("path")]);
+    let s = TestServer::start_with_config(
+        &Backend::Sqlite,
+        "[uploads]\nmax_audio_mib = 1\nmax_image_mib = 1\nmax_video_mib = 1\n",
+    );
     let mut big = b"ID3\x04\x00\x00\x00\x00\x00\x00".to_vec();
     big.resize(3 << 20, 0x55);
     for endpoint in ["/upload/writev1", "/upload/writev2", "/upload/writev3"] {

@@ -108,6 +108,23 @@ pub struct TestServer {
 
 impl TestServer {
     pub fn start(backend: &Backend, extra: &[&str]) -> TestServer {
+        let mut s = Self::prepare(backend, extra);
+        s.spawn();
+        s
+    }
+
+    /// Starts with `toml` as the configuration file (kept in the server's data directory).
+    pub fn start_with_config(backend: &Backend, toml: &str) -> TestServer {
+        let mut s = Self::prepare(backend, &[]);
+        let path = s.dir.path().join("wsim.toml");
+        std::fs::write(&path, toml).expect("write the configuration");
+        s.extra.push("--config".into());
+        s.extra.push(path.display().to_string());
+        s.spawn();
+        s
+    }
+
+    fn prepare(backend: &Backend, extra: &[&str]) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let (mysql, database_url) = match backend {
             Backend::Sqlite => (None, format!("sqlite://{}", dir.path().join("wsim.db").display())),
@@ -116,7 +133,7 @@ impl TestServer {
                 (Some(db), url)
             }
         };
-        let mut s = TestServer {
+        let s = TestServer {
             child: None,
             base: String::new(),
             ws_base: String::new(),
@@ -125,7 +142,6 @@ impl TestServer {
             dir,
             _mysql: mysql,
         };
-        s.spawn();
         s
     }
 
