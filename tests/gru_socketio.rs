@@ -1,5 +1,5 @@
-//! Gru's Socket.IO endpoint driven by the real `socket.io-client` packages from npm: 2.x (Engine.IO v3)
-//! and 4.x (Engine.IO v4), over websocket only, polling only and polling with upgrade (see
+//! Gru's Socket.IO endpoint driven by the real `socket.io-client` packages from npm: 1.x and 2.x
+//! (Engine.IO v3) and 4.x (Engine.IO v4), over websocket only, polling only and polling with upgrade (see
 //! tests/node/agent.js; `make test` installs the packages).
 
 mod common;
@@ -194,6 +194,7 @@ async fn broadcast_with_echo_across_versions_and_transports(b: Backend) {
     a.login(&s, "s2poll", 2, POLLING, 3, Some(10)).await;
     a.login(&s, "s4ws", 4, WS, 4, Some(10)).await;
     a.login(&s, "other", 4, WS, 5, Some(11)).await;
+    a.login(&s, "s1up", 1, UPGRADE, 6, Some(10)).await;
     let before = chrono::Utc::now().timestamp_millis();
     let mut last_id = 0;
     for i in 0..3 {
@@ -202,7 +203,7 @@ async fn broadcast_with_echo_across_versions_and_transports(b: Backend) {
         a.emit("teacher", "msg", json!(msg.to_string()));
         let r = a.expect("teacher", "msg_result").await;
         assert_eq!((r["success"].clone(), r["errorCode"].clone()), (json!(true), json!(0)), "{r}");
-        for who in ["teacher", "s4poll", "s2poll", "s4ws"] {
+        for who in ["teacher", "s4poll", "s2poll", "s4ws", "s1up"] {
             let m = a.expect(who, "msg").await;
             assert_eq!(m["content"], content.as_str(), "{who}");
             assert_eq!(m["fromId"], 1);
@@ -225,7 +226,7 @@ async fn broadcast_with_echo_across_versions_and_transports(b: Backend) {
     // Without a target, type 1 goes to the auth group; objects work as well as JSON strings.
     a.emit("s4ws", "msg", json!({"type": 1, "content": "to my group"}));
     assert_eq!(a.expect("s4ws", "msg_result").await["success"], true);
-    for who in ["teacher", "s4poll", "s2poll", "s4ws"] {
+    for who in ["teacher", "s4poll", "s2poll", "s4ws", "s1up"] {
         let m = a.expect(who, "msg").await;
         assert_eq!((m["content"].clone(), m["fromId"].clone()), (json!("to my group"), json!(4)));
         assert_eq!(m["target"]["id"], 10);
@@ -306,7 +307,7 @@ async fn online_subscribe_and_events_before_auth() {
 async fn polling_upgrades_to_websocket_and_keeps_its_socket(b: Backend) {
     let s = TestServer::start(&b, &[]);
     let mut a = Agent::start().await;
-    for v in [2u8, 4] {
+    for v in [1u8, 2, 4] {
         let name = format!("up{v}");
         a.login(&s, &name, v, UPGRADE, 30 + v as u64, Some(40)).await;
         let up = a.expect_raw(|e| e["name"] == name.as_str() && e["event"] == "upgrade").await;
@@ -315,7 +316,7 @@ async fn polling_upgrades_to_websocket_and_keeps_its_socket(b: Backend) {
     a.login(&s, "sender", 4, WS, 99, Some(40)).await;
     for i in 0..5 {
         a.emit("sender", "msg", json!({"type": 1, "content": format!("after upgrade {i}")}));
-        for who in ["up2", "up4", "sender"] {
+        for who in ["up1", "up2", "up4", "sender"] {
             assert_eq!(a.expect(who, "msg").await["content"], format!("after upgrade {i}"));
         }
     }
@@ -323,7 +324,7 @@ async fn polling_upgrades_to_websocket_and_keeps_its_socket(b: Backend) {
     a.emit("up2", "msg", json!({"type": 0, "target": {"id": 99}, "content": "from v2"}));
     assert_eq!(a.expect("up2", "msg_result").await["success"], true);
     assert_eq!(a.expect("sender", "msg").await["content"], "from v2");
-    for who in ["up2", "up4"] {
+    for who in ["up1", "up2", "up4"] {
         a.cmd(json!({"op": "transport", "name": who}));
         assert_eq!(
             a.expect_raw(|e| e["name"] == who && e["event"] == "transport").await["transport"],

@@ -1,6 +1,6 @@
 // Drives real Socket.IO clients for the Gru integration tests. Reads one JSON command per line on
 // stdin and writes one JSON event per line on stdout:
-//   {"op":"connect","name":"a","v":2|4,"url":"http://…","transports":["websocket"],"reconnection":false}
+//   {"op":"connect","name":"a","v":1|2|4,"url":"http://…","transports":["websocket"],"reconnection":false}
 //   {"op":"emit","name":"a","event":"auth","data":…,"ack":true}
 //   {"op":"close","name":"a"}
 //   {"op":"transport","name":"a"}
@@ -9,6 +9,7 @@
 'use strict';
 
 const readline = require('readline');
+const sio1 = require('sio1');
 const sio2 = require('sio2');
 const { io: sio4 } = require('sio4');
 
@@ -33,7 +34,7 @@ function connect(cmd) {
     reconnectionDelayMax: 500,
     timeout: 5000,
   };
-  const socket = cmd.v === 2 ? sio2(cmd.url, opts) : sio4(cmd.url, opts);
+  const socket = cmd.v === 1 ? sio1(cmd.url, opts) : cmd.v === 2 ? sio2(cmd.url, opts) : sio4(cmd.url, opts);
   sockets.set(cmd.name, socket);
   const name = cmd.name;
   socket.io.on('open', () => {

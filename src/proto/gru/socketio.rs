@@ -182,4 +182,24 @@ mod tests {
             assert_eq!(decode(text), Err(err), "{text}");
         }
     }
+
+    #[test]
+    fn arbitrary_input_never_panics() {
+        // Random strings over the characters the grammar cares about (plus multi-byte ones).
+        let alphabet: Vec<char> = "0123456789[]{}\",:/-ab \u{1e}é😀".chars().collect();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 24) as usize;
+            let text: String =
+                (0..len).map(|k| alphabet[((x >> (k % 48)) as usize + k * 7) % alphabet.len()]).collect();
+            let _ = decode(&text);
+            let _ = crate::proto::gru::engineio::decode(&text);
+            for v in [crate::proto::gru::engineio::Eio::V3, crate::proto::gru::engineio::Eio::V4] {
+                let _ = crate::proto::gru::engineio::decode_payload(v, &text);
+            }
+        }
+    }
 }
