@@ -89,6 +89,9 @@ struct Replay {
 struct ConnEntry {
     handle: ConnHandle,
     replay: Option<Replay>,
+    /// Per conversation, the highest id the finished replay handed over: a live copy of a message
+    /// the replay already found in the store (it can arrive after the replay ends) is not sent twice.
+    replayed_upto: HashMap<String, i64>,
 }
 
 pub struct UserSession {
@@ -282,6 +285,7 @@ impl UserSession {
                 entry.handle.deliver.do_send(Deliver::single(msg, false));
             }
         }
+        entry.replayed_upto = replay.cursors;
     }
 
     /// The last connection left: store the watermarks, then ask the registry to forget this session
@@ -348,7 +352,7 @@ impl Handler<AttachConn> for UserSession {
             }
         }
         let id = msg.conn.id;
-        self.conns.insert(id, ConnEntry { handle: msg.conn, replay: None });
+        self.conns.insert(id, ConnEntry { handle: msg.conn, replay: None, replayed_upto: HashMap::new() });
         self.start_replay(id, ctx);
     }
 }
@@ -388,10 +392,14 @@ impl Handler<SessionDeliver> for UserSession {
             if Some(*id) == msg.origin {
                 continue;
             }
+            let m = &msg.msg;
             match entry.replay.as_mut() {
                 Some(r) if r.buffer.len() >= REPLAY_BUFFER => r.overflow = true,
-                Some(r) => r.buffer.push(msg.msg.clone()),
-                None => entry.handle.deliver.do_send(Deliver::single(msg.msg.clone(), false)),
+                Some(r) => r.buffer.push(m.clone()),
+                // Replays leave out the user's own messages, so only others' can have come that way.
+                None if m.sender != self.key.user
+                    && entry.replayed_upto.get(&m.conv).is_some_and(|upto| m.id <= *upto) => {}
+                None => entry.handle.deliver.do_send(Deliver::single(m.clone(), false)),
             }
         }
     }
