@@ -18,6 +18,9 @@ use crate::core::Deliver;
 use crate::metrics::METRICS;
 use crate::transport::delivery::{self, WsDelivery, WsFrontend};
 
+/// Most messages kept for a socket while its upgrade completes.
+const MAX_HELD: usize = 10_000;
+
 enum Mode {
     /// Serving the socket.
     Active,
@@ -198,9 +201,15 @@ impl Handler<Deliver> for GruWs {
         match &mut self.mode {
             Mode::Active => delivery::deliver(self, d, ctx),
             Mode::Upgrading { held, .. } | Mode::TakingOver { held } => {
-                if held.len() < 10_000 {
-                    held.push(d);
+                if held.len() >= MAX_HELD {
+                    log::info!(
+                        "gru {}: upgrade not completing while messages pile up, closing",
+                        self.sock.sid
+                    );
+                    ctx.stop();
+                    return;
                 }
+                held.push(d);
             }
         }
     }
