@@ -300,6 +300,9 @@ async fn online_subscribe_and_events_before_auth() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     a.emit("u5", "online", json!("10"));
     assert_eq!(a.expect("u5", "online_result").await["data"], json!([5, 7]));
+    a.login(&s, "u12", 4, WS, 12, Some(10)).await;
+    a.emit("u5", "online", json!("10"));
+    assert_eq!(a.expect("u5", "online_result").await["data"], json!([5, 7, 12]), "numeric order");
     a.emit("u5", "subscribe", json!({"bad": 1}));
     assert_eq!(a.expect("u5", "subscribe_result").await["errorCode"], -4);
 }

@@ -365,7 +365,9 @@ where
     };
     let core = act.gru().core.clone();
     ctx.spawn(async move { core.room_users(GRU_APP, &group).await }.into_actor(act).map(
-        move |users, act, ctx| {
+        move |mut users, act, ctx| {
+            // Integer ids in numeric order first, then the others.
+            users.sort_by_cached_key(|u| (u.parse::<i64>().map_err(|_| ()), u.clone()));
             let ids: Vec<Value> = users.iter().map(|u| events::id_value(u)).collect();
             reply(act, ctx, "online_result", events::result(0, "", Some(json!(ids))), ack);
         },
