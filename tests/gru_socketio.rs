@@ -500,6 +500,45 @@ async fn engineio_errors_raw_polling_and_the_queue_bound() {
     assert_eq!(st, 400, "{body}");
     assert!(body.contains("\"code\":1"), "the session is gone: {body}");
 
+    // A probe that is not followed by the upgrade leaves the session polling; a second probe then
+    // completes the upgrade, and the polling transport is gone for that session.
+    let (_, open) = http("GET", &url("EIO=4&transport=polling"), "", "text/plain").await;
+    let sid = sid_of(&open);
+    let poll = url(&format!("EIO=4&transport=polling&sid={sid}"));
+    let upgrade = format!("{}/socket.io/?EIO=4&transport=websocket&sid={sid}", s.ws_base);
+    let mut probe = common::Ws::connect(&upgrade).await;
+    probe.send("2probe");
+    assert_eq!(probe.recv().await, "3probe");
+    probe.close().await;
+    let (st, ok) = http("POST", &poll, "40", "text/plain").await;
+    assert_eq!((st, ok.as_str()), (200, "ok"), "still polling after the failed probe");
+    let (_, connected) = http("GET", &poll, "", "text/plain").await;
+    assert!(connected.starts_with("40{\"sid\""), "{connected}");
+    let mut ws = common::Ws::connect(&upgrade).await;
+    ws.send("2probe");
+    assert_eq!(ws.recv().await, "3probe");
+    let (_, noop) = http("GET", &poll, "", "text/plain").await;
+    assert_eq!(noop, "6", "a poll during the upgrade gets a noop");
+    ws.send("5");
+    let t2 = token2(&s, 52, 0).await;
+    ws.send(&format!("42{}", json!(["auth", {"id": 52, "name": "user52", "token2": t2, "type": 0}])));
+    assert!(ws.recv().await.starts_with("42[\"auth_result\",{\"data\""), "the socket lives on the WebSocket");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (st, body) = http("GET", &poll, "", "text/plain").await;
+    assert_eq!(st, 400, "{body}");
+
+    // Two GETs at once on one session: the second is refused and the session closed.
+    let (_, open) = http("GET", &url("EIO=4&transport=polling"), "", "text/plain").await;
+    let poll = url(&format!("EIO=4&transport=polling&sid={}", sid_of(&open)));
+    let first = actix_rt::spawn({
+        let poll = poll.clone();
+        async move { http("GET", &poll, "", "text/plain").await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (st, body) = http("GET", &poll, "", "text/plain").await;
+    assert_eq!(st, 400, "{body}");
+    assert_eq!(first.await.expect("first GET").1, "1", "the waiting GET gets the close packet");
+
     // A WebSocket frame of garbage ends that session, and the server keeps serving.
     let mut bad = common::Ws::connect(&format!("{}/socket.io/?EIO=4&transport=websocket", s.ws_base)).await;
     bad.recv().await;
