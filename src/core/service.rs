@@ -68,8 +68,10 @@ impl Core {
         let wr = writer.clone();
         let rooms = Rooms::start_in_arbiter(&handle, move |_| Rooms::new(wr));
         let s = store.clone();
+        // Small, frequent passive checkpoints (SQLite): each is short, so it holds up the writer and the
+        // connections sharing its CPU less than one big one a second.
         handle.spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
             loop {
                 tick.tick().await;
                 s.checkpoint().await;
