@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Turns bench/results/<date>-<backend>.json (JSON lines from wsim-bench) into a markdown summary."""
+"""Turns bench/results/<date>-<backend>.json (JSON lines from wsim-bench) into a markdown summary
+(the Gru comparison, <date>-gru.json, has its own: compare_gru.py)."""
 import json
 import pathlib
 import sys
@@ -9,6 +10,8 @@ print(f"# wsim benchmark, {date}\n")
 print("Server pinned to CPU 0, wsim-bench to CPU 1 (`make bench`), 100-byte payloads.\n")
 for path in sorted(out_dir.glob(f"{date}-*.json")):
     backend = path.stem[len(date) + 1:]
+    if backend == "gru":
+        continue  # bench/gru.sh summarizes its own runs (compare_gru.py)
     rows = [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
     print(f"## {backend}\n")
     for r in rows:

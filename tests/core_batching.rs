@@ -59,3 +59,43 @@ async fn a_burst_costs_few_transactions(b: Backend) {
     assert_eq!(history[0].payload, "m0");
     assert_eq!(history[n - 1].payload, format!("m{}", n - 1));
 }
+
+/// SQLite's write-ahead log is emptied once it passes the bound, even while commits keep coming.
+#[actix_rt::test]
+async fn the_sqlite_log_stays_bounded() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = dir.path().join("t.db");
+    let url = format!("sqlite://{}", db.display());
+    let store = actix_web::rt::task::spawn_blocking(move || Store::connect(&url, 4))
+        .await
+        .expect("join")
+        .expect("store");
+    let core = Core::start(store.clone(), &CoreSettings { node_id: 1, max_batch: 50 });
+    let wal = dir.path().join("t.db-wal");
+    let wal_len = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    let send = |i: usize| {
+        let core = core.clone();
+        async move {
+            let draft = Draft {
+                app: "default".into(),
+                sender: "a".into(),
+                target: Target::User("b".into()),
+                kind: "text".into(),
+                payload: format!("{i:0>400}"),
+                extension: String::new(),
+                status: 0,
+            };
+            core.submit_acked(draft, Origin::default()).await.expect("stored")
+        }
+    };
+    futures_util::future::join_all((0..1000).map(send)).await;
+    // A passive checkpoint copies the log back but leaves the file as long as it was.
+    store.checkpoint_bounded(i32::MAX).await;
+    let grown = wal_len();
+    assert!(grown > 100 * 4096, "the log grew: {grown} bytes");
+    // Past the bound, the log is emptied (while more commits run alongside).
+    let more = futures_util::future::join_all((1000..1200).map(send));
+    let (_, ()) = futures_util::join!(more, store.checkpoint_bounded(10));
+    store.checkpoint_bounded(10).await;
+    assert!(wal_len() < grown / 4, "the log was emptied: {} of {grown} bytes", wal_len());
+}

@@ -67,9 +67,9 @@ impl Core {
         let registry = Registry::start_in_arbiter(&handle, move |_| Registry::new(wr, s));
         let wr = writer.clone();
         let rooms = Rooms::start_in_arbiter(&handle, move |_| Rooms::new(wr));
+        // Small, frequent passive checkpoints beside the commits (SQLite); the writer completes one
+        // between its transactions when these cannot keep the log short.
         let s = store.clone();
-        // Small, frequent passive checkpoints (SQLite): each is short, so it holds up the writer and the
-        // connections sharing its CPU less than one big one a second.
         handle.spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
             loop {

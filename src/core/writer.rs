@@ -22,6 +22,8 @@ use crate::store::Store;
 pub const WRITER_MAILBOX: usize = 50_000;
 const KNOWN_DIRECT_MAX: usize = 200_000;
 const WRITE_ATTEMPTS: u32 = 3;
+/// Least time between two SQLite checkpoints run by the writer.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 /// Watermark updates per transaction, with messages and without.
 const CURSORS_WITH_MESSAGES: usize = 64;
 const CURSORS_ALONE: usize = 512;
@@ -104,6 +106,9 @@ pub struct StoreWriter {
     in_flight: bool,
     known_direct: HashSet<(String, String)>,
     stats: WriterStats,
+    /// Commits since the last checkpoint (SQLite).
+    dirty: bool,
+    last_checkpoint: std::time::Instant,
 }
 
 impl StoreWriter {
@@ -119,6 +124,8 @@ impl StoreWriter {
             in_flight: false,
             known_direct: HashSet::new(),
             stats: WriterStats::default(),
+            dirty: false,
+            last_checkpoint: std::time::Instant::now(),
         }
     }
 
@@ -143,8 +150,27 @@ impl StoreWriter {
         }
     }
 
+    /// When the SQLite log has grown long (the background checkpoints cannot finish beside the
+    /// commits), runs a checkpoint between two transactions: with no write in progress it copies
+    /// the rest of the log back, and the next commit starts the log over. Returns whether one
+    /// started.
+    fn checkpoint_if_due(&mut self, ctx: &mut Context<Self>) -> bool {
+        if !self.dirty || self.last_checkpoint.elapsed() < CHECKPOINT_EVERY || !self.store.wal_too_long() {
+            return false;
+        }
+        self.dirty = false;
+        self.in_flight = true;
+        let store = self.store.clone();
+        ctx.spawn(async move { store.complete_checkpoint().await }.into_actor(self).map(|(), act, ctx| {
+            act.in_flight = false;
+            act.last_checkpoint = std::time::Instant::now();
+            act.flush(ctx);
+        }));
+        true
+    }
+
     fn flush(&mut self, ctx: &mut Context<Self>) {
-        if self.in_flight {
+        if self.in_flight || self.checkpoint_if_due(ctx) {
             return;
         }
         if self.queue.is_empty() && self.cursors.is_empty() {
@@ -197,6 +223,7 @@ impl StoreWriter {
             act.in_flight = false;
             match res {
                 Ok(()) => {
+                    act.dirty = true;
                     act.stats.batches += 1;
                     act.stats.messages += jobs.len() as u64;
                     METRICS.stored.inc_by(jobs.len() as u64);
