@@ -35,7 +35,7 @@ start_node() {
 gen() {
   local label=$1; shift
   taskset -c 1 "$BIN/wsim-bench" "$@" --proto socketio --server "127.0.0.1:$SERVER_PORT" \
-    --server-pid "$SERVER_PID" --label "$label" | tee /dev/stderr | grep '^{' >>"$result" || true
+    --server-pid "$SERVER_PID" --label "$label" | tee -a /dev/stderr | grep '^{' >>"$result" || true
 }
 
 scenarios() {

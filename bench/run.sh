@@ -51,5 +51,5 @@ run_backend() {
 for b in $BACKENDS; do run_backend "$b"; done
 python3 bench/summarize.py "$OUT" "$DATE" >"$OUT/$DATE-summary.md"
 cat "$OUT/$DATE-summary.md"
-# Gru against Node's socket.io (installs the reference server from npm).
-bash bench/gru.sh
+# Gru against Node's socket.io (installs the reference server from npm); BENCH_GRU=0 skips it.
+if [ "${BENCH_GRU:-1}" = 1 ]; then bash bench/gru.sh; fi

@@ -148,9 +148,9 @@ impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqliteSetup 
 
 /// Frames (4 KiB pages) in the SQLite write-ahead log past which the store writer runs a checkpoint
 /// between two transactions, so the log starts over.
-pub const WAL_RESET_FRAMES: i32 = 4_096;
+pub const WAL_RESET_FRAMES: i32 = 16_384;
 /// Frames past which that checkpoint also waits for readers and empties the log.
-pub const WAL_TRUNCATE_FRAMES: i32 = 16_384;
+pub const WAL_TRUNCATE_FRAMES: i32 = 65_536;
 
 /// A passive checkpoint, then a truncating one when the log is longer than `max_frames`; returns the
 /// frames the log held.
