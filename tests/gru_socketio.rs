@@ -146,7 +146,12 @@ on_both_backends!(
     auth_ok_failing_and_acked,
     broadcast_with_echo_across_versions_and_transports,
     unicast_reaches_every_socket_of_the_user,
-    polling_upgrades_to_websocket_and_keeps_its_socket
+    polling_upgrades_to_websocket_and_keeps_its_socket,
+    online_subscribe_and_events_before_auth,
+    heartbeats_keep_live_clients_and_the_server_drops_silent_ones,
+    clients_reconnect_after_the_server_restarts,
+    engineio_errors_raw_polling_and_the_queue_bound,
+    sockets_that_do_not_authenticate_in_time_are_disconnected
 );
 
 const WS: &[&str] = &["websocket"];
@@ -265,9 +270,8 @@ async fn unicast_reaches_every_socket_of_the_user(b: Backend) {
     assert_eq!(a.expect("sender", "msg_result").await["errorCode"], -3);
 }
 
-#[actix_rt::test]
-async fn online_subscribe_and_events_before_auth() {
-    let s = TestServer::start(&Backend::Sqlite, &[]);
+async fn online_subscribe_and_events_before_auth(b: Backend) {
+    let s = TestServer::start(&b, &[]);
     let mut a = Agent::start().await;
     a.connect("anon", 4, &s.base, WS);
     a.expect("anon", "connect").await;
@@ -336,12 +340,8 @@ async fn polling_upgrades_to_websocket_and_keeps_its_socket(b: Backend) {
     }
 }
 
-#[actix_rt::test]
-async fn heartbeats_keep_live_clients_and_the_server_drops_silent_ones() {
-    let s = TestServer::start_with_config(
-        &Backend::Sqlite,
-        "[gru]\nping_interval_ms = 300\nping_timeout_ms = 300\n",
-    );
+async fn heartbeats_keep_live_clients_and_the_server_drops_silent_ones(b: Backend) {
+    let s = TestServer::start_with_config(&b, "[gru]\nping_interval_ms = 300\nping_timeout_ms = 300\n");
     let mut a = Agent::start().await;
     a.login(&s, "v2", 2, WS, 1, Some(1)).await;
     a.login(&s, "v4", 4, WS, 2, Some(1)).await;
@@ -365,11 +365,10 @@ async fn heartbeats_keep_live_clients_and_the_server_drops_silent_ones() {
     raw.expect_closed(Duration::from_secs(3)).await;
 }
 
-#[actix_rt::test]
-async fn clients_reconnect_after_the_server_restarts() {
+async fn clients_reconnect_after_the_server_restarts(b: Backend) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
     let listen = format!("127.0.0.1:{port}");
-    let mut s = TestServer::start(&Backend::Sqlite, &["--listen", &listen]);
+    let mut s = TestServer::start(&b, &["--listen", &listen]);
     let url = format!("http://{listen}");
     let mut a = Agent::start().await;
     let mut tokens = Vec::new();
@@ -415,9 +414,8 @@ fn sid_of(body: &str) -> String {
     open["sid"].as_str().expect("sid").to_string()
 }
 
-#[actix_rt::test]
-async fn engineio_errors_raw_polling_and_the_queue_bound() {
-    let s = TestServer::start(&Backend::Sqlite, &["--outbound-queue-kib", "64"]);
+async fn engineio_errors_raw_polling_and_the_queue_bound(b: Backend) {
+    let s = TestServer::start(&b, &["--outbound-queue-kib", "64"]);
     let url = |q: &str| s.url(&format!("/socket.io/?{q}"));
     for (q, code) in [
         ("EIO=5&transport=polling", 5),
@@ -548,9 +546,8 @@ async fn engineio_errors_raw_polling_and_the_queue_bound() {
     assert_eq!(st, 200);
 }
 
-#[actix_rt::test]
-async fn sockets_that_do_not_authenticate_in_time_are_disconnected() {
-    let s = TestServer::start_with_config(&Backend::Sqlite, "[gru]\nauth_timeout_secs = 1\n");
+async fn sockets_that_do_not_authenticate_in_time_are_disconnected(b: Backend) {
+    let s = TestServer::start_with_config(&b, "[gru]\nauth_timeout_secs = 1\n");
     let mut a = Agent::start().await;
     for (name, v, transports) in [("quiet2", 2u8, POLLING), ("quiet4", 4, UPGRADE), ("quiet4ws", 4, WS)] {
         a.connect(name, v, &s.base, transports);

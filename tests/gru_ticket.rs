@@ -7,7 +7,11 @@ use common::{Backend, TestServer};
 use md5::{Digest, Md5};
 use serde_json::{json, Value};
 
-on_both_backends!(ticket_with_defaults);
+on_both_backends!(
+    ticket_with_defaults,
+    consistent_nodes_backups_and_md5_token1,
+    callback_token1_no_node_and_own_listen_address
+);
 
 async fn ticket_with_defaults(b: Backend) {
     let s = TestServer::start(&b, &[]);
@@ -32,10 +36,9 @@ const NODES: &str = "nodes = [{ name = \"node_1\", addr = \"http://10.0.0.1:1111
                      { name = \"node_2\", addr = \"http://10.0.0.2:11111\" }, \
                      { name = \"node_3\", addr = \"http://10.0.0.3:11111\" }]\n";
 
-#[actix_rt::test]
-async fn consistent_nodes_backups_and_md5_token1() {
+async fn consistent_nodes_backups_and_md5_token1(b: Backend) {
     let s = TestServer::start_with_config(
-        &Backend::Sqlite,
+        &b,
         &format!("[gru]\n{NODES}token1_check = \"md5\"\ntoken1_salt = \"pepper\"\n"),
     );
     let token1 = |id: &str, name: &str| -> String {
@@ -69,8 +72,7 @@ async fn consistent_nodes_backups_and_md5_token1() {
     assert_eq!(v["errorCode"], 710);
 }
 
-#[actix_rt::test]
-async fn callback_token1_no_node_and_own_listen_address() {
+async fn callback_token1_no_node_and_own_listen_address(b: Backend) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let cb = format!("http://{}/check", listener.local_addr().expect("addr"));
     let server = HttpServer::new(|| {
@@ -91,7 +93,7 @@ async fn callback_token1_no_node_and_own_listen_address() {
     let ticket_addr = free.local_addr().expect("addr");
     drop(free);
     let s = TestServer::start_with_config(
-        &Backend::Sqlite,
+        &b,
         &format!("[gru]\n{NODES}token1_check = \"callback\"\ntoken1_callback = \"{cb}\"\nticket_listen = \"{ticket_addr}\"\n"),
     );
     let v = s.get_json("/ticket?userType=1&userName=a&userId=9&token1=good").await;
@@ -110,7 +112,7 @@ async fn callback_token1_no_node_and_own_listen_address() {
     let res = client.get(format!("http://{ticket_addr}/healthz")).send().await.expect("GET");
     assert_eq!(res.status().as_u16(), 404);
 
-    let s = TestServer::start_with_config(&Backend::Sqlite, "[gru]\nnodes = []\n");
+    let s = TestServer::start_with_config(&b, "[gru]\nnodes = []\n");
     let v = s.get_json("/ticket?userType=1&userName=a&userId=9").await;
     assert_eq!(v, json!({"success": false, "errorCode": 701, "msg": "no node available"}));
 }
