@@ -197,12 +197,9 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     let gru_state = Arc::new(GruState::new(
         core.clone(),
         gru_nodes,
-        settings.gru.token1.clone(),
+        &settings.gru,
         token2,
         settings.longweb.callback_timeout,
-        settings.gru.ping_interval,
-        settings.gru.ping_timeout,
-        settings.gru.auth_timeout,
         settings.outbound_queue_bytes as usize,
     ));
     let store_data = web::Data::new(store);

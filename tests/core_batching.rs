@@ -10,6 +10,19 @@ use wsim::store::Store;
 
 on_both_backends!(a_burst_costs_few_transactions);
 
+/// A direct message from a to b.
+fn a_to_b(payload: String) -> Draft {
+    Draft {
+        app: "default".into(),
+        sender: "a".into(),
+        target: Target::User("b".into()),
+        kind: "text".into(),
+        payload,
+        extension: String::new(),
+        status: 0,
+    }
+}
+
 async fn a_burst_costs_few_transactions(b: Backend) {
     let dir = tempfile::tempdir().expect("tmp");
     let (url, _db) = match &b {
@@ -28,18 +41,7 @@ async fn a_burst_costs_few_transactions(b: Backend) {
     let acks: Vec<_> = (0..n)
         .map(|i| {
             let core = core.clone();
-            async move {
-                let draft = Draft {
-                    app: "default".into(),
-                    sender: "a".into(),
-                    target: Target::User("b".into()),
-                    kind: "text".into(),
-                    payload: format!("m{i}"),
-                    extension: String::new(),
-                    status: 0,
-                };
-                core.submit_acked(draft, Origin::default()).await
-            }
+            async move { core.submit_acked(a_to_b(format!("m{i}")), Origin::default()).await }
         })
         .collect();
     let stored = futures_util::future::join_all(acks).await;
@@ -75,18 +77,7 @@ async fn the_sqlite_log_stays_bounded() {
     let wal_len = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
     let send = |i: usize| {
         let core = core.clone();
-        async move {
-            let draft = Draft {
-                app: "default".into(),
-                sender: "a".into(),
-                target: Target::User("b".into()),
-                kind: "text".into(),
-                payload: format!("{i:0>400}"),
-                extension: String::new(),
-                status: 0,
-            };
-            core.submit_acked(draft, Origin::default()).await.expect("stored")
-        }
+        async move { core.submit_acked(a_to_b(format!("{i:0>400}")), Origin::default()).await.expect("stored") }
     };
     futures_util::future::join_all((0..1000).map(send)).await;
     // A passive checkpoint copies the log back but leaves the file as long as it was.

@@ -76,7 +76,7 @@ impl actix::Message for PublishAcked {
     type Result = ();
 }
 
-/// The distinct users with a connection in a room, sorted.
+/// The distinct users with a connection in a room: integer ids in numeric order, then the others.
 pub struct RoomUsers {
     pub app: String,
     pub room: String,
@@ -211,7 +211,8 @@ impl Handler<RoomUsers> for Rooms {
             .get(&(msg.app, msg.room))
             .map(|members| members.values().map(|m| m.user.clone()).collect())
             .unwrap_or_default();
-        users.sort_unstable();
+        // Integer ids in numeric order first, then the others; equal ids end up side by side.
+        users.sort_by_cached_key(|u| (u.parse::<i64>().map_err(|_| ()), u.clone()));
         users.dedup();
         users
     }

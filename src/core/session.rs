@@ -94,6 +94,25 @@ struct ConnEntry {
     replayed_upto: HashMap<String, i64>,
 }
 
+impl ConnEntry {
+    /// Whether the finished replay already handed `m` over. Live messages of a conversation come in
+    /// id order, so a conversation's entry goes at its first newer message and, once every entry has
+    /// gone, live deliveries pay nothing for this.
+    fn replayed_already(&mut self, m: &super::message::Message) -> bool {
+        if self.replayed_upto.is_empty() {
+            return false;
+        }
+        match self.replayed_upto.get(&m.conv) {
+            Some(&upto) if m.id <= upto => true,
+            Some(_) => {
+                self.replayed_upto.remove(&m.conv);
+                false
+            }
+            None => false,
+        }
+    }
+}
+
 pub struct UserSession {
     key: UserKey,
     registry: Addr<Registry>,
@@ -396,10 +415,12 @@ impl Handler<SessionDeliver> for UserSession {
             match entry.replay.as_mut() {
                 Some(r) if r.buffer.len() >= REPLAY_BUFFER => r.overflow = true,
                 Some(r) => r.buffer.push(m.clone()),
-                // Replays leave out the user's own messages, so only others' can have come that way.
-                None if m.sender != self.key.user
-                    && entry.replayed_upto.get(&m.conv).is_some_and(|upto| m.id <= *upto) => {}
-                None => entry.handle.deliver.do_send(Deliver::single(m.clone(), false)),
+                None => {
+                    // Replays leave out the user's own messages, so only others' can have come that way.
+                    if m.sender == self.key.user || !entry.replayed_already(m) {
+                        entry.handle.deliver.do_send(Deliver::single(m.clone(), false));
+                    }
+                }
             }
         }
     }

@@ -53,6 +53,8 @@ pub struct WsDelivery {
     outbox: VecDeque<Deliver>,
     outbox_bytes: u64,
     last_ack_ping: Instant,
+    /// When the peer last sent anything (see [`watch_liveness`]).
+    last_heard: Instant,
     ack_ping_scheduled: bool,
     pump_scheduled: bool,
     replay_paused: bool,
@@ -74,11 +76,17 @@ impl WsDelivery {
             outbox: VecDeque::new(),
             outbox_bytes: 0,
             last_ack_ping: Instant::now(),
+            last_heard: Instant::now(),
             ack_ping_scheduled: false,
             pump_scheduled: false,
             replay_paused: false,
             confirmed_at_close: Vec::new(),
         }
+    }
+
+    /// The peer sent something: it is alive.
+    pub fn heard(&mut self) {
+        self.last_heard = Instant::now();
     }
 
     /// For front-ends without delivery watermarks (live rooms): messages are written, never confirmed.
@@ -126,6 +134,42 @@ pub trait WsFrontend: Actor<Context = ws::WebsocketContext<Self>> {
     /// Whether [`WsFrontend::render`] gives every receiver the same frame (then a fan-out renders
     /// once).
     const SAME_FRAME_FOR_ALL: bool = false;
+}
+
+/// How often a connection checks that its peer is alive: a quarter of the client timeout, between 1 s
+/// and the heartbeat interval (writes are driven by deliveries, pongs and short retries, so an idle
+/// connection wakes up only this often).
+pub fn liveness_tick(client_timeout: Duration, heartbeat_interval: Duration) -> Duration {
+    (client_timeout / 4).clamp(Duration::from_secs(1), heartbeat_interval.max(Duration::from_secs(1)))
+}
+
+/// Drops the connection once its peer has been silent (no [`WsDelivery::heard`]) for longer than
+/// `client_timeout`, looking every [`liveness_tick`] and writing what waits in between.
+pub fn watch_liveness<A: WsFrontend>(
+    ctx: &mut ws::WebsocketContext<A>,
+    client_timeout: Duration,
+    heartbeat_interval: Duration,
+) {
+    ctx.run_interval(liveness_tick(client_timeout, heartbeat_interval), move |act, ctx| {
+        let d = act.delivery();
+        if d.last_heard.elapsed() > client_timeout {
+            log::info!("{} conn {}: peer silent, dropping", d.name, d.id);
+            ctx.stop();
+        } else {
+            pump(act, ctx);
+        }
+    });
+}
+
+/// Pings the peer every `interval` (its pongs keep it alive).
+pub fn ping_every<A: WsFrontend>(ctx: &mut ws::WebsocketContext<A>, interval: Duration) {
+    ctx.run_interval(interval, |act, ctx| ping(act, ctx));
+}
+
+/// Sends one WebSocket ping.
+pub fn ping<A: WsFrontend>(act: &mut A, ctx: &mut ws::WebsocketContext<A>) {
+    act.delivery().meter.frame(0);
+    ctx.ping(b"");
 }
 
 /// Queues a delivered message and writes what the socket has room for.
@@ -283,6 +327,14 @@ pub fn counter(d: &WsDelivery) -> Arc<std::sync::atomic::AtomicU64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn liveness_tick_follows_the_timeout() {
+        for (hb, timeout, want) in [(30, 90, 22_500), (1, 3, 1000), (30, 2, 1000), (10, 400, 10_000)] {
+            let got = liveness_tick(Duration::from_secs(timeout), Duration::from_secs(hb));
+            assert_eq!(got, Duration::from_millis(want), "{hb}/{timeout}");
+        }
+    }
 
     #[test]
     fn highest_id_per_conversation() {

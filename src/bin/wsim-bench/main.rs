@@ -510,7 +510,7 @@ async fn run(args: Args) -> Result<(), String> {
     let g = args.group_size.max(2);
     let groups: Vec<Option<String>> = (0..n)
         .map(|i| {
-            let joins = args.scenario == Scenario::Group && proto.create_group_request(&[]).is_none();
+            let joins = args.scenario == Scenario::Group && proto.joins_rooms_at_login();
             (joins && i < (n / g).max(1) * g).then(|| format!("b{run_id}r{}", i / g))
         })
         .collect();

@@ -29,6 +29,11 @@ pub trait Protocol {
     fn group_frame(&self, group: &str, payload: &str) -> String;
     /// The payload of a delivered message, or `None` for other frames (heartbeats, acks).
     fn delivery_payload<'a>(&self, frame: &'a str) -> Option<&'a str>;
+    /// Whether a connection joins its room at login (the room is passed to
+    /// [`Protocol::login_steps`]) instead of rooms being created over HTTP.
+    fn joins_rooms_at_login(&self) -> bool {
+        false
+    }
     /// HTTP path and form body creating a group with these members (first is the creator); `None`
     /// when rooms are joined at login instead.
     fn create_group_request(&self, members: &[String]) -> Option<(String, String)>;
@@ -108,6 +113,10 @@ impl Protocol for SocketIo {
     }
 
     fn group_echo(&self) -> bool {
+        true
+    }
+
+    fn joins_rooms_at_login(&self) -> bool {
         true
     }
 

@@ -3,7 +3,7 @@
 //! notify of the same session and platform replaces the older one (closed with 4001 `replaced`).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::prelude::*;
 use actix_web_actors::ws::{self, CloseCode, CloseReason, ProtocolError};
@@ -12,7 +12,6 @@ use super::msg::msg_data;
 use crate::core::message::{Message, UserKey};
 use crate::core::{next_conn_id, ConnEvent, ConnHandle, ConnId, Core, Deliver};
 use crate::metrics::METRICS;
-use crate::proto::wsim::conn::liveness_tick;
 use crate::transport::delivery::{self, WsDelivery, WsFrontend};
 
 /// What a notify connection needs from the configuration.
@@ -51,7 +50,6 @@ pub struct NotifyWs {
     settings: Arc<NotifySettings>,
     sid: String,
     platform: i64,
-    last_heard: Instant,
     delivery: WsDelivery,
 }
 
@@ -63,7 +61,7 @@ impl NotifyWs {
             METRICS.frontend("gateway"),
             "gateway",
         );
-        NotifyWs { core, settings, sid, platform, last_heard: Instant::now(), delivery }
+        NotifyWs { core, settings, sid, platform, delivery }
     }
 
     pub fn counter(&self) -> Arc<std::sync::atomic::AtomicU64> {
@@ -96,18 +94,8 @@ impl Actor for NotifyWs {
                 Err(_) => ctx.stop(),
             },
         ));
-        let tick = liveness_tick(self.settings.client_timeout, self.settings.heartbeat_interval);
-        ctx.run_interval(tick, |act, ctx| {
-            if act.last_heard.elapsed() > act.settings.client_timeout {
-                ctx.stop();
-            } else {
-                delivery::pump(act, ctx);
-            }
-        });
-        ctx.run_interval(self.settings.heartbeat_interval, |act, ctx| {
-            act.delivery.meter.frame(0);
-            ctx.ping(b"");
-        });
+        delivery::watch_liveness(ctx, self.settings.client_timeout, self.settings.heartbeat_interval);
+        delivery::ping_every(ctx, self.settings.heartbeat_interval);
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
@@ -150,7 +138,7 @@ impl Handler<ConnEvent> for NotifyWs {
 impl StreamHandler<Result<ws::Message, ProtocolError>> for NotifyWs {
     /// Client data frames are ignored; any frame keeps the connection alive.
     fn handle(&mut self, item: Result<ws::Message, ProtocolError>, ctx: &mut Self::Context) {
-        self.last_heard = Instant::now();
+        self.delivery.heard();
         let _ = delivery::control(self, item, ctx);
     }
 }

@@ -20,9 +20,10 @@ use actix_web::http::header::ContentType;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
-use crate::config::{GruNode, Token1Check};
+use crate::config::{GruNode, GruSettings, Token1Check};
 use crate::core::message::ConnId;
 use crate::core::Core;
+use crate::metrics::{FrontendMetrics, METRICS};
 use ticket::{md5_token1, nodes_for, Token2};
 
 /// What the Gru handlers share.
@@ -40,34 +41,33 @@ pub struct GruState {
     pub max_payload: usize,
     /// Bytes of packets that may wait for a slow client before its session is closed.
     pub queue_bytes: usize,
+    /// The front-end's metric handles (looked up once).
+    pub metrics: FrontendMetrics,
     /// Polling sessions by sid (WebSocket sessions need no lookup).
     sessions: Mutex<HashMap<String, (Addr<polling::GruPoll>, ConnId)>>,
 }
 
 impl GruState {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         core: Core,
         nodes: Vec<GruNode>,
-        token1: Token1Check,
+        settings: &GruSettings,
         token2: Token2,
         callback_timeout: Duration,
-        ping_interval: Duration,
-        ping_timeout: Duration,
-        auth_timeout: Duration,
         queue_bytes: usize,
     ) -> GruState {
         GruState {
             core,
             nodes,
-            token1,
+            token1: settings.token1.clone(),
             token2,
             callback_timeout,
-            ping_interval,
-            ping_timeout,
-            auth_timeout,
+            ping_interval: settings.ping_interval,
+            ping_timeout: settings.ping_timeout,
+            auth_timeout: settings.auth_timeout,
             max_payload: crate::transport::ws::MAX_FRAME,
             queue_bytes,
+            metrics: METRICS.frontend("gru"),
             sessions: Mutex::new(HashMap::new()),
         }
     }

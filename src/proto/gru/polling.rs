@@ -14,7 +14,6 @@ use super::engineio::{self, Packet};
 use super::socket::{self, GruSocket, GruTransport};
 use super::GruState;
 use crate::core::Deliver;
-use crate::metrics::METRICS;
 
 /// How long a session that handed over keeps forwarding what was still on its way to it.
 const HANDOVER_GRACE: Duration = Duration::from_secs(10);
@@ -157,7 +156,7 @@ impl GruTransport for GruPoll {
                 self.sock.sid,
                 self.queued_bytes
             );
-            METRICS.frontend("gru").slow_dropped.inc();
+            self.gru.metrics.slow_dropped.inc();
             ctx.stop();
             return;
         }
@@ -183,7 +182,7 @@ impl Actor for GruPoll {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        METRICS.frontend("gru").connections.inc();
+        self.gru.metrics.connections.inc();
         socket::require_auth_in_time(self, ctx);
         ctx.run_interval(self.gru.ping_interval, |act, ctx| {
             if act.forward.is_none() && !act.closing {
@@ -199,7 +198,7 @@ impl Actor for GruPoll {
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
-        METRICS.frontend("gru").connections.dec();
+        self.gru.metrics.connections.dec();
         if self.forward.is_none() {
             self.gru.forget_session(&self.sock.sid);
             socket::leave(&self.gru, &mut self.sock);
@@ -292,7 +291,7 @@ impl Handler<Deliver> for GruPoll {
     type Result = ();
 
     fn handle(&mut self, d: Deliver, ctx: &mut Context<Self>) {
-        METRICS.frontend("gru").delivered.inc();
+        self.gru.metrics.delivered.inc();
         let packet = match &d.frame {
             Some(slot) => slot.get_or_init(|| socket::msg_packet(&d.msg)).to_string(),
             None => socket::msg_packet(&d.msg).to_string(),

@@ -311,7 +311,7 @@ where
         Ok(r) => r,
         Err(refusal) => return refuse(act, ctx, "msg_result", refusal, ack),
     };
-    crate::metrics::METRICS.frontend("gru").received.inc();
+    act.gru().metrics.received.inc();
     let conn = act.socket().conn;
     let mut target = req.target;
     let (room, to_user, origin) = if req.msg_type == 1 {
@@ -365,9 +365,7 @@ where
     };
     let core = act.gru().core.clone();
     ctx.spawn(async move { core.room_users(GRU_APP, &group).await }.into_actor(act).map(
-        move |mut users, act, ctx| {
-            // Integer ids in numeric order first, then the others.
-            users.sort_by_cached_key(|u| (u.parse::<i64>().map_err(|_| ()), u.clone()));
+        move |users, act, ctx| {
             let ids: Vec<Value> = users.iter().map(|u| events::id_value(u)).collect();
             reply(act, ctx, "online_result", events::result(0, "", Some(json!(ids))), ack);
         },

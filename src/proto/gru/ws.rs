@@ -15,7 +15,6 @@ use super::socket::{self, GruSocket, GruTransport};
 use super::GruState;
 use crate::core::message::{ConnId, Message};
 use crate::core::Deliver;
-use crate::metrics::METRICS;
 use crate::transport::delivery::{self, WsDelivery, WsFrontend};
 
 /// Most messages kept for a socket while its upgrade completes.
@@ -41,14 +40,14 @@ impl GruWs {
     /// A session opened on the WebSocket itself.
     pub fn direct(gru: Arc<GruState>, sock: GruSocket) -> GruWs {
         let delivery =
-            WsDelivery::new(sock.conn, gru.queue_bytes as u64, METRICS.frontend("gru"), "gru").unconfirmed();
+            WsDelivery::new(sock.conn, gru.queue_bytes as u64, gru.metrics.clone(), "gru").unconfirmed();
         GruWs { gru, sock, mode: Mode::Active, delivery }
     }
 
     /// The WebSocket of an upgrade of the polling session `poll` (connection `conn`).
     pub fn upgrade(gru: Arc<GruState>, sock: GruSocket, poll: Addr<GruPoll>) -> GruWs {
         let delivery =
-            WsDelivery::new(sock.conn, gru.queue_bytes as u64, METRICS.frontend("gru"), "gru").unconfirmed();
+            WsDelivery::new(sock.conn, gru.queue_bytes as u64, gru.metrics.clone(), "gru").unconfirmed();
         GruWs { gru, sock, mode: Mode::Upgrading { poll, probed: false, held: Vec::new() }, delivery }
     }
 

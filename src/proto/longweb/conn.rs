@@ -4,7 +4,6 @@
 //! message's Content verbatim. Client frames are ignored.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use actix::prelude::*;
 use actix_web_actors::ws::{self, CloseCode, CloseReason, ProtocolError};
@@ -15,7 +14,6 @@ use crate::core::message::Message;
 use crate::core::rooms::RoomMember;
 use crate::core::{next_conn_id, Deliver};
 use crate::metrics::METRICS;
-use crate::proto::wsim::conn::liveness_tick;
 use crate::transport::delivery::{self, WsDelivery, WsFrontend};
 
 /// What a socket asked for.
@@ -31,7 +29,6 @@ pub struct LongwebWs {
     state: Arc<LongwebState>,
     req: SocketRequest,
     verified: Option<bool>,
-    last_heard: Instant,
     delivery: WsDelivery,
 }
 
@@ -40,7 +37,7 @@ impl LongwebWs {
         let delivery =
             WsDelivery::new(next_conn_id(), state.queue_bytes, METRICS.frontend("longweb"), "longweb")
                 .unconfirmed();
-        LongwebWs { state, req, verified: None, last_heard: Instant::now(), delivery }
+        LongwebWs { state, req, verified: None, delivery }
     }
 
     pub fn counter(&self) -> Arc<std::sync::atomic::AtomicU64> {
@@ -109,18 +106,8 @@ impl Actor for LongwebWs {
                 ctx.stop();
             }
         }));
-        let tick = liveness_tick(self.state.client_timeout, self.state.heartbeat_interval);
-        ctx.run_interval(tick, |act, ctx| {
-            if act.last_heard.elapsed() > act.state.client_timeout {
-                ctx.stop();
-            } else {
-                delivery::pump(act, ctx);
-            }
-        });
-        ctx.run_interval(self.state.heartbeat_interval, |act, ctx| {
-            act.delivery.meter.frame(0);
-            ctx.ping(b"");
-        });
+        delivery::watch_liveness(ctx, self.state.client_timeout, self.state.heartbeat_interval);
+        delivery::ping_every(ctx, self.state.heartbeat_interval);
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
@@ -142,7 +129,7 @@ impl Handler<Deliver> for LongwebWs {
 
 impl StreamHandler<Result<ws::Message, ProtocolError>> for LongwebWs {
     fn handle(&mut self, item: Result<ws::Message, ProtocolError>, ctx: &mut Self::Context) {
-        self.last_heard = Instant::now();
+        self.delivery.heard();
         let _ = delivery::control(self, item, ctx);
     }
 }

@@ -3,7 +3,7 @@
 //! into receive frames.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::prelude::*;
 use actix_web_actors::ws::{self, CloseCode, CloseReason, ProtocolError};
@@ -17,12 +17,6 @@ use crate::metrics::METRICS;
 use crate::transport::delivery::{self, WsDelivery, WsFrontend};
 use crate::transport::ws::MAX_FRAME;
 
-/// How often a connection checks that its peer is alive: a quarter of the client timeout, between 1 s
-/// and the heartbeat interval (writes are driven by deliveries, pongs and short retries, so an idle
-/// connection wakes up only this often).
-pub fn liveness_tick(client_timeout: Duration, heartbeat_interval: Duration) -> Duration {
-    (client_timeout / 4).clamp(Duration::from_secs(1), heartbeat_interval.max(Duration::from_secs(1)))
-}
 /// Messages returned by `records_`.
 pub const RECORDS_LIMIT: i64 = 50;
 
@@ -39,7 +33,6 @@ pub struct EntryConn {
     core: Core,
     settings: Arc<ConnSettings>,
     user: Option<String>,
-    last_heard: Instant,
     delivery: WsDelivery,
     fragments: Option<BytesMut>,
 }
@@ -48,7 +41,7 @@ impl EntryConn {
     pub fn new(core: Core, settings: Arc<ConnSettings>) -> Self {
         let delivery =
             WsDelivery::new(next_conn_id(), settings.outbound_queue_bytes, METRICS.frontend("wsim"), "wsim");
-        EntryConn { core, settings, user: None, last_heard: Instant::now(), delivery, fragments: None }
+        EntryConn { core, settings, user: None, delivery, fragments: None }
     }
 
     /// The byte counter to hand to `transport::ws::start`.
@@ -187,15 +180,6 @@ impl EntryConn {
             }
         }));
     }
-
-    fn tick(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
-        if self.last_heard.elapsed() > self.settings.client_timeout {
-            log::info!("wsim conn {}: peer silent, dropping", self.delivery.id);
-            ctx.stop();
-            return;
-        }
-        delivery::pump(self, ctx);
-    }
 }
 
 impl WsFrontend for EntryConn {
@@ -213,13 +197,11 @@ impl Actor for EntryConn {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.delivery.metrics.connections.inc();
-        let tick = liveness_tick(self.settings.client_timeout, self.settings.heartbeat_interval);
-        ctx.run_interval(tick, |act, ctx| act.tick(ctx));
+        delivery::watch_liveness(ctx, self.settings.client_timeout, self.settings.heartbeat_interval);
         ctx.run_interval(self.settings.heartbeat_interval, |act, ctx| {
             let hb = codec::render_heartbeat(chrono::Utc::now().timestamp());
             act.send_text(ctx, hb);
-            act.delivery.meter.frame(0);
-            ctx.ping(b"");
+            delivery::ping(act, ctx);
         });
     }
 
@@ -259,7 +241,7 @@ impl Handler<ConnEvent> for EntryConn {
 
 impl StreamHandler<Result<ws::Message, ProtocolError>> for EntryConn {
     fn handle(&mut self, item: Result<ws::Message, ProtocolError>, ctx: &mut Self::Context) {
-        self.last_heard = Instant::now();
+        self.delivery.heard();
         match delivery::control(self, item, ctx) {
             Some(ws::Message::Text(text)) => self.on_text(&text, ctx),
             Some(ws::Message::Binary(bin)) => match std::str::from_utf8(&bin) {
@@ -306,19 +288,6 @@ impl EntryConn {
                     Err(_) => self.send_error(ctx, 400, "bad signal"),
                 }
             }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn liveness_tick_follows_the_timeout() {
-        for (hb, timeout, want) in [(30, 90, 22_500), (1, 3, 1000), (30, 2, 1000), (10, 400, 10_000)] {
-            let got = liveness_tick(Duration::from_secs(timeout), Duration::from_secs(hb));
-            assert_eq!(got, Duration::from_millis(want), "{hb}/{timeout}");
         }
     }
 }
