@@ -161,8 +161,8 @@ const UPGRADE: &[&str] = &["polling", "websocket"];
 async fn auth_ok_failing_and_acked(b: Backend) {
     let s = TestServer::start(&b, &[]);
     let mut a = Agent::start().await;
-    for (v, transports) in [(2, WS), (4, WS), (2, POLLING), (4, POLLING)] {
-        let good = format!("good{v}{}", transports.len());
+    for (v, transports) in [(2, WS), (4, WS), (2, POLLING), (4, POLLING), (2, UPGRADE), (4, UPGRADE)] {
+        let good = format!("good{v}{}", transports.join("+"));
         a.login(&s, &good, v, transports, 123, Some(10)).await;
         // An acked auth: the ack carries the same answer.
         let t2 = token2(&s, 124, 1).await;
@@ -172,7 +172,7 @@ async fn auth_ok_failing_and_acked(b: Backend) {
         assert_eq!(ack["data"]["data"], json!({"userType": "STUDENT"}), "{ack}");
         assert_eq!(a.expect(&good, "auth_result").await["success"], true);
 
-        let bad = format!("bad{v}{}", transports.len());
+        let bad = format!("bad{v}{}", transports.join("+"));
         a.connect(&bad, v, &s.base, transports);
         a.expect(&bad, "connect").await;
         let auth = json!({"id": 123, "name": "user123", "token2": t2, "type": 0});
@@ -182,7 +182,7 @@ async fn auth_ok_failing_and_acked(b: Backend) {
         assert_eq!(r["errorCode"], 712);
         assert_eq!(a.expect(&bad, "disconnect").await, "io server disconnect", "v{v} {transports:?}");
 
-        let missing = format!("missing{v}{}", transports.len());
+        let missing = format!("missing{v}{}", transports.join("+"));
         a.connect(&missing, v, &s.base, transports);
         a.expect(&missing, "connect").await;
         a.emit(&missing, "auth", json!("{\"id\":1}"));

@@ -54,7 +54,16 @@ pub struct Handover {
     pub forward: Recipient<Forward>,
 }
 impl Message for Handover {
-    type Result = Option<(GruSocket, Vec<String>)>;
+    type Result = Option<TakenOver>;
+}
+
+/// What the WebSocket transport takes over.
+pub struct TakenOver {
+    pub sock: GruSocket,
+    /// Packets still waiting for the client (without the close packet: the WebSocket closes itself).
+    pub queued: Vec<String>,
+    /// The session was ending (e.g. a refused `auth`): close once the packets are out.
+    pub closing: bool,
 }
 
 /// A packet for the client that reached the polling session after it handed over.
@@ -270,10 +279,10 @@ impl Handler<Pause> for GruPoll {
 }
 
 impl Handler<Handover> for GruPoll {
-    type Result = Option<(GruSocket, Vec<String>)>;
+    type Result = Option<TakenOver>;
 
     fn handle(&mut self, h: Handover, ctx: &mut Context<Self>) -> Self::Result {
-        if self.forward.is_some() || self.closing {
+        if self.forward.is_some() {
             return None;
         }
         self.gru.forget_session(&self.sock.sid);
@@ -283,7 +292,9 @@ impl Handler<Handover> for GruPoll {
         std::mem::swap(&mut sock, &mut self.sock);
         self.queued_bytes = 0;
         ctx.run_later(HANDOVER_GRACE, |_, ctx| ctx.stop());
-        Some((sock, self.queue.drain(..).collect()))
+        let close = engineio::encode(&Packet::Close);
+        let queued = self.queue.drain(..).filter(|p| *p != close).collect();
+        Some(TakenOver { sock, queued, closing: self.closing })
     }
 }
 

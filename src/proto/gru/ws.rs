@@ -10,7 +10,7 @@ use actix::prelude::*;
 use actix_web_actors::ws::{self, CloseCode, CloseReason, ProtocolError};
 
 use super::engineio::{self, Packet};
-use super::polling::{Forward, GruPoll, Handover, Pause};
+use super::polling::{Forward, GruPoll, Handover, Pause, TakenOver};
 use super::socket::{self, GruSocket, GruTransport};
 use super::GruState;
 use crate::core::message::{ConnId, Message};
@@ -92,7 +92,7 @@ impl GruWs {
             poll.send(Handover { forward }).await.ok().flatten()
         };
         ctx.wait(fut.into_actor(self).map(|taken, act, ctx| {
-            let Some((sock, queued)) = taken else {
+            let Some(TakenOver { sock, queued, closing }) = taken else {
                 log::info!("gru {}: the polling session is gone, closing", act.sock.sid);
                 ctx.stop();
                 return;
@@ -104,6 +104,10 @@ impl GruWs {
             }
             for packet in queued {
                 act.send_packet(ctx, packet);
+            }
+            if closing {
+                act.end(ctx);
+                return;
             }
             for d in held {
                 delivery::deliver(act, d, ctx);
