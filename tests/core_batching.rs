@@ -41,7 +41,7 @@ async fn a_burst_costs_few_transactions(b: Backend) {
     let acks: Vec<_> = (0..n)
         .map(|i| {
             let core = core.clone();
-            async move { core.submit_acked(a_to_b(format!("m{i}")), Origin::default()).await }
+            async move { core.submit(a_to_b(format!("m{i}")), Origin::default()).await }
         })
         .collect();
     let stored = futures_util::future::join_all(acks).await;
@@ -77,7 +77,7 @@ async fn the_sqlite_log_stays_bounded() {
     let wal_len = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
     let send = |i: usize| {
         let core = core.clone();
-        async move { core.submit_acked(a_to_b(format!("{i:0>400}")), Origin::default()).await.expect("stored") }
+        async move { core.submit(a_to_b(format!("{i:0>400}")), Origin::default()).await.expect("stored") }
     };
     futures_util::future::join_all((0..1000).map(send)).await;
     // A passive checkpoint copies the log back but leaves the file as long as it was.

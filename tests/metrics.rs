@@ -4,18 +4,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Backend, TestServer};
+use common::{sample, Backend, TestServer};
 
 on_both_backends!(counters_follow_traffic, slow_consumers_are_counted);
-
-/// The value of the sample whose name and labels are exactly `series`, or 0 when absent.
-fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
-        .map(|v| v.trim().parse().expect("number"))
-        .unwrap_or(0.0)
-}
 
 async fn scrape(s: &TestServer) -> String {
     let client = awc::Client::default();

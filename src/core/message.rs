@@ -107,6 +107,12 @@ pub struct Message {
 }
 
 impl Message {
+    /// Bytes the message takes when rendered for a client, roughly (payload, extension and the
+    /// other fields): what queues and buffers of messages count.
+    pub fn approx_size(&self) -> u64 {
+        (self.payload.len() + self.extension.len() + self.sender.len() + self.conv.len() + 48) as u64
+    }
+
     /// The group id when this is a group message.
     pub fn group(&self) -> Option<&str> {
         if self.recipient.is_empty() {
@@ -139,6 +145,13 @@ pub struct Draft {
     pub payload: String,
     pub extension: String,
     pub status: i32,
+}
+
+impl Draft {
+    /// Bytes the message will take, roughly (see [`Message::approx_size`]).
+    pub fn approx_size(&self) -> u64 {
+        (self.payload.len() + self.extension.len() + self.sender.len() + 64) as u64
+    }
 }
 
 #[cfg(test)]

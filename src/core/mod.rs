@@ -69,6 +69,10 @@ pub enum ConnEvent {
     Rejected(CoreError),
     /// A newer connection with the same device key took this one's place.
     Replaced,
+    /// More live messages than the connection's `held_limit` arrived while its replay waited for the
+    /// peer to take a page: the peer is not keeping up. The connection drops itself (as a slow
+    /// consumer); everything unconfirmed stays in the store for its next login.
+    TooSlow,
 }
 
 impl actix::Message for ConnEvent {
@@ -87,6 +91,9 @@ pub struct ConnHandle {
     /// Replay this conversation from just after this message id, whatever was delivered before (the
     /// gateway's SSE `Last-Event-ID`).
     pub resume: Option<(String, i64)>,
+    /// Bytes of live messages the session may hold for this connection while its offline replay
+    /// runs (they are sent after it); past this it sends [`ConnEvent::TooSlow`].
+    pub held_limit: u64,
 }
 
 /// Who sent something, so refusals reach it and deliveries skip it.

@@ -87,16 +87,17 @@ impl Core {
         self.registry.send(Attach { key, conn }).await.map_err(|_| CoreError::Busy)
     }
 
-    /// Sends a message; refusals go to `origin`, deliveries skip `origin`'s connection.
-    pub fn submit(&self, draft: Draft, origin: Origin) {
-        self.registry.do_send(Submit { draft, origin, ack: None });
-    }
-
-    /// Sends a message and waits until it is stored.
-    pub async fn submit_acked(&self, draft: Draft, origin: Origin) -> Result<SharedMessage, CoreError> {
+    /// Sends a message; refusals go to `origin`, deliveries skip `origin`'s connection. The future
+    /// answers once the message is stored (or refused); the message is queued when this is called, so
+    /// messages sent one after the other keep their order whenever the futures are polled.
+    pub fn submit(
+        &self,
+        draft: Draft,
+        origin: Origin,
+    ) -> impl std::future::Future<Output = Result<SharedMessage, CoreError>> {
         let (tx, rx) = oneshot::channel();
         self.registry.do_send(Submit { draft, origin, ack: Some(tx) });
-        rx.await.map_err(|_| CoreError::Busy)?
+        async move { rx.await.map_err(|_| CoreError::Busy)? }
     }
 
     /// Puts a connection into live rooms of an app.

@@ -20,9 +20,6 @@ use crate::store::Store;
 
 /// Messages per replay page.
 pub const REPLAY_PAGE: i64 = 100;
-/// Live messages held for a connection while its replay runs; beyond this they are dropped and
-/// fetched again from the store.
-const REPLAY_BUFFER: usize = 1024;
 /// How often moved watermarks are written (and when the last connection leaves). A crash loses at most
 /// this much progress, which means messages delivered in that time are delivered again.
 const CURSOR_FLUSH_INTERVAL: Duration = Duration::from_secs(2);
@@ -82,8 +79,11 @@ struct Replay {
     cursors: HashMap<String, i64>,
     /// Conversations with nothing more to replay.
     exhausted: HashSet<String>,
+    /// Live messages that arrived meanwhile, sent after the replay, and their size.
     buffer: Vec<SharedMessage>,
-    overflow: bool,
+    buffer_bytes: u64,
+    /// The buffer passed the connection's limit and the connection was told to go.
+    gave_up: bool,
 }
 
 struct ConnEntry {
@@ -200,7 +200,8 @@ impl UserSession {
             cursors: HashMap::new(),
             exhausted: HashSet::new(),
             buffer: Vec::new(),
-            overflow: false,
+            buffer_bytes: 0,
+            gave_up: false,
         });
         let (app, user) = (self.key.app.clone(), self.key.user.clone());
         let store = self.store.clone();
@@ -210,7 +211,7 @@ impl UserSession {
                 Ok(convs) => convs,
                 Err(e) => {
                     log::error!("replay for {}: {e}", act.key.user);
-                    act.finish_replay(conn, ctx);
+                    act.finish_replay(conn);
                     return;
                 }
             };
@@ -253,19 +254,19 @@ impl UserSession {
             .map(|(k, v)| (k.clone(), *v))
             .collect();
         if after.is_empty() {
-            self.finish_replay(conn, ctx);
+            self.finish_replay(conn);
             return;
         }
         let (app, user) = (self.key.app.clone(), self.key.user.clone());
         let store = self.store.clone();
         let fut = async move { store.run(move |c| replay_page(c, &app, &user, &after, REPLAY_PAGE)).await };
-        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+        ctx.spawn(fut.into_actor(self).map(move |res, act, _| {
             let Some(entry) = act.conns.get_mut(&conn) else { return };
             let page = match res {
                 Ok(page) => page,
                 Err(e) => {
                     log::error!("replay page for {}: {e}", act.key.user);
-                    act.finish_replay(conn, ctx);
+                    act.finish_replay(conn);
                     return;
                 }
             };
@@ -281,22 +282,13 @@ impl UserSession {
             if full {
                 entry.handle.events.do_send(ConnEvent::ReplayPaused);
             } else {
-                act.finish_replay(conn, ctx);
+                act.finish_replay(conn);
             }
         }));
     }
 
-    fn finish_replay(&mut self, conn: ConnId, ctx: &mut Context<Self>) {
+    fn finish_replay(&mut self, conn: ConnId) {
         let Some(entry) = self.conns.get_mut(&conn) else { return };
-        let Some(replay) = entry.replay.as_mut() else { return };
-        if replay.overflow {
-            // Live messages were dropped while replaying: go round once more from the store (the
-            // cursors reached so far are kept, so nothing is sent twice).
-            replay.overflow = false;
-            replay.buffer.clear();
-            self.start_replay(conn, ctx);
-            return;
-        }
         let Some(replay) = entry.replay.take() else { return };
         for msg in replay.buffer {
             let seen = replay.cursors.get(&msg.conv).copied().unwrap_or(i64::MIN);
@@ -413,8 +405,18 @@ impl Handler<SessionDeliver> for UserSession {
             }
             let m = &msg.msg;
             match entry.replay.as_mut() {
-                Some(r) if r.buffer.len() >= REPLAY_BUFFER => r.overflow = true,
-                Some(r) => r.buffer.push(m.clone()),
+                Some(r) if r.gave_up => {}
+                Some(r) => {
+                    r.buffer_bytes += m.approx_size();
+                    if r.buffer_bytes > entry.handle.held_limit {
+                        // The buffer stops growing and the connection goes (it is told once).
+                        r.gave_up = true;
+                        r.buffer = Vec::new();
+                        entry.handle.events.do_send(ConnEvent::TooSlow);
+                    } else {
+                        r.buffer.push(m.clone());
+                    }
+                }
                 None => {
                     // Replays leave out the user's own messages, so only others' can have come that way.
                     if m.sender == self.key.user || !entry.replayed_already(m) {

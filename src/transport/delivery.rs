@@ -4,14 +4,13 @@
 //! [`WsFrontend::render`], and calls the functions here from its handlers.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::{Actor, ActorContext, Addr, AsyncContext};
 use actix_web_actors::ws;
 use bytestring::ByteString;
 
-use super::ws::OutboundMeter;
+use super::ws::{OutboundMeter, Plumbing, ReadGate};
 use crate::core::message::{ConnId, Message, SharedMessage};
 use crate::core::session::{Delivered, DetachConn, ReplayNext, UserSession};
 use crate::core::Deliver;
@@ -21,6 +20,10 @@ use crate::metrics::FrontendMetrics;
 const PUMP_RETRY: Duration = Duration::from_millis(5);
 /// Least time between two confirmation pings on one connection.
 const ACK_PING_GAP: Duration = Duration::from_millis(250);
+/// What a peer may have sent and not yet seen stored (bytes, messages) before its connection stops
+/// reading the socket; reading starts again at half of both.
+const INFLOW_BYTES: u64 = 256 * 1024;
+const INFLOW_MESSAGES: u32 = 64;
 
 /// The highest message id per conversation among `msgs`.
 pub fn highest_per_conv(msgs: &[SharedMessage]) -> Vec<(String, i64)> {
@@ -34,17 +37,14 @@ pub fn highest_per_conv(msgs: &[SharedMessage]) -> Vec<(String, i64)> {
     out
 }
 
-/// Bytes a message takes in the outbox (payload, extension and the frame's other fields).
-fn approx_size(m: &Message) -> u64 {
-    (m.payload.len() + m.extension.len() + m.sender.len() + m.conv.len() + 48) as u64
-}
-
 /// One connection's delivery state.
 pub struct WsDelivery {
     pub id: ConnId,
     /// The user's session once logged in.
     pub session: Option<Addr<UserSession>>,
     pub meter: OutboundMeter<SharedMessage>,
+    /// Closed while the peer has too much in flight (see [`WsDelivery::inflow_add`]).
+    pub gate: ReadGate,
     pub metrics: FrontendMetrics,
     name: &'static str,
     limit: u64,
@@ -57,6 +57,8 @@ pub struct WsDelivery {
     last_heard: Instant,
     ack_ping_scheduled: bool,
     pump_scheduled: bool,
+    /// Messages from the peer on their way to the store, and their size.
+    inflow: (u32, u64),
     replay_paused: bool,
     confirmed_at_close: Vec<(String, i64)>,
 }
@@ -69,6 +71,7 @@ impl WsDelivery {
             id,
             session: None,
             meter: OutboundMeter::new(),
+            gate: ReadGate::default(),
             metrics,
             name,
             limit,
@@ -79,8 +82,36 @@ impl WsDelivery {
             last_heard: Instant::now(),
             ack_ping_scheduled: false,
             pump_scheduled: false,
+            inflow: (0, 0),
             replay_paused: false,
             confirmed_at_close: Vec::new(),
+        }
+    }
+
+    /// What to give `transport::ws::start`.
+    pub fn plumbing(&self) -> Plumbing {
+        Plumbing { outflow: self.meter.outflow(), gate: self.gate.clone() }
+    }
+
+    /// The peer sent a message of `size` bytes, on its way to the store: past the inflow window the
+    /// connection stops reading until enough of what is in flight is stored. Returns `size`, to hand
+    /// to [`WsDelivery::inflow_done`] once the message is stored or refused.
+    pub fn inflow_add(&mut self, size: u64) -> u64 {
+        self.inflow.0 += 1;
+        self.inflow.1 += size;
+        if self.inflow.0 > INFLOW_MESSAGES || self.inflow.1 > INFLOW_BYTES {
+            self.gate.close();
+        }
+        size
+    }
+
+    /// A message counted by [`WsDelivery::inflow_add`] is stored (or refused).
+    pub fn inflow_done(&mut self, size: u64) {
+        self.inflow.0 = self.inflow.0.saturating_sub(1);
+        self.inflow.1 = self.inflow.1.saturating_sub(size);
+        if self.gate.is_closed() && self.inflow.0 <= INFLOW_MESSAGES / 2 && self.inflow.1 <= INFLOW_BYTES / 2
+        {
+            self.gate.open();
         }
     }
 
@@ -154,6 +185,7 @@ pub fn watch_liveness<A: WsFrontend>(
         let d = act.delivery();
         if d.last_heard.elapsed() > client_timeout {
             log::info!("{} conn {}: peer silent, dropping", d.name, d.id);
+            d.meter.abort();
             ctx.stop();
         } else {
             pump(act, ctx);
@@ -176,7 +208,7 @@ pub fn ping<A: WsFrontend>(act: &mut A, ctx: &mut ws::WebsocketContext<A>) {
 pub fn deliver<A: WsFrontend>(act: &mut A, msg: Deliver, ctx: &mut ws::WebsocketContext<A>) {
     let d = act.delivery();
     if !msg.replay {
-        d.outbox_bytes += approx_size(&msg.msg);
+        d.outbox_bytes += msg.msg.approx_size();
     }
     d.outbox.push_back(msg);
     pump(act, ctx);
@@ -201,7 +233,7 @@ pub fn pump<A: WsFrontend>(act: &mut A, ctx: &mut ws::WebsocketContext<A>) {
         }
         let Some(Deliver { msg, replay, frame }) = d.outbox.pop_front() else { break };
         if !replay {
-            d.outbox_bytes = d.outbox_bytes.saturating_sub(approx_size(&msg));
+            d.outbox_bytes = d.outbox_bytes.saturating_sub(msg.approx_size());
         }
         let frame = match frame.filter(|_| A::SAME_FRAME_FOR_ALL) {
             Some(slot) => match slot.get() {
@@ -223,11 +255,7 @@ pub fn pump<A: WsFrontend>(act: &mut A, ctx: &mut ws::WebsocketContext<A>) {
         d.metrics.delivered.inc();
         ctx.text(frame);
     }
-    let d = act.delivery();
-    if d.outbox_bytes > d.limit {
-        log::info!("{} conn {}: peer not reading ({} bytes waiting), dropping", d.name, d.id, d.outbox_bytes);
-        d.metrics.slow_dropped.inc();
-        ctx.stop();
+    if not_reading(act, ctx) {
         return;
     }
     ping_for_acks(act, ctx);
@@ -246,6 +274,41 @@ pub fn pump<A: WsFrontend>(act: &mut A, ctx: &mut ws::WebsocketContext<A>) {
             d.replay_paused = false;
         }
     }
+}
+
+/// Drops the connection when more than the limit waits for the peer: live messages in the outbox,
+/// or bytes the socket has not taken (the pump stops at half the limit, so only frames the actor
+/// writes itself — answers, heartbeats — push the backlog past it). What waits is thrown away; the
+/// messages stay in the store for the next login.
+fn not_reading<A: WsFrontend>(act: &mut A, ctx: &mut ws::WebsocketContext<A>) -> bool {
+    let d = act.delivery();
+    let backlog = d.meter.backlog();
+    if d.outbox_bytes <= d.limit && backlog <= d.limit {
+        return false;
+    }
+    log::info!(
+        "{} conn {}: peer not reading ({} bytes waiting, {backlog} unsent), dropping",
+        d.name,
+        d.id,
+        d.outbox_bytes
+    );
+    give_up(act, ctx);
+    true
+}
+
+/// Drops the connection as a slow consumer: counted, and what waits for it thrown away.
+fn give_up<A: WsFrontend>(act: &mut A, ctx: &mut ws::WebsocketContext<A>) {
+    let d = act.delivery();
+    d.metrics.slow_dropped.inc();
+    d.meter.abort();
+    ctx.stop();
+}
+
+/// Drops the connection as a slow consumer (the session found it not keeping up).
+pub fn drop_slow<A: WsFrontend>(act: &mut A, ctx: &mut ws::WebsocketContext<A>) {
+    let d = act.delivery();
+    log::info!("{} conn {}: peer not keeping up with its replay, dropping", d.name, d.id);
+    give_up(act, ctx);
 }
 
 /// Queues a confirmation ping behind the messages sent so far, if one is due: at most one
@@ -279,8 +342,10 @@ pub fn control<A: WsFrontend>(
 ) -> Option<ws::Message> {
     match item {
         Ok(ws::Message::Ping(p)) => {
-            act.delivery().meter.frame(p.len());
-            ctx.pong(&p);
+            if !not_reading(act, ctx) {
+                act.delivery().meter.frame(p.len());
+                ctx.pong(&p);
+            }
             None
         }
         Ok(ws::Message::Pong(p)) => {
@@ -313,20 +378,34 @@ pub fn control<A: WsFrontend>(
     }
 }
 
-/// Counts a frame the actor writes itself (heartbeats, errors, pongs) so the backlog stays exact.
+/// Writes a frame of the actor's own (an answer, a heartbeat, an error), counted so the backlog stays
+/// exact; a peer that lets such frames pile up unread is dropped like one that does not read its
+/// messages.
 pub fn text<A: WsFrontend>(act: &mut A, ctx: &mut ws::WebsocketContext<A>, frame: String) {
+    if not_reading(act, ctx) {
+        return;
+    }
     act.delivery().meter.frame(frame.len());
     ctx.text(frame);
 }
 
-/// The byte counter shared with the response body (see `transport::ws::start`).
-pub fn counter(d: &WsDelivery) -> Arc<std::sync::atomic::AtomicU64> {
-    d.meter.counter()
+/// Writes the frames of one answer (a page of history): like [`text`], but the backlog is looked at
+/// once, before the first, so an answer larger than the limit still goes out whole; asking again
+/// before reading it does not.
+pub fn texts<A: WsFrontend>(act: &mut A, ctx: &mut ws::WebsocketContext<A>, frames: Vec<String>) {
+    if not_reading(act, ctx) {
+        return;
+    }
+    for frame in frames {
+        act.delivery().meter.frame(frame.len());
+        ctx.text(frame);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     #[test]
     fn liveness_tick_follows_the_timeout() {

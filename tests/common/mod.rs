@@ -2,6 +2,8 @@
 //! fresh MariaDB database, and talk to it with real WebSocket and HTTP clients.
 #![allow(dead_code)]
 
+pub mod raw;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -248,6 +250,24 @@ impl TestServer {
                 query.get_result::<Count>(&mut c).expect("count").n
             }
         }
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        let client = awc::Client::default();
+        let mut res = client.get(self.url("/metrics")).send().await.expect("GET /metrics");
+        assert_eq!(res.status().as_u16(), 200);
+        String::from_utf8(res.body().limit(1 << 20).await.expect("body").to_vec()).expect("utf8")
+    }
+
+    /// The value of the metric sample named exactly `series` (with its labels), 0 when absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        sample(&self.metrics().await, series)
     }
 
     /// The server's data directory.
@@ -504,6 +524,34 @@ impl Ws {
                 Ok(Some(Event::Text(_))) => {}
             }
         }
+    }
+}
+
+/// The value of the sample whose name and labels are exactly `series` in a `/metrics` text, or 0
+/// when absent.
+pub fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .map(|v| v.trim().parse().expect("number"))
+        .unwrap_or(0.0)
+}
+
+/// Polls `check` every 50 ms until it holds or `wait` passes; returns whether it held.
+pub async fn eventually<F, Fut>(wait: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

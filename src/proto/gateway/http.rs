@@ -387,7 +387,7 @@ pub async fn send_msg(state: web::Data<GatewayState>, req: HttpRequest, body: we
                 status: p.status,
             };
             // Answered only once the message is stored.
-            let stored = state.core.submit_acked(draft, Origin::default()).await?;
+            let stored = state.core.submit(draft, Origin::default()).await?;
             Ok(Some(json!({"MsgID": msg::msg_id(&stored)})))
         }
         .await,

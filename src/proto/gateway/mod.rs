@@ -50,8 +50,8 @@ async fn notify(
     match protoc.as_str() {
         "ws" => {
             let conn = NotifyWs::new(state.core.clone(), state.notify.clone(), claims.sid, claims.platform);
-            let counter = conn.counter();
-            let (_, res) = crate::transport::ws::start(conn, &req, payload, counter)?;
+            let plumbing = conn.plumbing();
+            let (_, res) = crate::transport::ws::start(conn, &req, payload, plumbing)?;
             Ok(res)
         }
         "poll" => {

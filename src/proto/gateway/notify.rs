@@ -30,7 +30,13 @@ pub fn device_key(platform: i64) -> String {
 }
 
 /// The core handle of a notify connection (any transport) of `platform`.
-pub fn notify_handle<A>(id: ConnId, platform: i64, addr: Addr<A>, resume: Option<(String, i64)>) -> ConnHandle
+pub fn notify_handle<A>(
+    settings: &NotifySettings,
+    id: ConnId,
+    platform: i64,
+    addr: Addr<A>,
+    resume: Option<(String, i64)>,
+) -> ConnHandle
 where
     A: Actor + Handler<Deliver> + Handler<ConnEvent>,
     A::Context: actix::dev::ToEnvelope<A, Deliver> + actix::dev::ToEnvelope<A, ConnEvent>,
@@ -41,6 +47,7 @@ where
         events: addr.recipient(),
         device: Some(device_key(platform)),
         resume,
+        held_limit: settings.outbound_queue_bytes / 2,
     }
 }
 
@@ -64,8 +71,8 @@ impl NotifyWs {
         NotifyWs { core, settings, sid, platform, delivery }
     }
 
-    pub fn counter(&self) -> Arc<std::sync::atomic::AtomicU64> {
-        delivery::counter(&self.delivery)
+    pub fn plumbing(&self) -> crate::transport::ws::Plumbing {
+        self.delivery.plumbing()
     }
 }
 
@@ -85,7 +92,7 @@ impl Actor for NotifyWs {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.delivery.metrics.connections.inc();
-        let handle = notify_handle(self.delivery.id, self.platform, ctx.address(), None);
+        let handle = notify_handle(&self.settings, self.delivery.id, self.platform, ctx.address(), None);
         let key = UserKey::new(self.settings.app.clone(), self.sid.clone());
         let core = self.core.clone();
         ctx.wait(async move { core.login(key, handle).await }.into_actor(self).map(
@@ -131,6 +138,7 @@ impl Handler<ConnEvent> for NotifyWs {
                 }));
                 ctx.stop();
             }
+            ConnEvent::TooSlow => delivery::drop_slow(self, ctx),
         }
     }
 }

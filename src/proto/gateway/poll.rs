@@ -66,7 +66,7 @@ impl Actor for PollConn {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let handle = notify_handle(self.id, self.platform, ctx.address(), None);
+        let handle = notify_handle(&self.settings, self.id, self.platform, ctx.address(), None);
         let key = UserKey::new(self.settings.app.clone(), self.sid.clone());
         let core = self.core.clone();
         ctx.wait(async move { core.login(key, handle).await }.into_actor(self).map(

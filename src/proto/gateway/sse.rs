@@ -4,7 +4,6 @@
 //! once the socket has taken them; a client that lost some reconnects with `Last-Event-ID` and gets
 //! everything after that message again.
 
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,8 +23,6 @@ use crate::transport::delivery::highest_per_conv;
 use crate::transport::ws::{CountingStream, OutboundMeter};
 
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
-/// Events queued for the stream before the client counts as not reading.
-const QUEUE: usize = 512;
 const CONFIRM_TICK: Duration = Duration::from_millis(500);
 
 /// The `event: message` block of a message.
@@ -41,7 +38,7 @@ pub struct SseConn {
     platform: i64,
     resume: Option<(String, i64)>,
     session: Option<Addr<UserSession>>,
-    tx: mpsc::Sender<Bytes>,
+    tx: mpsc::UnboundedSender<Bytes>,
     /// Bytes queued; the stream side counts what the socket took.
     queued: OutboundMeter<SharedMessage>,
     replay_paused: bool,
@@ -57,9 +54,9 @@ impl SseConn {
         platform: i64,
         resume: Option<(String, i64)>,
     ) -> HttpResponse {
-        let (tx, rx) = mpsc::channel::<Bytes>(QUEUE);
+        let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
         let queued = OutboundMeter::new();
-        let pulled: Arc<AtomicU64> = queued.counter();
+        let outflow = queued.outflow();
         let conn = SseConn {
             id: next_conn_id(),
             core,
@@ -82,13 +79,13 @@ impl SseConn {
             .content_type("text/event-stream")
             .insert_header(("Cache-Control", "no-cache"))
             .insert_header(("X-Accel-Buffering", "no"))
-            .streaming(CountingStream::new(body, pulled))
+            .streaming(CountingStream::new(body, outflow))
     }
 
-    /// Queues raw bytes; false when the client is gone or not reading.
+    /// Queues raw bytes; false when the client is gone.
     fn push(&mut self, text: String, msg: Option<SharedMessage>) -> bool {
         let len = text.len();
-        if self.tx.try_send(Bytes::from(text)).is_err() {
+        if self.tx.send(Bytes::from(text)).is_err() {
             return false;
         }
         match msg {
@@ -106,7 +103,7 @@ impl SseConn {
     }
 
     fn ask_next_page(&mut self) {
-        if self.replay_paused && self.tx.capacity() > QUEUE / 2 {
+        if self.replay_paused && self.queued.backlog() < self.settings.outbound_queue_bytes / 2 {
             if let Some(session) = &self.session {
                 self.replay_paused = false;
                 session.do_send(ReplayNext { conn: self.id });
@@ -120,7 +117,8 @@ impl Actor for SseConn {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.metrics.connections.inc();
-        let handle = notify_handle(self.id, self.platform, ctx.address(), self.resume.clone());
+        let handle =
+            notify_handle(&self.settings, self.id, self.platform, ctx.address(), self.resume.clone());
         let key = UserKey::new(self.settings.app.clone(), self.sid.clone());
         let core = self.core.clone();
         // An opening comment makes proxies and clients see the stream at once.
@@ -168,12 +166,18 @@ impl Handler<Deliver> for SseConn {
             return;
         }
         let text = event(&msg.msg);
+        // Replay pages come one at a time, when the stream has room (see `ask_next_page`); live
+        // messages find the stream full only when the client stopped reading.
+        if !msg.replay && self.queued.backlog() + text.len() as u64 > self.settings.outbound_queue_bytes {
+            log::info!("gateway sse conn {}: peer not reading, dropping", self.id);
+            self.metrics.slow_dropped.inc();
+            self.queued.abort();
+            ctx.stop();
+            return;
+        }
         if self.push(text, Some(msg.msg)) {
             self.metrics.delivered.inc();
         } else {
-            if !self.tx.is_closed() {
-                self.metrics.slow_dropped.inc();
-            }
             ctx.stop();
         }
     }
@@ -191,6 +195,12 @@ impl Handler<ConnEvent> for SseConn {
             ConnEvent::Rejected(_) => {}
             ConnEvent::Replaced => {
                 self.session = None;
+                ctx.stop();
+            }
+            ConnEvent::TooSlow => {
+                log::info!("gateway sse conn {}: peer not keeping up with its replay, dropping", self.id);
+                self.metrics.slow_dropped.inc();
+                self.queued.abort();
                 ctx.stop();
             }
         }

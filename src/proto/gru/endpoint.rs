@@ -129,8 +129,8 @@ fn websocket(
             GruWs::upgrade(gru.clone(), sock, poll)
         }
     };
-    let counter = actor.counter();
-    let (_, res) = crate::transport::ws::start(actor, req, payload, counter)?;
+    let plumbing = actor.plumbing();
+    let (_, res) = crate::transport::ws::start(actor, req, payload, plumbing)?;
     Ok(res)
 }
 

@@ -17,16 +17,20 @@ use crate::core::message::{ConnId, Message};
 use crate::core::Deliver;
 use crate::transport::delivery::{self, WsDelivery, WsFrontend};
 
-/// Most messages kept for a socket while its upgrade completes.
-const MAX_HELD: usize = 10_000;
+/// Messages kept for a socket while its upgrade completes, and their size.
+#[derive(Default)]
+struct Held {
+    msgs: Vec<Deliver>,
+    bytes: usize,
+}
 
 enum Mode {
     /// Serving the socket.
     Active,
     /// Taking over the socket of a polling session; messages meanwhile wait in `held`.
-    Upgrading { poll: Addr<GruPoll>, probed: bool, held: Vec<Deliver> },
+    Upgrading { poll: Addr<GruPoll>, probed: bool, held: Held },
     /// Handover requested, waiting for the polling session's answer.
-    TakingOver { held: Vec<Deliver> },
+    TakingOver { held: Held },
 }
 
 pub struct GruWs {
@@ -48,11 +52,11 @@ impl GruWs {
     pub fn upgrade(gru: Arc<GruState>, sock: GruSocket, poll: Addr<GruPoll>) -> GruWs {
         let delivery =
             WsDelivery::new(sock.conn, gru.queue_bytes as u64, gru.metrics.clone(), "gru").unconfirmed();
-        GruWs { gru, sock, mode: Mode::Upgrading { poll, probed: false, held: Vec::new() }, delivery }
+        GruWs { gru, sock, mode: Mode::Upgrading { poll, probed: false, held: Held::default() }, delivery }
     }
 
-    pub fn counter(&self) -> Arc<std::sync::atomic::AtomicU64> {
-        delivery::counter(&self.delivery)
+    pub fn plumbing(&self) -> crate::transport::ws::Plumbing {
+        self.delivery.plumbing()
     }
 
     pub fn conn(&self) -> ConnId {
@@ -109,7 +113,7 @@ impl GruWs {
                 act.end(ctx);
                 return;
             }
-            for d in held {
+            for d in held.msgs {
                 delivery::deliver(act, d, ctx);
             }
         }));
@@ -204,15 +208,18 @@ impl Handler<Deliver> for GruWs {
         match &mut self.mode {
             Mode::Active => delivery::deliver(self, d, ctx),
             Mode::Upgrading { held, .. } | Mode::TakingOver { held } => {
-                if held.len() >= MAX_HELD {
+                held.bytes += d.msg.payload.len() + d.msg.extension.len() + 64;
+                if held.bytes > self.gru.queue_bytes {
                     log::info!(
                         "gru {}: upgrade not completing while messages pile up, closing",
                         self.sock.sid
                     );
+                    self.gru.metrics.slow_dropped.inc();
+                    self.delivery.meter.abort();
                     ctx.stop();
                     return;
                 }
-                held.push(d);
+                held.msgs.push(d);
             }
         }
     }

@@ -40,8 +40,8 @@ impl LongwebWs {
         LongwebWs { state, req, verified: None, delivery }
     }
 
-    pub fn counter(&self) -> Arc<std::sync::atomic::AtomicU64> {
-        delivery::counter(&self.delivery)
+    pub fn plumbing(&self) -> crate::transport::ws::Plumbing {
+        self.delivery.plumbing()
     }
 }
 

@@ -183,8 +183,8 @@ async fn onsocket(
     let token = Some(get("token")).filter(|t| !t.is_empty());
     let conn =
         LongwebWs::new(state.get_ref().clone(), SocketRequest { appid: get("appid"), groups, user, token });
-    let counter = conn.counter();
-    let (_, res) = crate::transport::ws::start(conn, &req, payload, counter)?;
+    let plumbing = conn.plumbing();
+    let (_, res) = crate::transport::ws::start(conn, &req, payload, plumbing)?;
     Ok(res)
 }
 

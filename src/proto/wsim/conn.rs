@@ -45,8 +45,8 @@ impl EntryConn {
     }
 
     /// The byte counter to hand to `transport::ws::start`.
-    pub fn counter(&self) -> Arc<std::sync::atomic::AtomicU64> {
-        delivery::counter(&self.delivery)
+    pub fn plumbing(&self) -> crate::transport::ws::Plumbing {
+        self.delivery.plumbing()
     }
 
     fn send_text(&mut self, ctx: &mut ws::WebsocketContext<Self>, text: String) {
@@ -65,6 +65,7 @@ impl EntryConn {
             events: addr.recipient(),
             device: None,
             resume: None,
+            held_limit: self.settings.outbound_queue_bytes / 2,
         }
     }
 
@@ -106,7 +107,10 @@ impl EntryConn {
                 };
                 self.delivery.metrics.received.inc();
                 let origin = Origin::of(&self.conn_handle(ctx));
-                self.core.submit(draft, origin);
+                // Refusals come back as `ConnEvent::Rejected`; the answer only settles the inflow.
+                let size = self.delivery.inflow_add(draft.approx_size());
+                let stored = self.core.submit(draft, origin);
+                ctx.spawn(stored.into_actor(self).map(move |_, act, _| act.delivery.inflow_done(size)));
             }
             Signal::Members(group) => {
                 let Some(user) = self.user.clone() else {
@@ -148,10 +152,10 @@ impl EntryConn {
                 };
                 ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| match res {
                     Ok((id, msgs)) => {
-                        for m in &msgs {
-                            act.send_text(ctx, incoming_frame(m, &viewer));
-                        }
-                        act.send_text(ctx, codec::render_records_end(&id));
+                        let mut frames: Vec<String> =
+                            msgs.iter().map(|m| incoming_frame(m, &viewer)).collect();
+                        frames.push(codec::render_records_end(&id));
+                        delivery::texts(act, ctx, frames);
                     }
                     Err(_) => act.send_error(ctx, 500, "internal error"),
                 }));
@@ -235,6 +239,7 @@ impl Handler<ConnEvent> for EntryConn {
                 self.send_error(ctx, code, reason);
             }
             ConnEvent::Replaced => {}
+            ConnEvent::TooSlow => delivery::drop_slow(self, ctx),
         }
     }
 }

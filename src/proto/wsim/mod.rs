@@ -32,8 +32,8 @@ async fn entry(
     payload: web::Payload,
 ) -> Result<HttpResponse, actix_web::Error> {
     let conn = EntryConn::new(state.core.clone(), state.conn.clone());
-    let counter = conn.counter();
-    let (_, res) = crate::transport::ws::start(conn, &req, payload, counter)?;
+    let plumbing = conn.plumbing();
+    let (_, res) = crate::transport::ws::start(conn, &req, payload, plumbing)?;
     Ok(res)
 }
 
