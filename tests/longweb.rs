@@ -299,8 +299,9 @@ async fn long_polling(b: Backend) {
     };
     let ((_, v, _, _), _) = futures_util::join!(waiting, pusher);
     assert_eq!(v["Message"], "live");
-    // The box is bounded: the oldest are dropped, and counted.
-    for i in 0..105 {
+    // The box is bounded (1,000 messages; and bytes, see tests/slow_readers.rs): the oldest are
+    // dropped, and counted.
+    for i in 0..1005 {
         push(&s, push_plain(&format!("flood {i}"))).await;
     }
     let (_, v, _, _) = poll(&s, "appid=10001&groupid=room&userid=p1&querykey=k").await;

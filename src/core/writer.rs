@@ -20,6 +20,10 @@ use crate::store::Store;
 
 /// How many messages the writer's mailbox holds before senders are told the server is busy.
 pub const WRITER_MAILBOX: usize = 50_000;
+/// Bytes of messages accepted and not yet stored past which senders are told the server is busy
+/// (connections also stop reading their own senders well before this; see
+/// `transport::delivery::WsDelivery::inflow_add`).
+pub const WRITER_QUEUE_BYTES: u64 = 32 * 1024 * 1024;
 const KNOWN_DIRECT_MAX: usize = 200_000;
 const WRITE_ATTEMPTS: u32 = 3;
 /// Least time between two SQLite checkpoints run by the writer.
@@ -100,6 +104,8 @@ pub struct StoreWriter {
     ids: Arc<IdGen>,
     max_batch: usize,
     queue: VecDeque<Job>,
+    /// Bytes of the messages queued or in flight.
+    queued_bytes: u64,
     cursors: Vec<Cursor>,
     cursor_waiters: Vec<oneshot::Sender<bool>>,
     flush_waiters: Vec<oneshot::Sender<()>>,
@@ -118,6 +124,7 @@ impl StoreWriter {
             ids,
             max_batch: max_batch.max(1),
             queue: VecDeque::new(),
+            queued_bytes: 0,
             cursors: Vec::new(),
             cursor_waiters: Vec::new(),
             flush_waiters: Vec::new(),
@@ -221,6 +228,8 @@ impl StoreWriter {
         };
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
             act.in_flight = false;
+            let written: u64 = jobs.iter().map(|j| j.msg.approx_size()).sum();
+            act.queued_bytes = act.queued_bytes.saturating_sub(written);
             match res {
                 Ok(()) => {
                     act.dirty = true;
@@ -276,8 +285,16 @@ impl Handler<Persist> for StoreWriter {
     type Result = ();
 
     fn handle(&mut self, p: Persist, ctx: &mut Self::Context) {
+        if self.queued_bytes > WRITER_QUEUE_BYTES {
+            p.origin.reject(CoreError::Busy);
+            if let Some(ack) = p.ack {
+                let _ = ack.send(Err(CoreError::Busy));
+            }
+            return;
+        }
         let direct = matches!(p.draft.target, Target::User(_));
         let msg = Arc::new(self.stamp(p.draft, p.conv_type));
+        self.queued_bytes += msg.approx_size();
         self.queue.push_back(Job { msg, direct, origin: p.origin, notify: p.notify, ack: p.ack });
         self.flush(ctx);
     }

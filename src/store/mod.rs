@@ -139,7 +139,7 @@ impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqliteSetup 
         use diesel::connection::SimpleConnection;
         conn.batch_execute(
             "PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
-             PRAGMA cache_size = -4096; PRAGMA mmap_size = 268435456; PRAGMA temp_store = MEMORY; \
+             PRAGMA cache_size = -2048; PRAGMA mmap_size = 268435456; PRAGMA temp_store = MEMORY; \
              PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 67108864;",
         )
         .map_err(diesel::r2d2::Error::QueryError)

@@ -129,17 +129,17 @@ impl RawPeer {
         out
     }
 
-    /// Reads everything until the server closes the connection; returns the bytes read, or `None`
+    /// Reads everything until the server closes the connection; returns what was read, or `None`
     /// when it is still open after `wait`.
-    pub fn read_until_closed(&mut self, wait: Duration) -> Option<u64> {
+    pub fn read_until_closed(&mut self, wait: Duration) -> Option<Vec<u8>> {
         let deadline = Instant::now() + wait;
-        let mut total = 0u64;
+        let mut total = Vec::new();
         let mut buf = vec![0u8; 256 * 1024];
         self.stream.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
         while Instant::now() < deadline {
             match self.stream.read(&mut buf) {
                 Ok(0) => return Some(total),
-                Ok(n) => total += n as u64,
+                Ok(n) => total.extend_from_slice(&buf[..n]),
                 Err(e)
                     if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
                 Err(_) => return Some(total),

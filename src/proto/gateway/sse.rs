@@ -24,6 +24,8 @@ use crate::transport::ws::{CountingStream, OutboundMeter};
 
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 const CONFIRM_TICK: Duration = Duration::from_millis(500);
+/// How soon a paused replay looks again whether the stream has room for the next page.
+const PAGE_CHECK: Duration = Duration::from_millis(5);
 
 /// The `event: message` block of a message.
 pub fn event(msg: &crate::core::Message) -> String {
@@ -42,6 +44,7 @@ pub struct SseConn {
     /// Bytes queued; the stream side counts what the socket took.
     queued: OutboundMeter<SharedMessage>,
     replay_paused: bool,
+    page_check_scheduled: bool,
     metrics: FrontendMetrics,
 }
 
@@ -68,6 +71,7 @@ impl SseConn {
             tx,
             queued,
             replay_paused: false,
+            page_check_scheduled: false,
             metrics: METRICS.frontend("gateway"),
         };
         conn.start();
@@ -102,12 +106,25 @@ impl SseConn {
         }
     }
 
-    fn ask_next_page(&mut self) {
-        if self.replay_paused && self.queued.backlog() < self.settings.outbound_queue_bytes / 2 {
-            if let Some(session) = &self.session {
-                self.replay_paused = false;
-                session.do_send(ReplayNext { conn: self.id });
+    /// Asks for the next replay page once the stream has room; until then, looks again shortly (the
+    /// stream does not say when the socket took its bytes).
+    fn ask_next_page(&mut self, ctx: &mut Context<Self>) {
+        if !self.replay_paused {
+            return;
+        }
+        if self.queued.backlog() >= self.settings.outbound_queue_bytes / 2 {
+            if !self.page_check_scheduled {
+                self.page_check_scheduled = true;
+                ctx.run_later(PAGE_CHECK, |act, ctx| {
+                    act.page_check_scheduled = false;
+                    act.ask_next_page(ctx);
+                });
             }
+            return;
+        }
+        if let Some(session) = &self.session {
+            self.replay_paused = false;
+            session.do_send(ReplayNext { conn: self.id });
         }
     }
 }
@@ -145,7 +162,7 @@ impl Actor for SseConn {
                 return;
             }
             act.confirm();
-            act.ask_next_page();
+            act.ask_next_page(ctx);
         });
     }
 
@@ -190,7 +207,7 @@ impl Handler<ConnEvent> for SseConn {
         match msg {
             ConnEvent::ReplayPaused => {
                 self.replay_paused = true;
-                self.ask_next_page();
+                self.ask_next_page(ctx);
             }
             ConnEvent::Rejected(_) => {}
             ConnEvent::Replaced => {

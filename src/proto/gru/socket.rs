@@ -114,6 +114,11 @@ where
     fn send_packet(&mut self, ctx: &mut Self::Context, packet: String);
     /// Ends the session once what is queued has gone out.
     fn end(&mut self, ctx: &mut Self::Context);
+    /// A message of `size` bytes from the client is on its way to the store (flow control: a
+    /// transport that can stop reading does so past its window).
+    fn inflow_add(&mut self, _size: u64) {}
+    /// A message counted by [`GruTransport::inflow_add`] is stored or refused.
+    fn inflow_done(&mut self, _size: u64) {}
 }
 
 /// Handles one Engine.IO packet from the client. Malformed input ends the session (as the reference
@@ -340,9 +345,12 @@ where
         extension: target.to_string(),
         origin,
     };
+    let size = (publish.payload.len() + publish.extension.len() + 64) as u64;
+    act.inflow_add(size);
     // Queued now, so a socket's messages keep their order.
     let stored = act.gru().core.publish(publish);
     ctx.spawn(stored.into_actor(act).map(move |res, act, ctx| {
+        act.inflow_done(size);
         let value = match res {
             Ok(m) => events::result(0, "", Some(json!({"id": m.id, "createTime": m.sent_us / 1000}))),
             Err(e) => {

@@ -153,6 +153,14 @@ impl GruTransport for GruWs {
         ctx.close(Some(CloseReason { code: CloseCode::Normal, description: None }));
         ctx.stop();
     }
+
+    fn inflow_add(&mut self, size: u64) {
+        self.delivery.inflow_add(size);
+    }
+
+    fn inflow_done(&mut self, size: u64) {
+        self.delivery.inflow_done(size);
+    }
 }
 
 impl Actor for GruWs {

@@ -309,6 +309,7 @@ impl LongwebState {
             key.2.clone(),
             verified,
             idle_after,
+            self.queue_bytes as usize,
         )
         .start();
         boxes.insert(key, addr.clone());

@@ -1,7 +1,9 @@
 //! `/poll/onpolling`: the JSONP long-poll. Each (app, group, user) that polls has a [`PollBox`] in the
-//! group's room: messages pushed while no poll is waiting are kept there (bounded, oldest dropped first,
-//! counted in /metrics) and answered by the next poll, so a client that polls again loses nothing.
-//! A box nobody polls for a while leaves the room.
+//! group's room: messages pushed while no poll is waiting are kept there (at most [`BOX_CAPACITY`],
+//! oldest dropped first, counted in /metrics) and answered by the next poll, so a client that polls
+//! again loses nothing. A box nobody polls for a while leaves the room; so does a box holding more
+//! than the outbound queue limit in bytes (a client that stopped polling, counted as a slow consumer;
+//! its next poll starts a new box, and the app's `messageapi` is there for what it missed).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -13,8 +15,9 @@ use crate::core::rooms::RoomMember;
 use crate::core::{next_conn_id, ConnId, Core, Deliver};
 use crate::metrics::METRICS;
 
-/// Messages a box keeps between two polls.
-pub const BOX_CAPACITY: usize = 100;
+/// Messages a box keeps between two polls (beyond, the oldest are dropped; the byte bound usually
+/// comes first).
+pub const BOX_CAPACITY: usize = 1000;
 
 /// Wait for the next message, up to `wait`; answered `None` on timeout (or when a newer poll of the
 /// same box takes over).
@@ -34,6 +37,9 @@ pub struct PollBox {
     user: String,
     verified: bool,
     queue: VecDeque<String>,
+    queued_bytes: usize,
+    /// Bytes the box may hold.
+    limit: usize,
     waiting: Option<(u64, oneshot::Sender<Option<String>>)>,
     next_wait: u64,
     last_poll: Instant,
@@ -48,6 +54,7 @@ impl PollBox {
         user: String,
         verified: bool,
         idle_after: Duration,
+        limit: usize,
     ) -> Self {
         PollBox {
             id: next_conn_id(),
@@ -57,6 +64,8 @@ impl PollBox {
             user,
             verified,
             queue: VecDeque::new(),
+            queued_bytes: 0,
+            limit,
             waiting: None,
             next_wait: 1,
             last_poll: Instant::now(),
@@ -98,6 +107,7 @@ impl Handler<Poll> for PollBox {
     fn handle(&mut self, msg: Poll, ctx: &mut Self::Context) {
         self.last_poll = Instant::now();
         if let Some(m) = self.queue.pop_front() {
+            self.queued_bytes -= m.len();
             let _ = msg.answer.send(Some(m));
             return;
         }
@@ -121,19 +131,33 @@ impl Handler<Poll> for PollBox {
 impl Handler<Deliver> for PollBox {
     type Result = ();
 
-    fn handle(&mut self, msg: Deliver, _: &mut Self::Context) {
-        let content = msg.msg.payload.clone();
+    fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
+        let mut content = msg.msg.payload.clone();
         if let Some((_, tx)) = self.waiting.take() {
-            if let Err(content) = tx.send(Some(content)) {
+            match tx.send(Some(content)) {
+                Ok(()) => return,
                 // The poll went away just now: keep the message for the next one.
-                self.queue.extend(content);
+                Err(back) => content = back.unwrap_or_default(),
             }
-            return;
         }
         if self.queue.len() >= BOX_CAPACITY {
-            self.queue.pop_front();
+            if let Some(old) = self.queue.pop_front() {
+                self.queued_bytes -= old.len();
+            }
             METRICS.poll_dropped.inc();
         }
+        self.queued_bytes += content.len();
         self.queue.push_back(content);
+        if self.queued_bytes > self.limit {
+            log::info!(
+                "longweb poll box {}/{}/{}: {} bytes wait unpolled, closing",
+                self.app,
+                self.group,
+                self.user,
+                self.queued_bytes
+            );
+            METRICS.frontend("longweb").slow_dropped.inc();
+            ctx.stop();
+        }
     }
 }
