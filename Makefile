@@ -6,7 +6,7 @@ WSIM_TEST_MYSQL_URL ?= mysql://root@127.0.0.1:3306/test
 LISTEN ?= 0.0.0.0:6060
 DATA_DIR ?= ./data
 
-.PHONY: deps node-deps run test lint fmt build bench
+.PHONY: deps node-deps browser-deps run test lint fmt build bench
 
 # The MySQL client library (libmysqlclient) comes from Debian.
 deps:
@@ -15,7 +15,8 @@ deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-libmysqlclient-dev pkg-config; \
 	fi
 
-# Node.js and the real Socket.IO clients (2.x and 4.x) the Gru tests drive, from npm.
+# Node.js and the real Socket.IO clients (1.x, 2.x, 4.x, and 1.3's browser build) the Gru tests drive,
+# and playwright-core for the browser test, from npm.
 node-deps:
 	@if ! command -v npm >/dev/null 2>&1; then \
 		echo "installing nodejs and npm"; \
@@ -25,6 +26,13 @@ node-deps:
 		cd tests/node && npm ci --no-audit --no-fund --loglevel=error; \
 	fi
 
+# Debian's Chromium for the browser test (playwright-core drives it; no browser is downloaded).
+browser-deps:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+		echo "installing chromium"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	fi
+
 build: deps
 	$(CARGO) build --release
 
@@ -32,7 +40,7 @@ run: build
 	mkdir -p $(DATA_DIR)
 	$(CARGO_TARGET_DIR)/release/wsim --listen $(LISTEN) --data-dir $(DATA_DIR)
 
-test: deps node-deps
+test: deps node-deps browser-deps
 	WSIM_TEST_MYSQL_URL=$(WSIM_TEST_MYSQL_URL) $(CARGO) test --lib --bins --tests -- --test-threads=4
 
 lint:

@@ -48,7 +48,7 @@ scenarios() {
     --knee-step 2 --knee-steps 8 --duration "$STEP_SECS"
 }
 
-SERVER_TOML="$(printf '[gru]\nping_interval_ms = %s' "$PING_MS")" start_server sqlite
+SERVER_TOML="$(printf '[gru]\nping_interval_ms = %s\nhandshakes_per_ip_per_sec = 0' "$PING_MS")" start_server sqlite
 scenarios wsim-gru
 stop_server
 start_node; scenarios node-socket.io; stop_server

@@ -98,6 +98,12 @@ pub struct GruFile {
     pub token1_callback: Option<String>,
     pub token2_secret: Option<String>,
     pub token2_ttl_secs: Option<u64>,
+    /// `hmac` (default), `md5` (the original's, with `token2_salt`) or `off`.
+    pub token2_check: Option<String>,
+    pub token2_salt: Option<String>,
+    /// Engine.IO handshakes a client address may open per second (a burst of three seconds' worth
+    /// is allowed); 0: no limit.
+    pub handshakes_per_ip_per_sec: Option<u32>,
     /// An extra address serving only `/ticket` (the original used port 30000).
     pub ticket_listen: Option<String>,
     /// Engine.IO heartbeat: how often the ping goes (v4: from the server, v3: from the client).
@@ -118,6 +124,17 @@ pub enum Token1Check {
     Callback(String),
 }
 
+/// How token2 is made and checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Token2Scheme {
+    /// `<expiry>.<hex HMAC-SHA256 over id, name, type, expiry>.<type>`, issued by `/ticket`.
+    Hmac,
+    /// The original's: md5hex("<id>_<name>_<token1>_" + salt), which business apps compute themselves.
+    Md5(String),
+    /// Not checked (`/ticket` still issues an HMAC token).
+    Off,
+}
+
 /// The Gru front-end's settings.
 #[derive(Debug, Clone)]
 pub struct GruSettings {
@@ -127,6 +144,8 @@ pub struct GruSettings {
     /// Empty: generated once and kept in the data directory.
     pub token2_secret: String,
     pub token2_ttl: Duration,
+    pub token2: Token2Scheme,
+    pub handshakes_per_ip_per_sec: u32,
     pub ticket_listen: Option<String>,
     pub ping_interval: Duration,
     pub ping_timeout: Duration,
@@ -147,11 +166,23 @@ impl GruSettings {
             })?),
             other => return Err(ConfigError::Invalid("gru.token1_check", other.to_string())),
         };
+        let token2 = match f.token2_check.as_deref().unwrap_or("hmac") {
+            "hmac" => Token2Scheme::Hmac,
+            "md5" => Token2Scheme::Md5(
+                f.token2_salt
+                    .clone()
+                    .ok_or_else(|| ConfigError::Invalid("gru.token2_salt", "required for md5".into()))?,
+            ),
+            "off" => Token2Scheme::Off,
+            other => return Err(ConfigError::Invalid("gru.token2_check", other.to_string())),
+        };
         Ok(GruSettings {
             nodes: f.nodes.clone(),
             token1,
             token2_secret: f.token2_secret.clone().unwrap_or_default(),
             token2_ttl: Duration::from_secs(f.token2_ttl_secs.unwrap_or(86_400).max(1)),
+            token2,
+            handshakes_per_ip_per_sec: f.handshakes_per_ip_per_sec.unwrap_or(20),
             ticket_listen: f.ticket_listen.clone(),
             ping_interval: Duration::from_millis(f.ping_interval_ms.unwrap_or(25_000).max(100)),
             ping_timeout: Duration::from_millis(f.ping_timeout_ms.unwrap_or(20_000).max(100)),
@@ -606,5 +637,17 @@ mod tests {
         let f = Settings::read_file(&path).expect("example config parses");
         let s = Settings::merge(Cli::default(), &env_of(&[]), f).expect("example config is valid");
         assert!(!s.listen.is_empty());
+        assert_eq!((s.gru.token2.clone(), s.gru.handshakes_per_ip_per_sec), (Token2Scheme::Hmac, 20));
+    }
+
+    #[test]
+    fn token2_checks() {
+        let gru = |text: &str| GruSettings::from_file(&toml::from_str::<GruFile>(text).expect("toml"));
+        assert_eq!(gru("").expect("defaults").token2, Token2Scheme::Hmac);
+        let md5 = gru("token2_check = \"md5\"\ntoken2_salt = \"s\"").expect("md5");
+        assert_eq!(md5.token2, Token2Scheme::Md5("s".into()));
+        assert_eq!(gru("token2_check = \"off\"").expect("off").token2, Token2Scheme::Off);
+        assert!(gru("token2_check = \"md5\"").is_err(), "md5 needs its salt");
+        assert!(gru("token2_check = \"rot13\"").is_err());
     }
 }

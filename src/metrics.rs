@@ -35,6 +35,7 @@ pub struct Metrics {
     pub replayed: Counter,
     pub store_failures: Counter,
     pub poll_dropped: Counter,
+    pub handshakes_refused: Counter,
     pub batch_size: Histogram,
     pub batch_seconds: Histogram,
     pub http_requests: Family<HttpLabel, Counter>,
@@ -86,6 +87,12 @@ impl Metrics {
             "Messages dropped from a full long-poll box (oldest first)",
             poll_dropped.clone(),
         );
+        let handshakes_refused = Counter::default();
+        registry.register(
+            "handshakes_refused",
+            "Engine.IO handshakes refused because their address opened too many",
+            handshakes_refused.clone(),
+        );
         let batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 12));
         registry.register("store_batch_size", "Messages per store transaction", batch_size.clone());
         let batch_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
@@ -103,6 +110,7 @@ impl Metrics {
             replayed,
             store_failures,
             poll_dropped,
+            handshakes_refused,
             batch_size,
             batch_seconds,
             http_requests,

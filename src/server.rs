@@ -192,7 +192,8 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         .nodes
         .clone()
         .unwrap_or_else(|| vec![GruNode { name: "node_1".into(), addr: public_url.clone() }]);
-    let token2 = Token2::load(&settings.gru.token2_secret, &settings.data_dir, settings.gru.token2_ttl)
+    let gru = &settings.gru;
+    let token2 = Token2::load(gru.token2.clone(), &gru.token2_secret, &settings.data_dir, gru.token2_ttl)
         .map_err(|e| StartError::Config(format!("gru token2 key: {e}")))?;
     let gru_state = Arc::new(GruState::new(
         core.clone(),

@@ -4,60 +4,31 @@
 
 mod common;
 
-use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::Duration;
 
+use common::node::NodeAgent;
 use common::{Backend, TestServer};
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
 
-const WAIT: Duration = Duration::from_secs(10);
+/// Real Socket.IO clients in one Node process (tests/node/agent.js).
+struct Agent(NodeAgent);
 
-/// Real Socket.IO clients in one Node process.
-struct Agent {
-    child: Child,
-    stdin: ChildStdin,
-    events: mpsc::UnboundedReceiver<Value>,
-    seen: VecDeque<Value>,
+impl std::ops::Deref for Agent {
+    type Target = NodeAgent;
+    fn deref(&self) -> &NodeAgent {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Agent {
+    fn deref_mut(&mut self) -> &mut NodeAgent {
+        &mut self.0
+    }
 }
 
 impl Agent {
     async fn start() -> Agent {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node");
-        assert!(
-            std::path::Path::new(dir).join("node_modules/sio4").exists(),
-            "the Socket.IO clients are missing: run `make test` (or `npm ci` in tests/node)"
-        );
-        let mut child = Command::new("node")
-            .arg("agent.js")
-            .current_dir(dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start node");
-        let stdin = child.stdin.take().expect("stdin");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, events) = mpsc::unbounded_channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    if tx.send(v).is_err() {
-                        break;
-                    }
-                }
-            }
-        });
-        let mut a = Agent { child, stdin, events, seen: VecDeque::new() };
-        a.expect_raw(|v| v["event"] == "ready").await;
-        a
-    }
-
-    fn cmd(&mut self, v: Value) {
-        writeln!(self.stdin, "{v}").expect("write to node");
-        self.stdin.flush().expect("flush");
+        Agent(NodeAgent::start("agent.js", "sio4").await)
     }
 
     fn connect(&mut self, name: &str, v: u8, url: &str, transports: &[&str]) {
@@ -66,42 +37,6 @@ impl Agent {
 
     fn emit(&mut self, name: &str, event: &str, data: Value) {
         self.cmd(json!({"op": "emit", "name": name, "event": event, "data": data}));
-    }
-
-    async fn expect_raw(&mut self, want: impl Fn(&Value) -> bool) -> Value {
-        if let Some(i) = self.seen.iter().position(&want) {
-            return self.seen.remove(i).expect("present");
-        }
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            match tokio::time::timeout_at(deadline, self.events.recv()).await {
-                Ok(Some(v)) if v["event"] == "agent_error" => panic!("agent: {v}"),
-                Ok(Some(v)) if want(&v) => return v,
-                Ok(Some(v)) => self.seen.push_back(v),
-                Ok(None) => panic!("the node agent exited"),
-                Err(_) => panic!("timed out; events so far: {:?}", self.seen),
-            }
-        }
-    }
-
-    /// The next `event` of socket `name` (its `data`, or the whole event when it has none).
-    async fn expect(&mut self, name: &str, event: &str) -> Value {
-        let v = self.expect_raw(|v| v["name"] == name && v["event"] == event).await;
-        if v.get("data").is_some() {
-            v["data"].clone()
-        } else {
-            v
-        }
-    }
-
-    /// Asserts that socket `name` gets no `event` within `wait`.
-    async fn expect_none(&mut self, name: &str, event: &str, wait: Duration) {
-        let deadline = tokio::time::Instant::now() + wait;
-        while let Ok(Some(v)) = tokio::time::timeout_at(deadline, self.events.recv()).await {
-            self.seen.push_back(v);
-        }
-        let hit = self.seen.iter().find(|v| v["name"] == name && v["event"] == event);
-        assert!(hit.is_none(), "{name} got {event}: {hit:?}");
     }
 
     /// Connects, authenticates with a fresh ticket and waits for a successful auth_result.
@@ -129,13 +64,6 @@ impl Agent {
     }
 }
 
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 async fn token2(s: &TestServer, user: u64, user_type: u8) -> String {
     let t =
         s.get_json(&format!("/ticket?userType={user_type}&userName=user{user}&userId={user}&token1=x")).await;
@@ -151,8 +79,17 @@ on_both_backends!(
     heartbeats_keep_live_clients_and_the_server_drops_silent_ones,
     clients_reconnect_after_the_server_restarts,
     engineio_errors_raw_polling_and_the_queue_bound,
-    sockets_that_do_not_authenticate_in_time_are_disconnected
+    sockets_that_do_not_authenticate_in_time_are_disconnected,
+    the_demo_apps_auth_and_subscribe,
+    auth_without_type_takes_the_type_of_its_token,
+    handshakes_per_address_are_limited
 );
+
+/// md5 hex of `text`.
+fn md5_hex(text: &str) -> String {
+    use md5::{Digest, Md5};
+    format!("{:x}", Md5::digest(text.as_bytes()))
+}
 
 const WS: &[&str] = &["websocket"];
 const POLLING: &[&str] = &["polling"];
@@ -175,19 +112,18 @@ async fn auth_ok_failing_and_acked(b: Backend) {
         let bad = format!("bad{v}{}", transports.join("+"));
         a.connect(&bad, v, &s.base, transports);
         a.expect(&bad, "connect").await;
+        // A refused auth gets no answer: the server disconnects (as the original did).
         let auth = json!({"id": 123, "name": "user123", "token2": t2, "type": 0});
         a.emit(&bad, "auth", json!(auth.to_string()));
-        let r = a.expect(&bad, "auth_result").await;
-        assert_eq!(r["success"], false, "{r}");
-        assert_eq!(r["errorCode"], 712);
         assert_eq!(a.expect(&bad, "disconnect").await, "io server disconnect", "v{v} {transports:?}");
+        a.expect_none(&bad, "auth_result", Duration::from_millis(100)).await;
 
         let missing = format!("missing{v}{}", transports.join("+"));
         a.connect(&missing, v, &s.base, transports);
         a.expect(&missing, "connect").await;
         a.emit(&missing, "auth", json!("{\"id\":1}"));
-        assert_eq!(a.expect(&missing, "auth_result").await["errorCode"], 710);
-        a.expect(&missing, "disconnect").await;
+        assert_eq!(a.expect(&missing, "disconnect").await, "io server disconnect");
+        a.expect_none(&missing, "auth_result", Duration::from_millis(100)).await;
     }
 }
 
@@ -406,6 +342,42 @@ async fn http(method: &str, url: &str, body: &str, content_type: &str) -> (u16, 
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
+/// A request with a byte body: (status, content type, body).
+async fn http_bytes(method: &str, url: &str, body: Vec<u8>, content_type: &str) -> (u16, String, Vec<u8>) {
+    let client = awc::Client::default();
+    let req = if method == "POST" { client.post(url) } else { client.get(url) };
+    let mut res = req.insert_header(("Content-Type", content_type)).send_body(body).await.expect("HTTP");
+    let ct = res.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let body = res.body().limit(1 << 20).await.expect("body");
+    (res.status().as_u16(), ct, body.to_vec())
+}
+
+/// The packets of an Engine.IO v3 binary payload (text packets only), read as the XHR2 clients
+/// of socket.io 1.x read them.
+fn binary_packets(mut b: &[u8]) -> Vec<String> {
+    let mut out = Vec::new();
+    while !b.is_empty() {
+        assert_eq!(b[0], 0, "a text packet");
+        let end = b.iter().position(|&x| x == 0xff).expect("length end");
+        let len = b[1..end].iter().fold(0usize, |n, &d| {
+            assert!(d <= 9, "a digit as a byte of value 0-9");
+            n * 10 + d as usize
+        });
+        out.push(String::from_utf8(b[end + 1..end + 1 + len].to_vec()).expect("utf8"));
+        b = &b[end + 1 + len..];
+    }
+    out
+}
+
+/// A text packet as an Engine.IO v3 binary payload.
+fn binary_payload(packet: &str) -> Vec<u8> {
+    let mut out = vec![0u8];
+    out.extend(packet.len().to_string().bytes().map(|d| d - b'0'));
+    out.push(0xff);
+    out.extend_from_slice(packet.as_bytes());
+    out
+}
+
 /// The sid in an open packet (`0{...}`), found anywhere in a polling body.
 fn sid_of(body: &str) -> String {
     let start = body.find("0{").expect("open packet") + 1;
@@ -431,8 +403,9 @@ async fn engineio_errors_raw_polling_and_the_queue_bound(b: Backend) {
     let (status, body) = http("POST", &url("EIO=4&transport=polling"), "40", "text/plain").await;
     assert_eq!((status, body.contains("\"code\":2")), (400, true), "{body}");
 
-    // Engine.IO v3: length-prefixed payloads, and the namespace joined at once.
-    let (status, v3) = http("GET", &url("EIO=3&transport=polling"), "", "text/plain").await;
+    // Engine.IO v3 with base64 asked for: length-prefixed text payloads, and the namespace joined at
+    // once.
+    let (status, v3) = http("GET", &url("EIO=3&transport=polling&b64=1"), "", "text/plain").await;
     assert_eq!(status, 200);
     let open_len = v3.split_once(':').expect("length").0;
     assert!(open_len.parse::<usize>().is_ok() && v3.ends_with("2:40"), "{v3}");
@@ -440,19 +413,38 @@ async fn engineio_errors_raw_polling_and_the_queue_bound(b: Backend) {
     let sid3 = sid_of(&v3);
     let (_, pong) = {
         let (st, ok) =
-            http("POST", &url(&format!("EIO=3&transport=polling&sid={sid3}")), "1:2", "text/plain").await;
+            http("POST", &url(&format!("EIO=3&transport=polling&b64=1&sid={sid3}")), "1:2", "text/plain")
+                .await;
         assert_eq!((st, ok.as_str()), (200, "ok"));
-        http("GET", &url(&format!("EIO=3&transport=polling&sid={sid3}")), "", "text/plain").await
+        http("GET", &url(&format!("EIO=3&transport=polling&b64=1&sid={sid3}")), "", "text/plain").await
     };
     assert_eq!(pong, "1:3", "v3 clients ping, the server answers");
-    let (st, _) = http(
-        "POST",
-        &url(&format!("EIO=3&transport=polling&sid={sid3}")),
-        "\x01\x02",
-        "application/octet-stream",
-    )
-    .await;
-    assert_eq!(st, 400, "binary payloads are refused");
+
+    // Engine.IO v3 without b64 (XHR2 browsers): binary payloads both ways.
+    let (st, ct, open) = http_bytes("GET", &url("EIO=3&transport=polling&t=1"), vec![], "text/plain").await;
+    assert_eq!((st, ct.as_str()), (200, "application/octet-stream"));
+    let packets = binary_packets(&open);
+    assert!(packets.len() == 2 && packets[0].starts_with("0{") && packets[1] == "40", "{packets:?}");
+    let sidb = sid_of(&packets[0]);
+    let poll_b = url(&format!("EIO=3&transport=polling&sid={sidb}"));
+    let mut two = binary_payload("2");
+    two.extend(binary_payload("42[\"online\",\"7\"]"));
+    let (st, _, ok) = http_bytes("POST", &poll_b, two, "application/octet-stream").await;
+    assert_eq!((st, ok.as_slice()), (200, &b"ok"[..]));
+    let (_, ct, answer) = http_bytes("GET", &poll_b, vec![], "text/plain").await;
+    let answer = binary_packets(&answer);
+    assert_eq!(ct, "application/octet-stream");
+    assert_eq!(answer[0], "3", "{answer:?}");
+    assert!(answer[1].starts_with("42[\"online_result\",{") && answer[1].contains("-1"), "{answer:?}");
+    // A text payload is still taken from such a client.
+    let (st, _) = http("POST", &poll_b, "1:2", "text/plain;charset=UTF-8").await;
+    assert_eq!(st, 200);
+    assert_eq!(binary_packets(&http_bytes("GET", &poll_b, vec![], "text/plain").await.2), ["3"]);
+    // Binary packets (attachments) are refused, and so is a payload that does not parse.
+    let (st, _, _) = http_bytes("POST", &poll_b, vec![1, 1, 0xff, 4], "application/octet-stream").await;
+    assert_eq!(st, 400, "binary packets are refused");
+    let (st, _, _) = http_bytes("GET", &poll_b, vec![], "text/plain").await;
+    assert_eq!(st, 400, "and the session is closed");
 
     // Engine.IO v4: record-separated payloads; the client asks for the namespace.
     let (_, v4) = http("GET", &url("EIO=4&transport=polling"), "", "text/plain").await;
@@ -560,4 +552,107 @@ async fn sockets_that_do_not_authenticate_in_time_are_disconnected(b: Backend) {
     a.expect_none("authed", "disconnect", Duration::from_millis(1500)).await;
     a.emit("authed", "online", json!("1"));
     assert_eq!(a.expect("authed", "online_result").await["data"], json!([1]));
+}
+
+/// The Gru demo app (gru-example) computes its tokens itself with the original's salted MD5, sends
+/// `auth` without `type` or `groupId`, and subscribes with `{"userId","subscribeGroups":[{"id","name"}]}`.
+async fn the_demo_apps_auth_and_subscribe(b: Backend) {
+    let s = TestServer::start_with_config(
+        &b,
+        "[gru]\ntoken1_check = \"md5\"\ntoken1_salt = \"token_gen_for_ticket@sumory.com\"\n\
+         token2_check = \"md5\"\ntoken2_salt = \"token_gen_for_spear@sumory.com\"\n",
+    );
+    let (id, name) = ("201", "张三");
+    let token1 = md5_hex(&format!("{id}_{name}_token_gen_for_ticket@sumory.com"));
+    let token2 = md5_hex(&format!("{id}_{name}_{token1}_token_gen_for_spear@sumory.com"));
+    // /ticket hands out the same token2 in this mode.
+    let q = format!("/ticket?userType=1&userName={}&userId={id}&token1={token1}", "%E5%BC%A0%E4%B8%89");
+    assert_eq!(s.get_json(&q).await["data"]["token"], token2.as_str());
+
+    let mut a = Agent::start().await;
+    for (v, transports) in [(1, UPGRADE), (2, POLLING), (4, WS)] {
+        let sock = format!("demo{v}");
+        a.connect(&sock, v, &s.base, transports);
+        a.expect(&sock, "connect").await;
+        let auth = json!({"id": 201, "name": name, "token1": token1, "token2": token2});
+        a.emit(&sock, "auth", json!(auth.to_string()));
+        let r = a.expect(&sock, "auth_result").await;
+        assert_eq!(r, json!({"success": true, "errorCode": 0, "msg": "", "data": {"userType": "STUDENT"}}));
+        let sub = json!({"userId": 201, "subscribeGroups": [{"id": 160, "name": "一班"}, {"id": "161", "name": "二班"}]});
+        a.emit(&sock, "subscribe", json!(sub.to_string()));
+        let r = a.expect(&sock, "subscribe_result").await;
+        assert_eq!(r, json!({"success": true, "errorCode": 0, "msg": "", "data": [160, 161]}), "v{v}");
+        a.emit(
+            &sock,
+            "msg",
+            json!(json!({"type": 1, "target": {"id": 161}, "content": format!("你好 {v}")}).to_string()),
+        );
+        let m = a.expect(&sock, "msg").await;
+        assert_eq!(
+            (m["content"].clone(), m["target"]["id"].clone()),
+            (json!(format!("你好 {v}")), json!(161))
+        );
+        // A token2 of someone else (or without token1) is refused: no answer, a disconnect.
+        let bad = format!("bad{v}");
+        a.connect(&bad, v, &s.base, transports);
+        a.expect(&bad, "connect").await;
+        a.emit(
+            &bad,
+            "auth",
+            json!(json!({"id": 202, "name": name, "token1": token1, "token2": token2}).to_string()),
+        );
+        assert_eq!(a.expect(&bad, "disconnect").await, "io server disconnect");
+        a.expect_none(&bad, "auth_result", Duration::from_millis(50)).await;
+    }
+}
+
+async fn auth_without_type_takes_the_type_of_its_token(b: Backend) {
+    let s = TestServer::start(&b, &[]);
+    let mut a = Agent::start().await;
+    for (user, ticket_type, want) in [(301u64, 0u8, "TEACHER"), (302, 1, "STUDENT")] {
+        let t2 = token2(&s, user, ticket_type).await;
+        let sock = format!("t{user}");
+        a.connect(&sock, 4, &s.base, WS);
+        a.expect(&sock, "connect").await;
+        a.emit(&sock, "auth", json!({"id": user, "name": format!("user{user}"), "token2": t2}));
+        assert_eq!(a.expect(&sock, "auth_result").await["data"]["userType"], want);
+        // Naming another type than the token's is refused.
+        let other = format!("o{user}");
+        a.connect(&other, 4, &s.base, WS);
+        a.expect(&other, "connect").await;
+        let wrong = 1 - ticket_type;
+        a.emit(
+            &other,
+            "auth",
+            json!({"id": user, "name": format!("user{user}"), "token2": t2, "type": wrong}),
+        );
+        assert_eq!(a.expect(&other, "disconnect").await, "io server disconnect");
+    }
+    // token2_check = "off": no token needed; a socket without a type is a student.
+    let s = TestServer::start_with_config(&b, "[gru]\ntoken2_check = \"off\"\n");
+    a.connect("free", 2, &s.base, POLLING);
+    a.expect("free", "connect").await;
+    a.emit("free", "auth", json!({"id": 9, "name": "nine", "groupId": 3}));
+    assert_eq!(a.expect("free", "auth_result").await["data"]["userType"], "STUDENT");
+}
+
+async fn handshakes_per_address_are_limited(b: Backend) {
+    let s = TestServer::start_with_config(&b, "[gru]\nhandshakes_per_ip_per_sec = 2\n");
+    let url = s.url("/socket.io/?EIO=3&transport=polling&b64=1");
+    // A burst of three seconds' worth (6), then refusals in the Engine.IO error format.
+    for i in 0..6 {
+        assert_eq!(http("GET", &url, "", "text/plain").await.0, 200, "handshake {i}");
+    }
+    let (status, body) = http("GET", &url, "", "text/plain").await;
+    assert_eq!(status, 429);
+    assert_eq!(serde_json::from_str::<Value>(&body).expect("JSON")["code"], 4, "{body}");
+    let ws = awc::Client::default()
+        .ws(format!("{}/socket.io/?EIO=4&transport=websocket", s.ws_base))
+        .connect()
+        .await;
+    assert!(ws.is_err(), "a WebSocket handshake counts too");
+    assert!(s.metric("wsim_handshakes_refused_total").await >= 2.0);
+    // Requests of existing sessions are not handshakes; the bucket refills at the rate.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(http("GET", &url, "", "text/plain").await.0, 200);
 }

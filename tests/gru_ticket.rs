@@ -30,6 +30,21 @@ async fn ticket_with_defaults(b: Backend) {
         let v = s.get_json(q).await;
         assert_eq!(v, json!({"success": false, "errorCode": 710, "msg": "missing parameter"}), "{q}");
     }
+    // GET only; other paths are not found.
+    let client = awc::Client::default();
+    for method in ["POST", "PUT", "DELETE"] {
+        let m = awc::http::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut res =
+            client.request(m, s.url("/ticket?userType=1&userName=a&userId=1")).send().await.expect("HTTP");
+        assert_eq!(res.status().as_u16(), 405, "{method}");
+        assert_eq!(res.headers().get("allow").and_then(|v| v.to_str().ok()), Some("GET"));
+        let v: Value = res.json().await.expect("JSON");
+        assert_eq!(v["errorCode"], 405);
+    }
+    for path in ["/ticket/", "/ticket/x", "/tickets"] {
+        let res = client.get(s.url(path)).send().await.expect("HTTP");
+        assert_eq!(res.status().as_u16(), 404, "{path}");
+    }
 }
 
 const NODES: &str = "nodes = [{ name = \"node_1\", addr = \"http://10.0.0.1:11111\" }, \

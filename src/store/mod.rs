@@ -126,7 +126,8 @@ enum DbPool {
 
 /// Per-connection setup for SQLite: a busy timeout so concurrent writers wait instead of failing,
 /// `synchronous = NORMAL` (durable across process crashes; in WAL mode only a power loss may drop the
-/// last commits), foreign keys on, a 32 MiB page cache, memory-mapped reads, and no automatic
+/// last commits), foreign keys on, a 2 MiB page cache (it is process memory, per pooled connection;
+/// 32 MiB each let a burst of traffic grow the process by tens of MB), memory-mapped reads, and no automatic
 /// checkpoints: those would run inside a commit and stall the writer; [`Store::checkpoint`] runs them
 /// in the background instead.
 #[cfg(feature = "sqlite")]

@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 use serde_json::json;
 
 use super::engineio::{self, Eio, Packet};
-use super::polling::{GruPoll, PollError, PollGet, PollPost};
+use super::polling::{GruPoll, PayloadMode, PollBody, PollError, PollGet, PollPost};
 use super::socket::GruSocket;
 use super::ws::GruWs;
 use super::GruState;
@@ -26,6 +26,8 @@ enum EioFailure {
     UnknownSid = 1,
     BadHandshakeMethod = 2,
     BadRequest = 3,
+    /// Not a code of the reference server's (there, 4 is "Forbidden", from its `allowRequest`).
+    TooManyHandshakes = 4,
     UnsupportedVersion = 5,
 }
 
@@ -37,6 +39,7 @@ impl EioFailure {
             EioFailure::BadHandshakeMethod => "Bad handshake method",
             EioFailure::BadRequest => "Bad request",
             EioFailure::UnsupportedVersion => "Unsupported protocol version",
+            EioFailure::TooManyHandshakes => "Too many handshakes",
         }
     }
 }
@@ -60,13 +63,27 @@ fn with_cors(req: &HttpRequest, mut res: HttpResponseBuilder) -> HttpResponseBui
 }
 
 fn failure(req: &HttpRequest, f: EioFailure) -> HttpResponse {
-    with_cors(req, HttpResponse::BadRequest())
+    let status = match f {
+        EioFailure::TooManyHandshakes => StatusCode::TOO_MANY_REQUESTS,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    with_cors(req, HttpResponse::build(status))
         .content_type("application/json")
         .body(json!({"code": f as u8, "message": f.message()}).to_string())
 }
 
 fn text(req: &HttpRequest, body: String) -> HttpResponse {
     with_cors(req, HttpResponse::Ok()).content_type("text/plain; charset=UTF-8").body(body)
+}
+
+/// A GET's answer: a binary payload as `application/octet-stream` (what XHR2 clients of Engine.IO v3
+/// take as data), else text.
+fn poll_answer(req: &HttpRequest, body: PollBody) -> HttpResponse {
+    if body.binary {
+        with_cors(req, HttpResponse::Ok()).content_type("application/octet-stream").body(body.bytes)
+    } else {
+        with_cors(req, HttpResponse::Ok()).content_type("text/plain; charset=UTF-8").body(body.bytes)
+    }
 }
 
 /// Every method on `/socket.io/`.
@@ -96,9 +113,20 @@ pub async fn socket_io(
         return Ok(failure(&req, EioFailure::BadRequest));
     }
     let sid = q.get("sid").filter(|s| !s.is_empty()).cloned();
+    // A client that reconnects in a tight loop gets refused instead of a session each time.
+    if sid.is_none() {
+        if let Some(peer) = req.peer_addr() {
+            if !gru.handshakes.allow(peer.ip()) {
+                crate::metrics::METRICS.handshakes_refused.inc();
+                return Ok(failure(&req, EioFailure::TooManyHandshakes));
+            }
+        }
+    }
+    // Engine.IO v3 clients that can take binary (XHR2) leave `b64` out.
+    let binary = eio == Eio::V3 && q.get("b64").is_none_or(|v| v.is_empty());
     match q.get("transport").map(String::as_str) {
         Some("websocket") => websocket(gru, &req, payload, eio, sid),
-        Some("polling") => Ok(polling(gru, &req, payload, eio, sid).await),
+        Some("polling") => Ok(polling(gru, &req, payload, eio, sid, binary).await),
         _ => Ok(failure(&req, EioFailure::UnknownTransport)),
     }
 }
@@ -140,19 +168,21 @@ async fn polling(
     payload: web::Payload,
     eio: Eio,
     sid: Option<String>,
+    binary: bool,
 ) -> HttpResponse {
     let method = req.method().clone();
-    let (poll, sid) = match sid {
+    let mode = if binary { PayloadMode::Binary } else { PayloadMode::Text };
+    let poll = match sid {
         None if method == Method::GET => {
             let sock = GruSocket::new(eio, next_conn_id());
             let (sid, conn) = (sock.sid.clone(), sock.conn);
-            let addr = GruPoll::new(gru.clone(), sock).start();
+            let addr = GruPoll::new(gru.clone(), sock, binary).start();
             gru.remember_session(&sid, addr.clone(), conn);
-            (addr, sid)
+            addr
         }
         None => return failure(req, EioFailure::BadHandshakeMethod),
         Some(sid) => match gru.find_session(&sid) {
-            Some((addr, _)) => (addr, sid),
+            Some((addr, _)) => addr,
             None => return failure(req, EioFailure::UnknownSid),
         },
     };
@@ -163,29 +193,25 @@ async fn polling(
             Err(_) => return failure(req, EioFailure::UnknownSid),
         };
         // The session answers when it has packets; a session that ends answers `close`.
-        let body = waiting.await.unwrap_or_else(|_| engineio::encode_payload(eio, &[Packet::Close]));
-        return text(req, body);
+        let body =
+            waiting.await.unwrap_or_else(|_| PollBody::of(eio, mode, &[engineio::encode(&Packet::Close)]));
+        return poll_answer(req, body);
     }
     if method != Method::POST {
         return failure(req, EioFailure::BadRequest);
     }
-    let binary = req
+    let binary_body = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("application/octet-stream"));
-    if binary {
-        log::info!("gru {sid}: binary polling payload refused");
-        return failure(req, EioFailure::BadRequest);
-    }
     let body = match read_body(payload, gru.max_payload).await {
         Ok(b) => b,
         Err(status) => {
             return with_cors(req, HttpResponse::build(status)).body(status.canonical_reason().unwrap_or(""))
         }
     };
-    let Ok(body) = String::from_utf8(body) else { return failure(req, EioFailure::BadRequest) };
-    match poll.send(PollPost(body)).await {
+    match poll.send(PollPost { body, binary: binary_body }).await {
         Ok(Ok(())) => text(req, "ok".into()),
         Ok(Err(e)) => failure(req, e.into()),
         Err(_) => failure(req, EioFailure::UnknownSid),

@@ -65,27 +65,41 @@ pub fn id_value(id: &str) -> Value {
     }
 }
 
-/// What `auth` carries.
+/// What `auth` carries. `type` and `groupId` are optional (the original ignored both; the demo app
+/// sends neither); which tokens are needed depends on `[gru] token2_check`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthRequest {
     pub id: String,
     pub name: String,
-    pub user_type: String,
+    pub user_type: Option<String>,
     pub group: Option<String>,
-    pub token2: String,
+    pub token1: Option<String>,
+    pub token2: Option<String>,
 }
 
 pub fn parse_auth(arg: Option<&Value>) -> Result<AuthRequest, Refusal> {
     let o = object(arg).ok_or((code::AUTH_MISSING, "auth takes an object"))?;
     let id = scalar(o.get("id")).ok_or((code::AUTH_MISSING, "id is required"))?;
     let name = scalar(o.get("name")).ok_or((code::AUTH_MISSING, "name is required"))?;
-    let user_type = scalar(o.get("type")).ok_or((code::AUTH_MISSING, "type is required"))?;
-    let token2 = scalar(o.get("token2")).ok_or((code::AUTH_MISSING, "token2 is required"))?;
+    let user_type = scalar(o.get("type"));
     let group = scalar(o.get("groupId"));
-    if !valid_id(&id) || group.as_deref().is_some_and(|g| !valid_id(g)) {
-        return Err((code::AUTH_MISSING, "bad id or groupId"));
+    let bad = |v: &Option<String>| v.as_deref().is_some_and(|g| !valid_id(g));
+    if !valid_id(&id)
+        || bad(&group)
+        || bad(&user_type)
+        || name.chars().any(char::is_control)
+        || name.len() > 255
+    {
+        return Err((code::AUTH_MISSING, "bad id, name, type or groupId"));
     }
-    Ok(AuthRequest { id, name, user_type, group, token2 })
+    Ok(AuthRequest {
+        id,
+        name,
+        user_type,
+        group,
+        token1: scalar(o.get("token1")),
+        token2: scalar(o.get("token2")),
+    })
 }
 
 /// The `userType` of `auth_result`: 0 is a teacher and 1 a student (as in the seed's examples);
@@ -138,8 +152,17 @@ pub fn parse_msg(arg: Option<&Value>) -> Result<MsgRequest, Refusal> {
     Ok(MsgRequest { msg_type, target_id, target, content })
 }
 
-/// The groups `subscribe` names: `"10"`, `10`, `["10", 11]`, `{"groupId": 10}` or
-/// `{"groupIds": [...]}`, the same inside a JSON string.
+/// A group named in a list: an id, or an object with one (`{"id": 160, "name": "…"}`).
+fn group_id(v: &Value) -> Option<String> {
+    match v {
+        Value::Object(o) => scalar(o.get("id")),
+        other => scalar(Some(other)),
+    }
+}
+
+/// The groups `subscribe` names: `"10"`, `10`, `["10", 11]`, `{"groupId": 10}`,
+/// `{"groupIds": [...]}`, or the demo app's `{"userId": 201, "subscribeGroups": [{"id": 160, "name":
+/// "…"}, …]}`; the same inside a JSON string.
 pub fn parse_groups(arg: Option<&Value>) -> Result<Vec<String>, Refusal> {
     const BAD: Refusal = (code::BAD_PAYLOAD, "subscribe takes a group id or a list of them");
     let decoded;
@@ -151,12 +174,15 @@ pub fn parse_groups(arg: Option<&Value>) -> Result<Vec<String>, Refusal> {
         }
     }
     let list: Vec<Option<String>> = match v {
-        Value::Array(a) => a.iter().map(|g| scalar(Some(g))).collect(),
-        Value::Object(o) => match (o.get("groupId"), o.get("groupIds").or(o.get("groups"))) {
-            (Some(g), _) => vec![scalar(Some(g))],
-            (None, Some(Value::Array(a))) => a.iter().map(|g| scalar(Some(g))).collect(),
-            _ => return Err(BAD),
-        },
+        Value::Array(a) => a.iter().map(group_id).collect(),
+        Value::Object(o) => {
+            let list = o.get("subscribeGroups").or(o.get("groupIds")).or(o.get("groups"));
+            match (o.get("groupId"), list) {
+                (Some(g), _) => vec![scalar(Some(g))],
+                (None, Some(Value::Array(a))) => a.iter().map(group_id).collect(),
+                _ => return Err(BAD),
+            }
+        }
         other => vec![scalar(Some(other))],
     };
     let groups: Option<Vec<String>> = list.into_iter().map(|g| g.filter(|g| valid_id(g))).collect();
@@ -207,24 +233,29 @@ mod tests {
         let want = AuthRequest {
             id: "123".into(),
             name: "张三".into(),
-            user_type: "0".into(),
+            user_type: Some("0".into()),
             group: Some("10".into()),
-            token2: "9.ab".into(),
+            token1: Some("t1".into()),
+            token2: Some("9.ab".into()),
         };
         assert_eq!(parse_auth(Some(&obj)), Ok(want.clone()));
         assert_eq!(parse_auth(Some(&s(obj))), Ok(want));
-        let no_group = json!({"id": "u1", "name": "a", "token2": "x", "type": "1"});
-        assert_eq!(parse_auth(Some(&no_group)).map(|a| a.group), Ok(None));
+        // The demo app's auth: no type, no group.
+        let demo = json!({"id": 201, "name": "李四", "token1": "a", "token2": "b"});
+        let got = parse_auth(Some(&s(demo))).expect("demo auth");
+        assert_eq!((got.user_type, got.group, got.token2.as_deref()), (None, None, Some("b")));
+        let bare = json!({"id": "u1", "name": "a"});
+        assert_eq!(parse_auth(Some(&bare)).map(|a| (a.token1, a.token2)), Ok((None, None)));
         for bad in [
             json!(null),
             json!("not json"),
             json!(5),
             json!({"name": "a", "token2": "x", "type": 0}),
             json!({"id": 1, "token2": "x", "type": 0}),
-            json!({"id": 1, "name": "a", "type": 0}),
-            json!({"id": 1, "name": "a", "token2": "x"}),
             json!({"id": 1.5, "name": "a", "token2": "x", "type": 0}),
             json!({"id": "a\nb", "name": "a", "token2": "x", "type": 0}),
+            json!({"id": 1, "name": "a\u{7}", "token2": "x"}),
+            json!({"id": 1, "name": "a", "type": "x\ny"}),
         ] {
             assert_eq!(parse_auth(Some(&bad)).map_err(|e| e.0), Err(code::AUTH_MISSING), "{bad}");
         }
@@ -263,11 +294,24 @@ mod tests {
             (json!("[10,11]"), vec!["10", "11"]),
             (json!({"groupId": 7}), vec!["7"]),
             (s(json!({"groupIds": [7, "8"]})), vec!["7", "8"]),
+            (
+                s(json!({"userId": 201, "subscribeGroups": [{"id": 160, "name": "一班"}, {"id": "161"}]})),
+                vec!["160", "161"],
+            ),
+            (json!([{"id": 5}]), vec!["5"]),
         ];
         for (arg, want) in cases {
             assert_eq!(parse_groups(Some(&arg)), Ok(want.iter().map(|g| g.to_string()).collect()), "{arg}");
         }
-        for bad in [json!(null), json!([]), json!({"x": 1}), json!([1.5]), json!(true)] {
+        for bad in [
+            json!(null),
+            json!([]),
+            json!({"x": 1}),
+            json!([1.5]),
+            json!(true),
+            json!({"subscribeGroups": [{"name": "no id"}]}),
+            json!({"subscribeGroups": []}),
+        ] {
             assert!(parse_groups(Some(&bad)).is_err(), "{bad}");
         }
         assert_eq!(parse_online(Some(&json!("10"))), Some("10".into()));

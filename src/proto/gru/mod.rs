@@ -24,6 +24,7 @@ use crate::config::{GruNode, GruSettings, Token1Check};
 use crate::core::message::ConnId;
 use crate::core::Core;
 use crate::metrics::{FrontendMetrics, METRICS};
+use crate::transport::ratelimit::PerIpRate;
 use ticket::{md5_token1, nodes_for, Token2};
 
 /// What the Gru handlers share.
@@ -43,6 +44,8 @@ pub struct GruState {
     pub queue_bytes: usize,
     /// The front-end's metric handles (looked up once).
     pub metrics: FrontendMetrics,
+    /// New Engine.IO sessions per client address.
+    pub handshakes: PerIpRate,
     /// Polling sessions by sid (WebSocket sessions need no lookup).
     sessions: Mutex<HashMap<String, (Addr<polling::GruPoll>, ConnId)>>,
 }
@@ -68,6 +71,7 @@ impl GruState {
             max_payload: crate::transport::ws::MAX_FRAME,
             queue_bytes,
             metrics: METRICS.frontend("gru"),
+            handshakes: PerIpRate::new(settings.handshakes_per_ip_per_sec),
             sessions: Mutex::new(HashMap::new()),
         }
     }
@@ -136,7 +140,8 @@ async fn ticket(state: web::Data<Arc<GruState>>, req: HttpRequest) -> HttpRespon
     if id.is_empty() || name.is_empty() || user_type.is_empty() || (needs_token1 && token1.is_empty()) {
         return failure(710, "missing parameter");
     }
-    if !crate::core::message::valid_id(&id) || name.chars().any(char::is_control) || name.len() > 255 {
+    let valid = crate::core::message::valid_id;
+    if !valid(&id) || !valid(&user_type) || name.chars().any(char::is_control) || name.len() > 255 {
         return failure(710, "bad parameter");
     }
     if !token1_ok(&state, &id, &name, &user_type, &token1).await {
@@ -145,7 +150,7 @@ async fn ticket(state: web::Data<Arc<GruState>>, req: HttpRequest) -> HttpRespon
     let order = nodes_for(&state.nodes, &id);
     let Some((first, backups)) = order.split_first() else { return failure(701, "no node available") };
     let now_ms = crate::core::ids::now_ms();
-    let token2 = state.token2.issue(&id, &name, &user_type, now_ms / 1000);
+    let token2 = state.token2.issue(&id, &name, &user_type, &token1, now_ms / 1000);
     let backup: Vec<Value> = backups.iter().map(|n| json!({"addr": n.addr, "name": n.name})).collect();
     answer(&json!({
         "success": true,
@@ -155,10 +160,22 @@ async fn ticket(state: web::Data<Arc<GruState>>, req: HttpRequest) -> HttpRespon
     }))
 }
 
+/// `/ticket` with another method than GET.
+async fn ticket_method() -> HttpResponse {
+    HttpResponse::MethodNotAllowed()
+        .insert_header((actix_web::http::header::ALLOW, "GET"))
+        .insert_header(ContentType::json())
+        .body(json!({"success": false, "errorCode": 405, "msg": "method not allowed"}).to_string())
+}
+
+fn ticket_resource() -> actix_web::Resource {
+    web::resource("/ticket").route(web::get().to(ticket)).default_service(web::to(ticket_method))
+}
+
 /// Mounts `/ticket`.
 pub fn configure_ticket(state: Arc<GruState>) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
-        cfg.app_data(web::Data::new(state)).route("/ticket", web::get().to(ticket));
+        cfg.app_data(web::Data::new(state)).service(ticket_resource());
     }
 }
 
@@ -166,7 +183,7 @@ pub fn configure_ticket(state: Arc<GruState>) -> impl FnOnce(&mut web::ServiceCo
 pub fn configure(state: Arc<GruState>) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
         cfg.app_data(web::Data::new(state))
-            .route("/ticket", web::get().to(ticket))
+            .service(ticket_resource())
             .route("/socket.io/", web::route().to(endpoint::socket_io))
             .route("/socket.io", web::route().to(endpoint::socket_io));
     }

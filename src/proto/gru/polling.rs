@@ -29,14 +29,50 @@ pub enum PollError {
     BadRequest,
 }
 
+/// The body of a GET's answer.
+#[derive(Debug)]
+pub struct PollBody {
+    /// An Engine.IO v3 binary payload (`application/octet-stream`), else text.
+    pub binary: bool,
+    pub bytes: Vec<u8>,
+}
+
+/// How a session's answers are put.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PayloadMode {
+    Text,
+    /// Text, each packet UTF-8-encoded once more (socket.io 1.x, see [`engineio::utf8_encode`]).
+    Utf8Text,
+    /// An Engine.IO v3 binary payload.
+    Binary,
+}
+
+impl PollBody {
+    /// The answer carrying `packets` (already encoded) for a session of revision `eio`.
+    pub fn of(eio: engineio::Eio, mode: PayloadMode, packets: &[String]) -> PollBody {
+        let bytes = match mode {
+            PayloadMode::Binary => engineio::encode_binary_payload(packets),
+            PayloadMode::Text => engineio::frame_payload(eio, packets).into_bytes(),
+            PayloadMode::Utf8Text => {
+                let encoded: Vec<String> = packets.iter().map(|p| engineio::utf8_encode(p)).collect();
+                engineio::frame_payload(eio, &encoded).into_bytes()
+            }
+        };
+        PollBody { binary: mode == PayloadMode::Binary, bytes }
+    }
+}
+
 /// A GET: answered with the encoded payload of waiting packets (waits while there are none).
 pub struct PollGet;
 impl Message for PollGet {
-    type Result = Result<oneshot::Receiver<String>, PollError>;
+    type Result = Result<oneshot::Receiver<PollBody>, PollError>;
 }
 
-/// A POST's body.
-pub struct PollPost(pub String);
+/// A POST's body, as a text payload or (`binary`) an Engine.IO v3 binary payload.
+pub struct PollPost {
+    pub body: Vec<u8>,
+    pub binary: bool,
+}
 impl Message for PollPost {
     type Result = Result<(), PollError>;
 }
@@ -77,7 +113,11 @@ pub struct GruPoll {
     sock: GruSocket,
     queue: VecDeque<String>,
     queued_bytes: usize,
-    waiting: Option<oneshot::Sender<String>>,
+    /// Binary payloads for an Engine.IO v3 client with XHR2 that did not ask for base64; text ones
+    /// UTF-8-encoded once more for a socket.io 1.x client that does so itself (learnt from what it
+    /// sends).
+    mode: PayloadMode,
+    waiting: Option<oneshot::Sender<PollBody>>,
     paused: bool,
     forward: Option<Recipient<Forward>>,
     /// Ending: nothing more is queued but the close packet.
@@ -87,15 +127,17 @@ pub struct GruPoll {
 }
 
 impl GruPoll {
-    /// A new session with its greeting queued.
-    pub fn new(gru: Arc<GruState>, mut sock: GruSocket) -> GruPoll {
+    /// A new session with its greeting queued; `binary`: answer with binary payloads.
+    pub fn new(gru: Arc<GruState>, mut sock: GruSocket, binary: bool) -> GruPoll {
         let greeting = socket::greeting(&gru, &mut sock, true);
         let queued_bytes = greeting.iter().map(String::len).sum();
+        let binary = binary && sock.eio == engineio::Eio::V3;
         GruPoll {
             gru,
             sock,
             queue: greeting.into(),
             queued_bytes,
+            mode: if binary { PayloadMode::Binary } else { PayloadMode::Text },
             waiting: None,
             paused: false,
             forward: None,
@@ -104,13 +146,18 @@ impl GruPoll {
         }
     }
 
+    /// A GET's answer carrying `packets` (already encoded).
+    fn body(&self, packets: &[String]) -> PollBody {
+        PollBody::of(self.sock.eio, self.mode, packets)
+    }
+
     /// Answers the waiting GET with everything queued.
     fn flush(&mut self, ctx: &mut Context<Self>) {
         if self.queue.is_empty() {
             return;
         }
         let Some(tx) = self.waiting.take() else { return };
-        let body = engineio::frame_payload(self.sock.eio, self.queue.make_contiguous());
+        let body = PollBody::of(self.sock.eio, self.mode, self.queue.make_contiguous());
         if tx.send(body).is_ok() {
             self.queue.clear();
             self.queued_bytes = 0;
@@ -131,7 +178,7 @@ impl GruPoll {
 
     fn answer_noop(&mut self) {
         if let Some(tx) = self.waiting.take() {
-            let _ = tx.send(engineio::encode_payload(self.sock.eio, &[Packet::Noop]));
+            let _ = tx.send(self.body(&[engineio::encode(&Packet::Noop)]));
         }
     }
 }
@@ -212,14 +259,14 @@ impl Actor for GruPoll {
             self.gru.forget_session(&self.sock.sid);
             socket::leave(&self.gru, &mut self.sock);
             if let Some(tx) = self.waiting.take() {
-                let _ = tx.send(engineio::encode_payload(self.sock.eio, &[Packet::Close]));
+                let _ = tx.send(self.body(&[engineio::encode(&Packet::Close)]));
             }
         }
     }
 }
 
 impl Handler<PollGet> for GruPoll {
-    type Result = Result<oneshot::Receiver<String>, PollError>;
+    type Result = Result<oneshot::Receiver<PollBody>, PollError>;
 
     fn handle(&mut self, _: PollGet, ctx: &mut Context<Self>) -> Self::Result {
         if self.forward.is_some() {
@@ -250,7 +297,12 @@ impl Handler<PollPost> for GruPoll {
         if self.forward.is_some() {
             return Err(PollError::UnknownSession);
         }
-        let packets = match engineio::decode_payload(self.sock.eio, &post.0) {
+        let decoded = match (post.binary, std::str::from_utf8(&post.body)) {
+            (true, _) if self.sock.eio == engineio::Eio::V3 => engineio::decode_binary_payload(&post.body),
+            (false, Ok(text)) => engineio::decode_payload(self.sock.eio, text),
+            _ => Err(engineio::EioError::BadPayload),
+        };
+        let packets = match decoded {
             Ok(p) => p,
             Err(e) => {
                 log::info!("gru {}: bad polling payload ({e}), closing", self.sock.sid);
@@ -259,6 +311,22 @@ impl Handler<PollPost> for GruPoll {
             }
         };
         for p in packets {
+            let p = match p {
+                // Only socket.io 1.x clients send text packets so (Engine.IO v3, text payloads; the
+                // browser builds do it too, and take binary answers).
+                Packet::Message(data) if !post.binary && self.sock.eio == engineio::Eio::V3 => {
+                    match engineio::undo_utf8_encode(&data) {
+                        Some(text) => {
+                            if self.mode == PayloadMode::Text {
+                                self.mode = PayloadMode::Utf8Text;
+                            }
+                            Packet::Message(text)
+                        }
+                        None => Packet::Message(data),
+                    }
+                }
+                other => other,
+            };
             socket::on_packet(self, ctx, &engineio::encode(&p));
         }
         Ok(())

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use super::engineio::{self, Eio, Packet};
 use super::events::{self, code, Refusal};
 use super::socketio::{self, Packet as SioPacket};
+use super::ticket::{Presented, Token2Refusal};
 use super::GruState;
 use crate::core::message::{ConnId, Message};
 use crate::core::rooms::{Audience, Publish, RoomMember};
@@ -244,17 +245,25 @@ where
     let gru = act.gru().clone();
     let now = crate::core::ids::now_ms() / 1000;
     let checked = events::parse_auth(arg).and_then(|a| {
-        if gru.token2.check(&a.token2, &a.id, &a.name, &a.user_type, now) {
-            Ok(a)
-        } else {
-            Err((code::AUTH_BAD_TOKEN, "invalid or expired token2"))
+        let presented = Presented {
+            id: &a.id,
+            name: &a.name,
+            user_type: a.user_type.as_deref(),
+            token1: a.token1.as_deref(),
+            token2: a.token2.as_deref(),
+        };
+        match gru.token2.verify(presented, now) {
+            Ok(user_type) => Ok((a, user_type)),
+            Err(Token2Refusal::Missing) => Err((code::AUTH_MISSING, "token2 is required")),
+            Err(Token2Refusal::Invalid) => Err((code::AUTH_BAD_TOKEN, "invalid or expired token2")),
         }
     });
-    let a = match checked {
-        Ok(a) => a,
-        Err(refusal) => {
-            log::info!("gru {}: auth refused: {}", act.socket().sid, refusal.1);
-            refuse(act, ctx, "auth_result", refusal, ack);
+    let (a, user_type) = match checked {
+        Ok(v) => v,
+        Err((code, why)) => {
+            // As the original: no answer, the socket is disconnected (protocols.md: failure →
+            // disconnect).
+            log::info!("gru {}: auth refused ({code}): {why}", act.socket().sid);
             act.send_packet(ctx, sio_packet(&SioPacket::Disconnect { ns: "/".into() }));
             act.end(ctx);
             return;
@@ -265,8 +274,8 @@ where
     leave(&gru, sock);
     sock.groups = a.group.iter().cloned().collect();
     gru.core.join_rooms(GRU_APP, sock.groups.clone(), m);
-    let data = json!({"userType": events::user_type_name(&a.user_type)});
-    sock.user = Some(GruUser { id: a.id, name: a.name, user_type: a.user_type, group: a.group });
+    let data = json!({"userType": events::user_type_name(&user_type)});
+    sock.user = Some(GruUser { id: a.id, name: a.name, user_type, group: a.group });
     reply(act, ctx, "auth_result", events::result(0, "", Some(data)), ack);
 }
 

@@ -200,6 +200,17 @@ mod tests {
             for v in [crate::proto::gru::engineio::Eio::V3, crate::proto::gru::engineio::Eio::V4] {
                 let _ = crate::proto::gru::engineio::decode_payload(v, &text);
             }
+            // The same characters as bytes, with the binary payload's markers mixed in.
+            let mut bytes: Vec<u8> = text.bytes().collect();
+            for (k, b) in bytes.iter_mut().enumerate() {
+                match (x >> (k % 60)) % 5 {
+                    0 => *b = 0,
+                    1 => *b = 0xff,
+                    2 => *b %= 10,
+                    _ => {}
+                }
+            }
+            let _ = crate::proto::gru::engineio::decode_binary_payload(&bytes);
         }
     }
 }
