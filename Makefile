@@ -23,7 +23,7 @@ node-deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; \
 	fi
 	@if [ ! tests/node/node_modules/.package-lock.json -nt tests/node/package-lock.json ]; then \
-		cd tests/node && npm ci --no-audit --no-fund --loglevel=error; \
+		cd tests/node && npm ci --no-audit --no-fund --loglevel=error --ignore-scripts; \
 	fi
 
 # Debian's Chromium for the browser test (playwright-core drives it; no browser is downloaded).

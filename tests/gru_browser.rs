@@ -1,8 +1,9 @@
-//! The Gru demo app's browser client as published: the browser build of socket.io-client 1.3.7 (its
-//! own `socket.io.js`) in Debian's Chromium, driven by playwright-core (tests/node/browser.js), on a
-//! page served from another origin as the demo app's is. It polls with XHR2 binary payloads, upgrades
-//! to WebSocket, authenticates without a type with the original's md5 token2, subscribes with the
-//! demo's shape and chats in a group and privately. `make test` installs Chromium and the packages.
+//! The Gru demo app's browser client as published: the browser builds of socket.io-client 1.3.7 and
+//! 1.2.1 (their own `socket.io.js`) in Debian's Chromium, driven by playwright-core
+//! (tests/node/browser.js), on a page served from another origin as the demo app's is. They poll with
+//! XHR2 (binary answers; 1.2 also POSTs binary payloads, 1.3 text ones), upgrade to WebSocket,
+//! authenticate without a type with the original's md5 token2, subscribe with the demo's shape and
+//! chat in a group and privately. `make test` installs Chromium and the packages.
 
 mod common;
 
@@ -23,33 +24,44 @@ fn md5_hex(text: &str) -> String {
     format!("{:x}", Md5::digest(text.as_bytes()))
 }
 
-/// Serves the demo page and the client's own `socket.io.js` on an origin of their own.
+/// The client builds under test: the npm package (an alias in tests/node/package.json) of each.
+const CLIENTS: [(&str, &str); 2] = [("1.3.7", "sio13"), ("1.2.1", "sio12")];
+
+/// Serves the demo page and each client's own `socket.io.js` (`/<version>/demo.html`,
+/// `/<version>/socket.io.js`) on an origin of their own.
 fn start_page_server() -> String {
-    let node = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node/node_modules/sio13/socket.io.js");
-    let page = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/gru/demo.html");
-    let (script, page) = (
-        std::fs::read(node).expect("socket.io-client 1.3.7: run `make test`"),
-        std::fs::read(page).expect("the demo page"),
-    );
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let page = std::fs::read(format!("{dir}/tests/fixtures/gru/demo.html")).expect("the demo page");
+    let scripts: Vec<(String, Vec<u8>)> = CLIENTS
+        .iter()
+        .map(|(version, package)| {
+            let path = format!("{dir}/tests/node/node_modules/{package}/socket.io.js");
+            (version.to_string(), std::fs::read(path).expect("socket.io-client builds: run `make test`"))
+        })
+        .collect();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
     let server = HttpServer::new(move || {
-        let (script, page) = (script.clone(), page.clone());
-        App::new()
-            .route(
-                "/socket.io.js",
-                web::get().to(move || {
-                    let s = script.clone();
-                    async move { HttpResponse::Ok().content_type("text/javascript").body(s) }
-                }),
-            )
-            .route(
-                "/demo.html",
-                web::get().to(move || {
-                    let p = page.clone();
-                    async move { HttpResponse::Ok().content_type("text/html; charset=utf-8").body(p) }
-                }),
-            )
+        let (scripts, page) = (scripts.clone(), page.clone());
+        App::new().route(
+            "/{version}/{file}",
+            web::get().to(move |path: web::Path<(String, String)>| {
+                let (version, file) = path.into_inner();
+                let script = scripts.iter().find(|(v, _)| *v == version).map(|(_, s)| s.clone());
+                let page = page.clone();
+                async move {
+                    match (file.as_str(), script) {
+                        ("socket.io.js", Some(s)) => {
+                            HttpResponse::Ok().content_type("text/javascript").body(s)
+                        }
+                        ("demo.html", Some(_)) => {
+                            HttpResponse::Ok().content_type("text/html; charset=utf-8").body(page)
+                        }
+                        _ => HttpResponse::NotFound().finish(),
+                    }
+                }
+            }),
+        )
     })
     .listen(listener)
     .expect("listen")
@@ -59,8 +71,8 @@ fn start_page_server() -> String {
     format!("http://{addr}")
 }
 
-/// The demo page of user `id` with the tokens its business app computes.
-fn page_url(pages: &str, server: &str, id: u32, name: &str, groups: &Value) -> String {
+/// The demo page (with client `version`) of user `id` with the tokens its business app computes.
+fn page_url(pages: &str, version: &str, server: &str, id: u32, name: &str, groups: &Value) -> String {
     let token1 = md5_hex(&format!("{id}_{name}_{TICKET_SALT}"));
     let token2 = md5_hex(&format!("{id}_{name}_{token1}_{SPEAR_SALT}"));
     let id = id.to_string();
@@ -74,7 +86,7 @@ fn page_url(pages: &str, server: &str, id: u32, name: &str, groups: &Value) -> S
         ("groups", groups.as_str()),
     ])
     .expect("query");
-    format!("{pages}/demo.html?{query}")
+    format!("{pages}/{version}/demo.html?{query}")
 }
 
 async fn the_demo_client_chats_in_chromium(b: Backend) {
@@ -88,36 +100,39 @@ async fn the_demo_client_chats_in_chromium(b: Backend) {
     let pages = start_page_server();
     let mut browser = NodeAgent::start("browser.js", "playwright-core").await;
     let groups = json!([{"id": 160, "name": "一班"}]);
-    for (name, id, user) in [("a", 201, "张三"), ("b", 202, "李四")] {
-        browser.cmd(json!({"op": "open", "name": name, "url": page_url(&pages, &s.base, id, user, &groups)}));
+    let users = [("a", "1.3.7", 201, "张三"), ("b", "1.3.7", 202, "李四"), ("c", "1.2.1", 203, "王五")];
+    for (name, version, id, user) in users {
+        let url = page_url(&pages, version, &s.base, id, user, &groups);
+        browser.cmd(json!({"op": "open", "name": name, "url": url}));
     }
-    for name in ["a", "b"] {
+    for (name, ..) in users {
         assert_eq!(browser.expect(name, "connect").await, "polling", "{name} starts polling");
         let r = browser.expect(name, "auth_result").await;
         assert_eq!(r, json!({"success": true, "errorCode": 0, "msg": "", "data": {"userType": "STUDENT"}}));
         let r = browser.expect(name, "subscribe_result").await;
-        assert_eq!(r, json!({"success": true, "errorCode": 0, "msg": "", "data": [160]}));
+        assert_eq!(r, json!({"success": true, "errorCode": 0, "msg": "", "data": [160]}), "{name}");
         assert_eq!(browser.expect(name, "upgrade").await, "websocket", "{name} upgrades");
     }
 
-    // A group message reaches both, the sender included; a private one only its target.
-    browser.cmd(json!({"op": "eval", "name": "a", "js": "sendGroup(160, '大家好 👋')"}));
-    for name in ["a", "b"] {
-        let m = browser.expect(name, "msg").await;
-        assert_eq!(m["content"], "大家好 👋", "{name}: {m}");
-        assert_eq!(
-            (m["msgType"].clone(), m["fromId"].clone(), m["target"]["id"].clone()),
-            (json!(1), json!(201), json!(160))
-        );
+    // A group message reaches every member, the sender included; a private one only its target.
+    for (from, id, text) in [("a", 201, "大家好 👋"), ("c", 203, "1.2 在此")] {
+        browser.cmd(json!({"op": "eval", "name": from, "js": format!("sendGroup(160, '{text}')")}));
+        for (name, ..) in users {
+            let m = browser.expect(name, "msg").await;
+            assert_eq!(m["content"], text, "{name}: {m}");
+            let (kind, sender, group) =
+                (m["msgType"].clone(), m["fromId"].clone(), m["target"]["id"].clone());
+            assert_eq!((kind, sender, group), (json!(1), json!(id), json!(160)));
+        }
+        assert_eq!(browser.expect(from, "msg_result").await["success"], true);
     }
-    assert_eq!(browser.expect("a", "msg_result").await["success"], true);
     browser.cmd(json!({"op": "eval", "name": "a", "js": "sendPrivate(202, '悄悄话')"}));
     let m = browser.expect("b", "msg").await;
-    assert_eq!(
-        (m["content"].clone(), m["msgType"].clone(), m["target"]["id"].clone()),
-        (json!("悄悄话"), json!(0), json!(202))
-    );
-    browser.cmd(json!({"op": "eval", "name": "b", "js": "sendPrivate(201, 'reply ok')"}));
+    let got = (m["content"].clone(), m["msgType"].clone(), m["target"]["id"].clone());
+    assert_eq!(got, (json!("悄悄话"), json!(0), json!(202)));
+    browser.cmd(json!({"op": "eval", "name": "b", "js": "sendPrivate(203, 'to 1.2')"}));
+    assert_eq!(browser.expect("c", "msg").await["content"], "to 1.2");
+    browser.cmd(json!({"op": "eval", "name": "c", "js": "sendPrivate(201, 'reply ok')"}));
     assert_eq!(browser.expect("a", "msg").await["content"], "reply ok");
     browser.expect_none("a", "msg", Duration::from_millis(300)).await;
     browser.cmd(json!({"op": "eval", "name": "a", "js": "transportName()", "id": "transport"}));
@@ -125,40 +140,32 @@ async fn the_demo_client_chats_in_chromium(b: Backend) {
     assert_eq!(t["data"], "websocket");
 
     // What went over the wire: one handshake per page (no reconnect loop), polling answered with
-    // binary payloads, no errors in the pages.
+    // binary payloads (and 1.2's POSTs binary too), no errors in the pages.
     browser.gather(Duration::from_millis(200)).await;
-    for name in ["a", "b"] {
+    for (name, version, ..) in users {
         let http: Vec<&Value> =
             browser.seen().filter(|e| e["name"] == name && e["event"] == "http").collect();
-        let polls: Vec<&&Value> = http
-            .iter()
-            .filter(|e| e["url"].as_str().is_some_and(|u| u.contains("transport=polling")))
-            .collect();
-        let handshakes = polls
-            .iter()
-            .filter(|e| e["method"] == "GET" && !e["url"].as_str().unwrap_or("").contains("sid="))
-            .count();
-        assert_eq!(handshakes, 1, "{name}: {http:?}");
-        assert!(
-            polls.iter().any(|e| e["method"] == "GET"
-                && e["status"] == 200
-                && e["responseType"] == "application/octet-stream"),
-            "{name}: binary polling answers: {http:?}"
-        );
+        let is_poll = |e: &&&Value| e["url"].as_str().is_some_and(|u| u.contains("transport=polling"));
+        let polls: Vec<&&Value> = http.iter().filter(is_poll).collect();
+        let handshake =
+            |e: &&&Value| e["method"] == "GET" && !e["url"].as_str().unwrap_or("").contains("sid=");
+        assert_eq!(polls.iter().filter(|e| handshake(e)).count(), 1, "{name}: {http:?}");
+        let binary = |e: &&&Value, m: &str, field: &str| {
+            e["method"] == m && e["status"] == 200 && e[field] == "application/octet-stream"
+        };
+        assert!(polls.iter().any(|e| binary(e, "GET", "responseType")), "{name}: binary answers: {http:?}");
+        if version == "1.2.1" {
+            assert!(polls.iter().any(|e| binary(e, "POST", "requestType")), "{name}: binary POSTs: {http:?}");
+        }
         assert!(polls.iter().any(|e| e["method"] == "POST" && e["status"] == 200), "{name}: {http:?}");
         assert!(http.iter().all(|e| e["status"].as_u64().is_some_and(|st| st < 400)), "{name}: {http:?}");
+        let bad = ["page_error", "console_error", "connect_error", "reconnect"];
         let errors: Vec<&Value> = browser
             .seen()
-            .filter(|e| {
-                e["name"] == name
-                    && matches!(
-                        e["event"].as_str(),
-                        Some("page_error" | "console_error" | "connect_error" | "reconnect")
-                    )
-            })
+            .filter(|e| e["name"] == name && bad.contains(&e["event"].as_str().unwrap_or("")))
             .collect();
         assert!(errors.is_empty(), "{name}: {errors:?}");
     }
     // The messages are stored.
-    assert_eq!(s.count_rows("SELECT COUNT(*) AS n FROM messages"), 3);
+    assert_eq!(s.count_rows("SELECT COUNT(*) AS n FROM messages"), 5);
 }
