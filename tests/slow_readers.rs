@@ -12,6 +12,7 @@ use common::{eventually, Backend, TestServer};
 
 on_both_backends!(
     wsim_readers_that_stop_before_during_and_after_their_replay,
+    wsim_peer_that_asks_without_reading,
     gateway_ws_sse_and_poll_readers_that_stop,
     longweb_socket_and_poll_box_that_stop,
     gru_websocket_and_polling_sockets_that_stop,
@@ -324,4 +325,43 @@ async fn gru_websocket_and_polling_sockets_that_stop(b: Backend) {
     assert_cut_off("websocket", &mut ws);
     let mut gone = client.get(&poll_url).send().await.expect("poll");
     assert_eq!(gone.status().as_u16(), 400, "{:?}", gone.body().await);
+}
+
+/// A peer that keeps asking for history (400 KB an answer) and reads none of it.
+async fn wsim_peer_that_asks_without_reading(b: Backend) {
+    let s = TestServer::start(&b, &[]);
+    let v = s.get_json("/creategrp?creator=asker&members=sender").await;
+    let gid = v["data"]["groupid"].as_str().expect("group id").to_string();
+    let sender = s.login("sender").await;
+    for seq in 0..50 {
+        sender.send(&format!("text_{gid}_{}_group_e", payload(seq)));
+    }
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            s.count_rows("SELECT COUNT(*) AS n FROM messages") == 50
+        })
+        .await
+    );
+    let mut asker = RawPeer::websocket(&s.base, "/entry");
+    asker.send_text("login_asker");
+    assert_eq!(asker.read_text_frame(), "ok");
+    for seq in 0..50 {
+        assert_eq!(seq_of(&asker.read_text_frame(), "sender"), seq);
+    }
+    let memory = MemoryWatch::start(s.pid());
+    // 300 answers would be 120 MB.
+    for _ in 0..300 {
+        asker.send_text(&format!("records_{gid}_0"));
+    }
+    let series = "wsim_slow_consumers_dropped_total{frontend=\"wsim\"}";
+    assert!(
+        eventually(Duration::from_secs(30), || async { s.metric(series).await == 1.0 }).await,
+        "the asker was not dropped"
+    );
+    check_memory("wsim (queries)", memory);
+    assert_cut_off("asker", &mut asker);
+    // The others carry on.
+    let mut again = s.login("asker").await;
+    again.send(&format!("records_{gid}_0"));
+    assert_eq!(seq_of(&again.recv().await, "sender"), 0);
 }

@@ -17,6 +17,9 @@ use crate::metrics::METRICS;
 use crate::transport::delivery::{self, WsDelivery, WsFrontend};
 use crate::transport::ws::MAX_FRAME;
 
+/// What a query (`members_`, `records_`) counts for in the connection's inflow: a peer that asks
+/// faster than the answers come waits (its socket is not read) instead of queueing store reads.
+const QUERY_COST: u64 = 4096;
 /// Messages returned by `records_`.
 pub const RECORDS_LIMIT: i64 = 50;
 
@@ -118,17 +121,18 @@ impl EntryConn {
                 };
                 let core = self.core.clone();
                 let app = self.settings.app.clone();
+                let slot = self.delivery.inflow_add(QUERY_COST);
                 let fut = async move { core.group(&app, &group).await.map(|g| (group, g)) };
-                ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| match res {
-                    Ok((_, None)) => act.send_error(ctx, 404, "no such group"),
-                    Ok((group, Some(g))) => {
-                        if g.members.contains(&user) {
-                            act.send_text(ctx, codec::render_members(&group, &g.members));
-                        } else {
-                            act.send_error(ctx, 403, "not a member");
+                ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+                    act.delivery.inflow_done(slot);
+                    match res {
+                        Ok((_, None)) => act.send_error(ctx, 404, "no such group"),
+                        Ok((group, Some(g))) if g.members.contains(&user) => {
+                            act.send_text(ctx, codec::render_members(&group, &g.members))
                         }
+                        Ok(_) => act.send_error(ctx, 403, "not a member"),
+                        Err(_) => act.send_error(ctx, 500, "internal error"),
                     }
-                    Err(_) => act.send_error(ctx, 500, "internal error"),
                 }));
             }
             Signal::Records { id, before } => {
@@ -140,6 +144,7 @@ impl EntryConn {
                 let before_us =
                     if before == 0 { Core::now_us() + 1 } else { before.saturating_mul(1_000_000) };
                 let viewer = user.clone();
+                let slot = self.delivery.inflow_add(QUERY_COST);
                 let fut = async move {
                     let group = core.group(&app, &id).await?;
                     let msgs = match group {
@@ -150,14 +155,17 @@ impl EntryConn {
                     };
                     Ok::<_, CoreError>((id, msgs))
                 };
-                ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| match res {
-                    Ok((id, msgs)) => {
-                        let mut frames: Vec<String> =
-                            msgs.iter().map(|m| incoming_frame(m, &viewer)).collect();
-                        frames.push(codec::render_records_end(&id));
-                        delivery::texts(act, ctx, frames);
+                ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+                    act.delivery.inflow_done(slot);
+                    match res {
+                        Ok((id, msgs)) => {
+                            let mut frames: Vec<String> =
+                                msgs.iter().map(|m| incoming_frame(m, &viewer)).collect();
+                            frames.push(codec::render_records_end(&id));
+                            delivery::texts(act, ctx, frames);
+                        }
+                        Err(_) => act.send_error(ctx, 500, "internal error"),
                     }
-                    Err(_) => act.send_error(ctx, 500, "internal error"),
                 }));
             }
         }
