@@ -1,5 +1,5 @@
 //! The Gru demo app's browser client as published: the browser builds of socket.io-client 1.3.7 and
-//! 1.2.1 (their own `socket.io.js`) in Debian's Chromium, driven by playwright-core
+//! 1.2.1 (their own `socket.io.js`), and 2.5.0's, in Debian's Chromium, driven by playwright-core
 //! (tests/node/browser.js), on a page served from another origin as the demo app's is. They poll with
 //! XHR2 (binary answers; 1.2 also POSTs binary payloads, 1.3 text ones), upgrade to WebSocket,
 //! authenticate without a type with the original's md5 token2, subscribe with the demo's shape and
@@ -24,8 +24,10 @@ fn md5_hex(text: &str) -> String {
     format!("{:x}", Md5::digest(text.as_bytes()))
 }
 
-/// The client builds under test: the npm package (an alias in tests/node/package.json) of each.
-const CLIENTS: [(&str, &str); 2] = [("1.3.7", "sio13"), ("1.2.1", "sio12")];
+/// The client builds under test: the browser build in the npm package (an alias in
+/// tests/node/package.json) of each.
+const CLIENTS: [(&str, &str); 3] =
+    [("1.3.7", "sio13/socket.io.js"), ("1.2.1", "sio12/socket.io.js"), ("2.5.0", "sio2/dist/socket.io.js")];
 
 /// Serves the demo page and each client's own `socket.io.js` (`/<version>/demo.html`,
 /// `/<version>/socket.io.js`) on an origin of their own.
@@ -35,7 +37,7 @@ fn start_page_server() -> String {
     let scripts: Vec<(String, Vec<u8>)> = CLIENTS
         .iter()
         .map(|(version, package)| {
-            let path = format!("{dir}/tests/node/node_modules/{package}/socket.io.js");
+            let path = format!("{dir}/tests/node/node_modules/{package}");
             (version.to_string(), std::fs::read(path).expect("socket.io-client builds: run `make test`"))
         })
         .collect();
@@ -100,7 +102,14 @@ async fn the_demo_client_chats_in_chromium(b: Backend) {
     let pages = start_page_server();
     let mut browser = NodeAgent::start("browser.js", "playwright-core").await;
     let groups = json!([{"id": 160, "name": "一班"}]);
-    let users = [("a", "1.3.7", 201, "张三"), ("b", "1.3.7", 202, "李四"), ("c", "1.2.1", 203, "王五")];
+    // Two on the demo's 1.3 build, one on 1.2 (binary POSTs), one on 2.5 (whose browser builds take the
+    // same binary answers).
+    let users = [
+        ("a", "1.3.7", 201, "张三"),
+        ("b", "1.3.7", 202, "李四"),
+        ("c", "1.2.1", 203, "王五"),
+        ("d", "2.5.0", 204, "赵六"),
+    ];
     for (name, version, id, user) in users {
         let url = page_url(&pages, version, &s.base, id, user, &groups);
         browser.cmd(json!({"op": "open", "name": name, "url": url}));
