@@ -11,6 +11,7 @@ use common::raw::{MemoryWatch, RawPeer};
 use common::{eventually, Backend, TestServer};
 
 on_both_backends!(
+    wsim_unicast_to_a_peer_that_never_reads,
     wsim_readers_that_stop_before_during_and_after_their_replay,
     wsim_peer_that_asks_without_reading,
     gateway_ws_sse_and_poll_readers_that_stop,
@@ -70,6 +71,29 @@ fn assert_cut_off(name: &str, peer: &mut RawPeer) -> Vec<u8> {
 fn seq_of(frame: &str, sender: &str) -> usize {
     let rest = frame.strip_prefix(&format!("text_{sender}_")).unwrap_or_else(|| panic!("frame {frame:.80}"));
     rest.split(':').next().and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("frame {frame:.80}"))
+}
+
+/// The plainest case: a raw client logs in and never reads (not even `ok`); another user sends it
+/// 12,000 direct messages of 8,000 bytes.
+async fn wsim_unicast_to_a_peer_that_never_reads(b: Backend) {
+    let s = TestServer::start(&b, &[]);
+    let mut victim = RawPeer::websocket(&s.base, "/entry");
+    victim.send_text("login_victim");
+    let sender = s.login("sender").await;
+    assert!(
+        eventually(Duration::from_secs(10), || async { s.metric("wsim_users_online").await == 2.0 }).await
+    );
+    let memory = MemoryWatch::start(s.pid());
+    for seq in 0..MESSAGES {
+        sender.send(&format!("text_victim_{}_unicast_e", payload(seq)));
+    }
+    wait_stored_and_dropped(&s, MESSAGES as i64, "wsim", 1.0).await;
+    check_memory("wsim (unicast)", memory);
+    assert_cut_off("victim", &mut victim);
+    let mut again = s.login("victim").await;
+    for want in 0..MESSAGES {
+        assert_eq!(seq_of(&again.recv().await, "sender"), want);
+    }
 }
 
 async fn wsim_readers_that_stop_before_during_and_after_their_replay(b: Backend) {
