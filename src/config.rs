@@ -240,7 +240,7 @@ impl LongwebSettings {
             .map(|s| parse_net(s).ok_or_else(|| ConfigError::Invalid("longweb.allowips", s.clone())))
             .collect::<Result<Vec<_>, _>>()?;
         for app in &f.apps {
-            if !crate::core::message::valid_id(&app.appid) {
+            if !crate::domain::message::valid_id(&app.appid) {
                 return Err(ConfigError::Invalid("longweb.apps.appid", app.appid.clone()));
             }
         }
@@ -414,10 +414,10 @@ impl Settings {
             .or(file.public_url)
             .map(|u: String| u.trim_end_matches('/').to_string());
         let node_id = cli.node_id.or(env_parse(env, "WSIM_NODE_ID")?).or(file.node_id).unwrap_or(1);
-        if node_id > crate::core::ids::MAX_NODE {
+        if node_id > crate::domain::ids::MAX_NODE {
             return Err(ConfigError::Invalid(
                 "node_id",
-                format!("{node_id} (0-{})", crate::core::ids::MAX_NODE),
+                format!("{node_id} (0-{})", crate::domain::ids::MAX_NODE),
             ));
         }
         let heartbeat = cli
@@ -468,7 +468,7 @@ impl Settings {
             ),
         };
         let default_app = file.default_app.unwrap_or_else(|| DEFAULT_APP.to_string());
-        if !crate::core::message::valid_id(&default_app) {
+        if !crate::domain::message::valid_id(&default_app) {
             return Err(ConfigError::Invalid("default_app", default_app));
         }
         Ok(Settings {

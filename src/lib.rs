@@ -1,10 +1,11 @@
 //! wsim: an instant-messaging server with one actor core behind several protocols.
 //!
 //! Dependency direction (a module never imports from its right):
-//! `core::{message, ids}` → `store` → `core` actors → `transport` → `proto::*` → `server` → `main`.
+//! `domain` → `store` → `core` → `transport` → `proto::*` → `server` → `main`.
 
 pub mod config;
 pub mod core;
+pub mod domain;
 pub mod metrics;
 pub mod proto;
 pub mod server;

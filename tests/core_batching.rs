@@ -47,7 +47,7 @@ async fn a_burst_costs_few_transactions(b: Backend) {
     let stored = futures_util::future::join_all(acks).await;
     let ids: Vec<i64> = stored.into_iter().map(|r| r.expect("stored").id).collect();
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids follow submission order");
-    assert!(ids.iter().all(|&id| wsim::core::ids::node_of(id) == 5));
+    assert!(ids.iter().all(|&id| wsim::domain::ids::node_of(id) == 5));
     let stats = core.writer_stats().await;
     assert_eq!(stats.messages, n as u64);
     assert!(

@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use super::message::{Draft, GroupKey, SharedMessage};
 use super::registry::{GroupGone, OnlineSessions, Registry};
 use super::session::{SessionDeliver, UserSession};
 use super::writer::{Persist, Persisted, StoreWriter};
 use super::{CoreError, Origin};
+use crate::domain::message::{Draft, GroupKey, SharedMessage};
 use crate::store::Store;
 
 /// Send a message to the group.
@@ -92,9 +92,9 @@ impl Actor for Group {
         let registry = self.registry.clone();
         let load = async move {
             let group = store
-                .run(move |c| {
-                    Ok(crate::store::rooms::group(c, &app, &id)?.map(|g| (g.row.conv_type, g.members)))
-                })
+                .run(
+                    move |c| Ok(crate::store::groups::group(c, &app, &id)?.map(|g| (g.conv_type, g.members))),
+                )
                 .await;
             group
         };

@@ -1,13 +1,12 @@
-//! The core: protocol-agnostic actors (registry, user sessions, groups, the store writer) and the
-//! domain types. Knows nothing of any wire format. May import `store`; never a front-end.
+//! The core: protocol-agnostic actors (registry, user sessions, groups, live rooms, the store writer)
+//! and [`Core`], the handle front-ends use. Knows nothing of any wire format. May import `domain` and
+//! `store`; never a front-end.
 //!
 //! Front-ends talk to the core through [`Core`] (a cheap, cloneable handle) and register each live
 //! connection as a [`ConnHandle`]: the core pushes [`Deliver`] and [`ConnEvent`] to it and the
 //! connection renders them in its own format.
 
 pub mod group;
-pub mod ids;
-pub mod message;
 pub mod registry;
 pub mod rooms;
 pub mod service;
@@ -16,7 +15,7 @@ pub mod writer;
 
 use actix::prelude::*;
 
-pub use message::{ConnId, Draft, GroupKey, Message, SharedMessage, Target, UserKey};
+pub use crate::domain::message::{ConnId, Draft, GroupKey, Message, SharedMessage, Target, UserKey};
 pub use service::Core;
 
 /// Why the core refused something.

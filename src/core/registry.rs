@@ -7,10 +7,10 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use super::group::{Group, GroupSubmit, MemberOnline, MembersChanged};
-use super::message::{Draft, GroupKey, SharedMessage, Target, UserKey};
 use super::session::{AttachConn, FlushCursors, SessionDeliver, UserSession};
 use super::writer::{Persist, Persisted, StoreWriter};
 use super::{ConnHandle, CoreError, Origin};
+use crate::domain::message::{Draft, GroupKey, SharedMessage, Target, UserKey};
 use crate::store::Store;
 
 /// Log a connection in as `key`; answers with the user's session.

@@ -10,9 +10,9 @@ use std::collections::{HashMap, HashSet};
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use super::message::{ConnId, Draft, SharedMessage, Target};
 use super::writer::{Persist, Persisted, StoreWriter};
 use super::{CoreError, Deliver, FrameSlot, Origin};
+use crate::domain::message::{ConnId, Draft, SharedMessage, Target};
 
 /// The room an app-wide broadcast leaves out.
 pub const EXCLUDED_FROM_BROADCAST: &str = "online";

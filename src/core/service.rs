@@ -7,15 +7,17 @@ use std::sync::Arc;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use super::ids::{now_us, IdGen};
-use super::message::{direct_conv_id, ConnId, Draft, GroupKey, Message, SharedMessage, UserKey};
 use super::registry::{Attach, FlushSessions, MembershipChanged, Registry, Submit, WhoIsOnline};
 use super::rooms::{JoinRooms, LeaveRooms, Publish, PublishAcked, Repoint, RoomMember, RoomUsers, Rooms};
 use super::session::UserSession;
 use super::writer::{Flush, GetStats, StoreWriter, WriterStats};
 use super::{ConnHandle, CoreError, Origin};
-use crate::store::models::UserRow;
-use crate::store::rooms::{self, GroupRecord, NewGroup};
+use crate::domain::group::Group;
+use crate::domain::ids::{now_us, IdGen};
+use crate::domain::message::HistoryEnd;
+use crate::domain::message::{direct_conv_id, ConnId, Draft, GroupKey, Message, SharedMessage, UserKey};
+use crate::domain::user::Profile;
+use crate::store::groups::{self, NewGroup};
 use crate::store::{messages, users, Store, StoreError};
 
 /// Settings the core needs.
@@ -145,12 +147,12 @@ impl Core {
     }
 
     /// Creates a group (a conversation, in gateway terms).
-    pub async fn create_group(&self, app: &str, spec: GroupSpec) -> Result<GroupRecord, CoreError> {
+    pub async fn create_group(&self, app: &str, spec: GroupSpec) -> Result<Group, CoreError> {
         let app = app.to_string();
         Ok(self
             .store
             .run(move |c| {
-                rooms::create_group(
+                groups::create_group(
                     c,
                     &NewGroup {
                         app: &app,
@@ -175,7 +177,7 @@ impl Core {
         archived: bool,
     ) -> Result<usize, CoreError> {
         let app = app.to_string();
-        Ok(self.store.run(move |c| rooms::set_archived(c, &app, &ids, archived)).await?)
+        Ok(self.store.run(move |c| groups::set_archived(c, &app, &ids, archived)).await?)
     }
 
     /// Up to `limit` messages of a conversation with ids in `lo..=hi`, taken from the `end` of the
@@ -186,7 +188,7 @@ impl Core {
         conv: &str,
         lo: Option<i64>,
         hi: Option<i64>,
-        end: messages::HistoryEnd,
+        end: HistoryEnd,
         limit: i64,
     ) -> Result<Vec<Message>, CoreError> {
         let (app, conv) = (app.to_string(), conv.to_string());
@@ -205,14 +207,14 @@ impl Core {
         Ok(self.store.run(move |c| messages::last_message(c, &app, &conv)).await?)
     }
 
-    pub async fn group(&self, app: &str, group: &str) -> Result<Option<GroupRecord>, CoreError> {
+    pub async fn group(&self, app: &str, group: &str) -> Result<Option<Group>, CoreError> {
         let (app, group) = (app.to_string(), group.to_string());
-        Ok(self.store.run(move |c| rooms::group(c, &app, &group)).await?)
+        Ok(self.store.run(move |c| groups::group(c, &app, &group)).await?)
     }
 
-    pub async fn groups_of(&self, app: &str, user: &str) -> Result<Vec<GroupRecord>, CoreError> {
+    pub async fn groups_of(&self, app: &str, user: &str) -> Result<Vec<Group>, CoreError> {
         let (app, user) = (app.to_string(), user.to_string());
-        Ok(self.store.run(move |c| rooms::groups_of(c, &app, &user)).await?)
+        Ok(self.store.run(move |c| groups::groups_of(c, &app, &user)).await?)
     }
 
     /// Adds members; returns those that were new. Live routing follows at once.
@@ -223,7 +225,7 @@ impl Core {
         users: Vec<String>,
     ) -> Result<Vec<String>, CoreError> {
         let (a, g) = (app.to_string(), group.to_string());
-        let added = self.store.run(move |c| rooms::add_members(c, &a, &g, &users)).await?;
+        let added = self.store.run(move |c| groups::add_members(c, &a, &g, &users)).await?;
         self.registry.do_send(MembershipChanged {
             key: GroupKey::new(app, group),
             added: added.clone(),
@@ -240,7 +242,7 @@ impl Core {
         users: Vec<String>,
     ) -> Result<Vec<String>, CoreError> {
         let (a, g) = (app.to_string(), group.to_string());
-        let removed = self.store.run(move |c| rooms::remove_members(c, &a, &g, &users)).await?;
+        let removed = self.store.run(move |c| groups::remove_members(c, &a, &g, &users)).await?;
         self.registry.do_send(MembershipChanged {
             key: GroupKey::new(app, group),
             added: Vec::new(),
@@ -259,13 +261,13 @@ impl Core {
         let (app, group) = (app.to_string(), group.to_string());
         Ok(self
             .store
-            .run(move |c| rooms::edit_group(c, &app, &group, name.as_deref(), notice.as_deref()))
+            .run(move |c| groups::edit_group(c, &app, &group, name.as_deref(), notice.as_deref()))
             .await?)
     }
 
     pub async fn set_group_snap(&self, app: &str, group: &str, snap: &str) -> Result<(), CoreError> {
         let (app, group, snap) = (app.to_string(), group.to_string(), snap.to_string());
-        Ok(self.store.run(move |c| rooms::set_snap(c, &app, &group, &snap)).await?)
+        Ok(self.store.run(move |c| groups::set_snap(c, &app, &group, &snap)).await?)
     }
 
     pub async fn set_profile(
@@ -274,7 +276,7 @@ impl Core {
         nickname: Option<String>,
         avatar: Option<String>,
         default_avatar: &str,
-    ) -> Result<UserRow, CoreError> {
+    ) -> Result<Profile, CoreError> {
         let default_avatar = default_avatar.to_string();
         Ok(self
             .store
@@ -295,7 +297,7 @@ impl Core {
         &self,
         app: &str,
         ids: Vec<String>,
-    ) -> Result<std::collections::HashMap<String, UserRow>, CoreError> {
+    ) -> Result<std::collections::HashMap<String, Profile>, CoreError> {
         let app = app.to_string();
         Ok(self.store.run(move |c| users::profiles(c, &app, &ids)).await?)
     }

@@ -10,10 +10,10 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use super::message::{ConnId, ConvKind, SharedMessage, UserKey};
 use super::registry::{AnnounceOnline, Registry, SessionIdle};
 use super::writer::{SaveCursors, StoreWriter};
 use super::{ConnEvent, ConnHandle, Deliver};
+use crate::domain::message::{ConnId, ConvKind, SharedMessage, UserKey};
 use crate::metrics::METRICS;
 use crate::store::messages::{conversations_of, replay_page, Cursor};
 use crate::store::Store;
@@ -98,7 +98,7 @@ impl ConnEntry {
     /// Whether the finished replay already handed `m` over. Live messages of a conversation come in
     /// id order, so a conversation's entry goes at its first newer message and, once every entry has
     /// gone, live deliveries pay nothing for this.
-    fn replayed_already(&mut self, m: &super::message::Message) -> bool {
+    fn replayed_already(&mut self, m: &crate::domain::message::Message) -> bool {
         if self.replayed_upto.is_empty() {
             return false;
         }

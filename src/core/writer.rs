@@ -11,9 +11,9 @@ use std::sync::Arc;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use super::ids::{now_us, IdGen};
-use super::message::{direct_conv_id, Draft, Message, SharedMessage, Target};
 use super::{CoreError, Origin};
+use crate::domain::ids::{now_us, IdGen};
+use crate::domain::message::{direct_conv_id, Draft, Message, SharedMessage, Target};
 use crate::metrics::METRICS;
 use crate::store::messages::{write_batch, Cursor};
 use crate::store::Store;
@@ -52,7 +52,7 @@ impl actix::Message for Persist {
 pub struct Persisted {
     pub msg: SharedMessage,
     /// The connection that sent it (excluded from delivery).
-    pub origin: Option<super::message::ConnId>,
+    pub origin: Option<crate::domain::message::ConnId>,
 }
 
 impl actix::Message for Persisted {

@@ -5,8 +5,8 @@ use diesel::prelude::*;
 use super::models::{ConversationRow, MemberRow, MessageRow};
 use super::schema::{conv_members, conversations, messages};
 use super::{DbConn, StoreError, WriteTransaction};
-use crate::core::message::{ConvKind, Message};
 use crate::db_run;
+use crate::domain::message::{ConvKind, HistoryEnd, Message};
 
 /// A delivery watermark to raise: `user` has received everything in `conv` up to `upto`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,13 +142,6 @@ pub fn history_before(
     });
     rows.reverse();
     Ok(rows.into_iter().map(Message::from).collect())
-}
-
-/// Which end of a range a history query takes its messages from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HistoryEnd {
-    Oldest,
-    Newest,
 }
 
 /// Up to `limit` messages of a conversation with ids in `lo..=hi` (either bound optional), taken from

@@ -5,9 +5,9 @@
 //! [`Store::run`], which moves the work to the blocking thread pool. Must not import the core actors or
 //! any front-end.
 
+pub mod groups;
 pub mod messages;
 pub mod models;
-pub mod rooms;
 pub mod schema;
 pub mod users;
 

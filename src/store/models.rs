@@ -3,7 +3,7 @@
 use diesel::prelude::*;
 
 use super::schema::{conv_members, conversations, messages, users};
-use crate::core::message::Message;
+use crate::domain::message::Message;
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = users)]

@@ -7,8 +7,9 @@ use diesel::prelude::*;
 use super::models::UserRow;
 use super::schema::users::dsl;
 use super::{DbConn, StoreError, WriteTransaction};
-use crate::core::ids::now_us;
 use crate::db_run;
+use crate::domain::ids::now_us;
+use crate::domain::user::Profile;
 
 /// Sets the fields given (`None` keeps the stored value); a new user starts with `default_nickname`
 /// (its id) and `default_avatar`.
@@ -19,7 +20,7 @@ pub fn set_profile(
     nickname: Option<&str>,
     avatar: Option<&str>,
     default_avatar: &str,
-) -> Result<UserRow, StoreError> {
+) -> Result<Profile, StoreError> {
     db_run!(conn: {
         conn.write_transaction(|conn| {
             let existing: Option<UserRow> = dsl::users
@@ -51,9 +52,15 @@ pub fn set_profile(
             } else {
                 diesel::insert_into(dsl::users).values(&row).execute(conn)?;
             }
-            Ok(row)
+            Ok(Profile::from(row))
         })
     })
+}
+
+impl From<UserRow> for Profile {
+    fn from(r: UserRow) -> Profile {
+        Profile { id: r.id, nickname: r.nickname, avatar: r.avatar }
+    }
 }
 
 /// Profiles of the given users that have one (users never profiled are absent).
@@ -61,7 +68,7 @@ pub fn profiles(
     conn: &mut DbConn,
     app: &str,
     ids: &[String],
-) -> Result<HashMap<String, UserRow>, StoreError> {
+) -> Result<HashMap<String, Profile>, StoreError> {
     let mut out = HashMap::new();
     for chunk in ids.chunks(500) {
         let rows: Vec<UserRow> = db_run!(conn: {
@@ -70,7 +77,7 @@ pub fn profiles(
                 .select(UserRow::as_select())
                 .load(conn)?
         });
-        out.extend(rows.into_iter().map(|r| (r.id.clone(), r)));
+        out.extend(rows.into_iter().map(|r| (r.id.clone(), Profile::from(r))));
     }
     Ok(out)
 }

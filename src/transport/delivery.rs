@@ -11,9 +11,9 @@ use actix_web_actors::ws;
 use bytestring::ByteString;
 
 use super::ws::{OutboundMeter, Plumbing, ReadGate};
-use crate::core::message::{ConnId, Message, SharedMessage};
 use crate::core::session::{Delivered, DetachConn, ReplayNext, UserSession};
 use crate::core::Deliver;
+use crate::domain::message::{ConnId, Message, SharedMessage};
 use crate::metrics::FrontendMetrics;
 
 /// How soon a connection with queued messages looks again whether the socket took its backlog.

@@ -9,11 +9,11 @@ use serde_json::{json, Value};
 use super::envelope::{reply, GatewayError};
 use super::GatewayState;
 use super::{msg, msgid};
-use crate::core::message::valid_id;
 use crate::core::service::GroupSpec;
 use crate::core::{Draft, Origin, Target};
-use crate::store::messages::HistoryEnd;
-use crate::store::rooms::GroupRecord;
+use crate::domain::group::Group;
+use crate::domain::message::valid_id;
+use crate::domain::message::HistoryEnd;
 
 /// Highest conversation type (4 bits in a MsgId).
 pub const MAX_CONV_TYPE: i64 = 15;
@@ -61,12 +61,12 @@ fn inner_allowed(state: &GatewayState, req: &HttpRequest) -> Result<(), GatewayE
     }
 }
 
-async fn existing(state: &GatewayState, id: &str) -> Result<GroupRecord, GatewayError> {
+async fn existing(state: &GatewayState, id: &str) -> Result<Group, GatewayError> {
     check_id(id, "conversation_id")?;
     state.core.group(&state.app, id).await?.ok_or(GatewayError::NotFound)
 }
 
-async fn member_of(state: &GatewayState, id: &str, sid: &str) -> Result<GroupRecord, GatewayError> {
+async fn member_of(state: &GatewayState, id: &str, sid: &str) -> Result<Group, GatewayError> {
     let g = existing(state, id).await?;
     if g.members.iter().any(|m| m == sid) {
         Ok(g)
@@ -226,7 +226,7 @@ pub async fn get_joined(state: web::Data<GatewayState>, req: HttpRequest, body: 
                 return Err(GatewayError::NotAllowed);
             }
             let groups = state.core.groups_of(&state.app, &sid).await?;
-            let ids: Vec<String> = groups.into_iter().map(|g| g.row.id).collect();
+            let ids: Vec<String> = groups.into_iter().map(|g| g.id).collect();
             Ok(Some(json!({"Conversations": ids})))
         }
         .await,
@@ -243,19 +243,19 @@ pub async fn conversation_detail(
             let sid = session_of(&state, &req)?;
             let p: ConversationRef = parse(&body)?;
             let g = member_of(&state, &p.conversation_id, &sid).await?;
-            let last = state.core.last_message(&state.app, &g.row.id).await?;
+            let last = state.core.last_message(&state.app, &g.id).await?;
             let (last_id, last_time, last_sender) = match &last {
                 Some(m) => (msg::msg_id(m), m.sent_us, m.sender.clone()),
                 None => (String::new(), 0, String::new()),
             };
             Ok(Some(json!({
-                "ConversationID": g.row.id,
+                "ConversationID": g.id,
                 "LastMsgID": last_id,
                 "LastSendTime": last_time,
-                "IsDelete": g.row.deleted,
-                "ConversationType": g.row.conv_type,
+                "IsDelete": g.deleted,
+                "ConversationType": g.conv_type,
                 "LastSendSession": last_sender,
-                "IsArchive": g.row.archived,
+                "IsArchive": g.archived,
             })))
         }
         .await,
@@ -272,7 +272,7 @@ pub async fn lastone_msgid(
             let sid = session_of(&state, &req)?;
             let p: ConversationRef = parse(&body)?;
             let g = member_of(&state, &p.conversation_id, &sid).await?;
-            let last = state.core.last_message(&state.app, &g.row.id).await?;
+            let last = state.core.last_message(&state.app, &g.id).await?;
             let id = last.map(|m| msg::msg_id(&m)).unwrap_or_default();
             Ok(Some(json!({"MsgId": id})))
         }
@@ -380,7 +380,7 @@ pub async fn send_msg(state: web::Data<GatewayState>, req: HttpRequest, body: we
             let draft = Draft {
                 app: state.app.clone(),
                 sender: sid,
-                target: Target::Group(g.row.id.clone()),
+                target: Target::Group(g.id.clone()),
                 kind: msg::kind_of_type(p.msg_type),
                 payload: p.content,
                 extension: String::new(),
@@ -438,7 +438,7 @@ async fn history(
     let sid = session_of(state, req)?;
     let p: History = parse(body)?;
     let g = member_of(state, &p.conversation_id, &sid).await?;
-    let conv = g.row.id.as_str();
+    let conv = g.id.as_str();
     let (lo, hi, end, limit) = match q {
         HistoryQuery::ByRange => {
             let a = core_id(conv, &p.start_msg_id, "start_msg_id")?;

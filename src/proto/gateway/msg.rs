@@ -57,7 +57,7 @@ mod tests {
     #[test]
     fn msg_data_has_the_documented_fields() {
         let m = Message {
-            id: crate::core::ids::id_from_parts(1_697_986_744_068, 1).expect("id"),
+            id: crate::domain::ids::id_from_parts(1_697_986_744_068, 1).expect("id"),
             app: "default".into(),
             conv: "87ba7679-b682-47e7-8499-0385dda22b66".into(),
             sender: "test-client-session-id".into(),

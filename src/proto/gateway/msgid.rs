@@ -6,7 +6,7 @@
 //! symbols 1–12 are high's top 60 bits, 5 at a time; symbol 13 is its low 4 bits shifted left by one;
 //! symbols 14–16 are bits 14..0 of h.
 
-use crate::core::ids;
+use crate::domain::ids;
 
 const ALPHABET: &[u8; 32] = b"23456789ABCDEFGHJKLMNPQRSTUVWXYZ";
 const HASH_MASK: u32 = (1 << 22) - 1;

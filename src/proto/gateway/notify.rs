@@ -9,8 +9,8 @@ use actix::prelude::*;
 use actix_web_actors::ws::{self, CloseCode, CloseReason, ProtocolError};
 
 use super::msg::msg_data;
-use crate::core::message::{Message, UserKey};
 use crate::core::{next_conn_id, ConnEvent, ConnHandle, ConnId, Core, Deliver};
+use crate::domain::message::{Message, UserKey};
 use crate::metrics::METRICS;
 use crate::transport::delivery::{self, WsDelivery, WsFrontend};
 

@@ -10,9 +10,9 @@ use tokio::sync::oneshot;
 
 use super::msg::msg_data;
 use super::notify::{notify_handle, NotifySettings};
-use crate::core::message::UserKey;
 use crate::core::session::{DetachConn, UserSession};
 use crate::core::{next_conn_id, ConnEvent, ConnId, Core, Deliver};
+use crate::domain::message::UserKey;
 
 /// What a poll ends with.
 #[derive(Debug)]

@@ -15,9 +15,9 @@ use tokio::sync::mpsc;
 
 use super::msg::{msg_data, msg_id};
 use super::notify::{notify_handle, NotifySettings};
-use crate::core::message::{SharedMessage, UserKey};
 use crate::core::session::{Delivered, DetachConn, ReplayNext, UserSession};
 use crate::core::{next_conn_id, ConnEvent, ConnId, Core, Deliver};
+use crate::domain::message::{SharedMessage, UserKey};
 use crate::metrics::{FrontendMetrics, METRICS};
 use crate::transport::delivery::highest_per_conv;
 use crate::transport::ws::{CountingStream, OutboundMeter};
@@ -231,7 +231,7 @@ mod tests {
     #[test]
     fn events_have_id_event_and_data_lines() {
         let m = crate::core::Message {
-            id: crate::core::ids::id_from_parts(1_697_986_744_068, 1).expect("id"),
+            id: crate::domain::ids::id_from_parts(1_697_986_744_068, 1).expect("id"),
             app: "default".into(),
             conv: "87ba7679-b682-47e7-8499-0385dda22b66".into(),
             sender: "s".into(),

@@ -4,7 +4,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::core::message::{valid_id, Message};
+use crate::domain::message::{valid_id, Message};
 
 /// Result codes of the Gru events (beside 0).
 pub mod code {

@@ -21,8 +21,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
 use crate::config::{GruNode, GruSettings, Token1Check};
-use crate::core::message::ConnId;
 use crate::core::Core;
+use crate::domain::message::ConnId;
 use crate::metrics::{FrontendMetrics, METRICS};
 use crate::transport::ratelimit::PerIpRate;
 use ticket::{md5_token1, nodes_for, Token2};
@@ -140,7 +140,7 @@ async fn ticket(state: web::Data<Arc<GruState>>, req: HttpRequest) -> HttpRespon
     if id.is_empty() || name.is_empty() || user_type.is_empty() || (needs_token1 && token1.is_empty()) {
         return failure(710, "missing parameter");
     }
-    let valid = crate::core::message::valid_id;
+    let valid = crate::domain::message::valid_id;
     if !valid(&id) || !valid(&user_type) || name.chars().any(char::is_control) || name.len() > 255 {
         return failure(710, "bad parameter");
     }
@@ -149,7 +149,7 @@ async fn ticket(state: web::Data<Arc<GruState>>, req: HttpRequest) -> HttpRespon
     }
     let order = nodes_for(&state.nodes, &id);
     let Some((first, backups)) = order.split_first() else { return failure(701, "no node available") };
-    let now_ms = crate::core::ids::now_ms();
+    let now_ms = crate::domain::ids::now_ms();
     let token2 = state.token2.issue(&id, &name, &user_type, &token1, now_ms / 1000);
     let backup: Vec<Value> = backups.iter().map(|n| json!({"addr": n.addr, "name": n.name})).collect();
     answer(&json!({

@@ -16,9 +16,9 @@ use super::events::{self, code, Refusal};
 use super::socketio::{self, Packet as SioPacket};
 use super::ticket::{Presented, Token2Refusal};
 use super::GruState;
-use crate::core::message::{ConnId, Message};
 use crate::core::rooms::{Audience, Publish, RoomMember};
 use crate::core::Deliver;
+use crate::domain::message::{ConnId, Message};
 
 /// The core app Gru rooms and messages live in (not a name a longweb app can have).
 pub const GRU_APP: &str = "#gru";
@@ -243,7 +243,7 @@ where
     A::Context: AsyncContext<A> + ToEnvelope<A, Deliver>,
 {
     let gru = act.gru().clone();
-    let now = crate::core::ids::now_ms() / 1000;
+    let now = crate::domain::ids::now_ms() / 1000;
     let checked = events::parse_auth(arg).and_then(|a| {
         let presented = Presented {
             id: &a.id,

@@ -13,8 +13,8 @@ use super::engineio::{self, Packet};
 use super::polling::{Forward, GruPoll, Handover, Pause, TakenOver};
 use super::socket::{self, GruSocket, GruTransport};
 use super::GruState;
-use crate::core::message::{ConnId, Message};
 use crate::core::Deliver;
+use crate::domain::message::{ConnId, Message};
 use crate::transport::delivery::{self, WsDelivery, WsFrontend};
 
 /// Messages kept for a socket while its upgrade completes, and their size.

@@ -10,9 +10,9 @@ use actix_web_actors::ws::{self, CloseCode, CloseReason, ProtocolError};
 
 use super::callbacks::check_token;
 use super::{Kind, LongwebState};
-use crate::core::message::Message;
 use crate::core::rooms::RoomMember;
 use crate::core::{next_conn_id, Deliver};
+use crate::domain::message::Message;
 use crate::metrics::METRICS;
 use crate::transport::delivery::{self, WsDelivery, WsFrontend};
 

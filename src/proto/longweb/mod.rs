@@ -16,9 +16,9 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
 use crate::config::LongwebSettings;
-use crate::core::message::valid_id;
 use crate::core::rooms::{Audience, Publish};
 use crate::core::Core;
+use crate::domain::message::valid_id;
 use callbacks::{text_of, CallLimits};
 use conn::{LongwebWs, SocketRequest};
 

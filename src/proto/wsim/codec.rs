@@ -5,7 +5,7 @@
 //! Server → client: `ok`, `<kind>_<from>_<payload>_<type>_<fromgroupid>_<timet>_<extension>`,
 //! `heartbeat_<unix seconds>`, `members_<gid>_<uid>,<uid>…`, `records_<id>_end`, `error_<code>_<reason>`.
 
-use crate::core::message::valid_id;
+use crate::domain::message::valid_id;
 
 /// Message kinds of the wsim protocol.
 pub const KINDS: [&str; 5] = ["emotion", "video", "picture", "text", "audio"];

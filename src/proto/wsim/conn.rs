@@ -11,8 +11,8 @@ use bytes::BytesMut;
 
 use super::codec::{self, Scope, Signal};
 use super::render::{error_frame, incoming_frame};
-use crate::core::message::{Draft, Message, Target, UserKey};
 use crate::core::{next_conn_id, ConnEvent, ConnHandle, Core, CoreError, Deliver, Origin};
+use crate::domain::message::{Draft, Message, Target, UserKey};
 use crate::metrics::METRICS;
 use crate::transport::delivery::{self, WsDelivery, WsFrontend};
 use crate::transport::ws::MAX_FRAME;

@@ -11,11 +11,11 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::{snap, WsimState};
-use crate::core::message::{valid_id, UserKey};
 use crate::core::service::GroupSpec;
 use crate::core::CoreError;
-use crate::store::models::UserRow;
-use crate::store::rooms::GroupRecord;
+use crate::domain::group::Group;
+use crate::domain::message::{valid_id, UserKey};
+use crate::domain::user::Profile;
 
 /// Most members one call may name.
 pub const MAX_MEMBERS_PER_CALL: usize = 2000;
@@ -138,18 +138,18 @@ struct MemberView<'a> {
     snap: &'a str,
 }
 
-fn group_json(g: &GroupRecord, members: Value) -> Value {
+fn group_json(g: &Group, members: Value) -> Value {
     json!({
-        "groupid": g.row.id,
-        "creator": g.row.creator,
-        "name": g.row.name,
-        "notice": g.row.notice,
-        "snap": g.row.snap,
+        "groupid": g.id,
+        "creator": g.creator,
+        "name": g.name,
+        "notice": g.notice,
+        "snap": g.snap,
         "members": members,
     })
 }
 
-fn member_objects(state: &WsimState, ids: &[String], profiles: &HashMap<String, UserRow>) -> Value {
+fn member_objects(state: &WsimState, ids: &[String], profiles: &HashMap<String, Profile>) -> Value {
     let list: Vec<MemberView<'_>> = ids
         .iter()
         .map(|id| match profiles.get(id) {
@@ -160,7 +160,7 @@ fn member_objects(state: &WsimState, ids: &[String], profiles: &HashMap<String, 
     serde_json::to_value(list).unwrap_or_else(|_| json!([]))
 }
 
-async fn with_profiles(state: &WsimState, groups: Vec<GroupRecord>) -> Result<Vec<Value>, ApiError> {
+async fn with_profiles(state: &WsimState, groups: Vec<Group>) -> Result<Vec<Value>, ApiError> {
     let mut ids: Vec<String> = groups.iter().flat_map(|g| g.members.iter().cloned()).collect();
     ids.sort();
     ids.dedup();
@@ -170,10 +170,10 @@ async fn with_profiles(state: &WsimState, groups: Vec<GroupRecord>) -> Result<Ve
 
 /// Draws a group's snap from its members' avatars and stores its URL; on failure the group keeps its
 /// current snap. Returns the snap URL now in force.
-async fn redraw_snap(state: &WsimState, g: &GroupRecord) -> String {
+async fn redraw_snap(state: &WsimState, g: &Group) -> String {
     let profiles = match state.core.profiles(&state.app, g.members.iter().take(9).cloned().collect()).await {
         Ok(p) => p,
-        Err(_) => return g.row.snap.clone(),
+        Err(_) => return g.snap.clone(),
     };
     let urls: Vec<String> = g
         .members
@@ -181,14 +181,14 @@ async fn redraw_snap(state: &WsimState, g: &GroupRecord) -> String {
         .take(9)
         .map(|m| profiles.get(m).map(|p| p.avatar.clone()).unwrap_or_else(|| state.default_avatar.clone()))
         .collect();
-    match snap::render_group_snap(&state.snaps, &g.row.id, &urls).await {
-        Ok(url) => match state.core.set_group_snap(&state.app, &g.row.id, &url).await {
+    match snap::render_group_snap(&state.snaps, &g.id, &urls).await {
+        Ok(url) => match state.core.set_group_snap(&state.app, &g.id, &url).await {
             Ok(()) => url,
-            Err(_) => g.row.snap.clone(),
+            Err(_) => g.snap.clone(),
         },
         Err(e) => {
-            log::warn!("group {}: drawing the snap failed: {e}", g.row.id);
-            g.row.snap.clone()
+            log::warn!("group {}: drawing the snap failed: {e}", g.id);
+            g.snap.clone()
         }
     }
 }
@@ -200,7 +200,7 @@ async fn redraw_group(state: &WsimState, id: &str) {
     }
 }
 
-async fn existing_group(state: &WsimState, id: &str) -> Result<GroupRecord, ApiError> {
+async fn existing_group(state: &WsimState, id: &str) -> Result<Group, ApiError> {
     state.core.group(&state.app, id).await?.ok_or(ApiError::from(CoreError::NoSuchGroup))
 }
 
@@ -220,7 +220,7 @@ pub async fn creategrp(state: web::Data<WsimState>, req: HttpRequest, body: web:
             ..GroupSpec::default()
         };
         let mut g = state.core.create_group(&state.app, spec).await?;
-        g.row.snap = redraw_snap(&state, &g).await;
+        g.snap = redraw_snap(&state, &g).await;
         Ok(Some(group_json(&g, json!(g.members))))
     }
     .await;
@@ -255,7 +255,7 @@ pub async fn delmembers(state: web::Data<WsimState>, req: HttpRequest, body: web
             return Err(ApiError::arg("members is required"));
         }
         let g = existing_group(&state, &group).await?;
-        if members.contains(&g.row.creator) {
+        if members.contains(&g.creator) {
             return Err(ApiError { code: ERR_NOT_ALLOWED, message: "the creator cannot be removed".into() });
         }
         let removed = state.core.remove_members(&state.app, &group, members).await?;
@@ -313,7 +313,7 @@ pub async fn refreshgrp(state: web::Data<WsimState>, req: HttpRequest, body: web
         let p = Params::from_request(&req, &body)?;
         let group = p.id("groupid")?;
         let mut g = existing_group(&state, &group).await?;
-        g.row.snap = redraw_snap(&state, &g).await;
+        g.snap = redraw_snap(&state, &g).await;
         Ok(with_profiles(&state, vec![g]).await?.pop())
     }
     .await;

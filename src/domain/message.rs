@@ -68,6 +68,13 @@ pub fn direct_conv_id(a: &str, b: &str) -> String {
     }
 }
 
+/// Which end of a range a history query takes its messages from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistoryEnd {
+    Oldest,
+    Newest,
+}
+
 /// Where a message goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {

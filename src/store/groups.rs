@@ -7,19 +7,31 @@ use diesel::prelude::*;
 use super::models::{ConversationRow, MemberRow};
 use super::schema::{conv_members, conversations, counters, messages};
 use super::{DbConn, StoreError, WriteTransaction};
-use crate::core::ids::now_us;
-use crate::core::message::ConvKind;
 use crate::db_run;
+use crate::domain::group::Group;
+use crate::domain::ids::now_us;
+use crate::domain::message::ConvKind;
 
 /// First group id handed out by the group counter.
 pub const FIRST_GROUP_ID: i64 = 10;
 const GROUP_COUNTER: &str = "group_id";
 
-/// A group with its members (in joining order).
-#[derive(Debug, Clone)]
-pub struct GroupRecord {
-    pub row: ConversationRow,
-    pub members: Vec<String>,
+/// The group a conversation row and its members (in joining order) make.
+fn group_of(row: ConversationRow, members: Vec<String>) -> Group {
+    Group {
+        app: row.app,
+        id: row.id,
+        kind: ConvKind::from_i32(row.kind),
+        conv_type: row.conv_type,
+        creator: row.creator,
+        name: row.name,
+        notice: row.notice,
+        snap: row.snap,
+        archived: row.archived,
+        deleted: row.deleted,
+        created_us: row.created_us,
+        members,
+    }
 }
 
 /// What a new group starts with.
@@ -56,7 +68,7 @@ macro_rules! next_counter {
 }
 
 /// Creates a group with a fresh decimal id from the group counter.
-pub fn create_group(conn: &mut DbConn, new: &NewGroup<'_>) -> Result<GroupRecord, StoreError> {
+pub fn create_group(conn: &mut DbConn, new: &NewGroup<'_>) -> Result<Group, StoreError> {
     let mut members: Vec<String> = vec![new.creator.to_string()];
     for m in new.members {
         if !members.contains(m) {
@@ -115,13 +127,13 @@ pub fn create_group(conn: &mut DbConn, new: &NewGroup<'_>) -> Result<GroupRecord
             for chunk in rows.chunks(500) {
                 diesel::insert_into(conv_members::table).values(chunk).execute(conn)?;
             }
-            Ok(GroupRecord { row, members })
+            Ok(group_of(row, members))
         })
     })
 }
 
 /// A group by id (`None` when it does not exist or is not a group).
-pub fn group(conn: &mut DbConn, app: &str, id: &str) -> Result<Option<GroupRecord>, StoreError> {
+pub fn group(conn: &mut DbConn, app: &str, id: &str) -> Result<Option<Group>, StoreError> {
     let row: Option<ConversationRow> = db_run!(conn: {
         conversations::table
             .filter(conversations::app.eq(app).and(conversations::id.eq(id)))
@@ -135,7 +147,7 @@ pub fn group(conn: &mut DbConn, app: &str, id: &str) -> Result<Option<GroupRecor
         None => Ok(None),
         Some(row) => {
             let members = members_of(conn, app, id)?;
-            Ok(Some(GroupRecord { row, members }))
+            Ok(Some(group_of(row, members)))
         }
     }
 }
@@ -152,7 +164,7 @@ pub fn members_of(conn: &mut DbConn, app: &str, conv: &str) -> Result<Vec<String
 }
 
 /// Groups `user` belongs to, oldest first, with their members.
-pub fn groups_of(conn: &mut DbConn, app: &str, user: &str) -> Result<Vec<GroupRecord>, StoreError> {
+pub fn groups_of(conn: &mut DbConn, app: &str, user: &str) -> Result<Vec<Group>, StoreError> {
     let rows: Vec<ConversationRow> = db_run!(conn: {
         conversations::table
             .inner_join(
@@ -185,7 +197,7 @@ pub fn groups_of(conn: &mut DbConn, app: &str, user: &str) -> Result<Vec<GroupRe
         .into_iter()
         .map(|row| {
             let members = members.remove(&row.id).unwrap_or_default();
-            GroupRecord { row, members }
+            group_of(row, members)
         })
         .collect())
 }
