@@ -7,7 +7,7 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use super::group::{Group, GroupSubmit, MemberOnline, MembersChanged};
-use super::session::{AttachConn, FlushCursors, SessionDeliver, UserSession};
+use super::session::{AttachConn, FlushWatermarks, SessionDeliver, UserSession};
 use super::writer::{Persist, Persisted, StoreWriter};
 use super::{ConnHandle, CoreError, Origin};
 use crate::domain::message::{Draft, GroupKey, SharedMessage, Target, UserKey};
@@ -308,7 +308,7 @@ impl Handler<FlushSessions> for Registry {
         let sessions: Vec<Addr<UserSession>> = self.users.values().map(|e| e.addr.clone()).collect();
         Box::pin(async move {
             for s in sessions {
-                let _ = s.send(FlushCursors).await;
+                let _ = s.send(FlushWatermarks).await;
             }
         })
     }

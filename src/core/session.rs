@@ -11,18 +11,18 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use super::registry::{AnnounceOnline, Registry, SessionIdle};
-use super::writer::{SaveCursors, StoreWriter};
+use super::writer::{SaveWatermarks, StoreWriter};
 use super::{ConnEvent, ConnHandle, Deliver};
 use crate::domain::message::{ConnId, ConvKind, SharedMessage, UserKey};
 use crate::metrics::METRICS;
-use crate::store::messages::{conversations_of, replay_page, Cursor};
+use crate::store::messages::{conversations_of, replay_page, Watermark};
 use crate::store::Store;
 
 /// Messages per replay page.
 pub const REPLAY_PAGE: i64 = 100;
 /// How often moved watermarks are written (and when the last connection leaves). A crash loses at most
 /// this much progress, which means messages delivered in that time are delivered again.
-const CURSOR_FLUSH_INTERVAL: Duration = Duration::from_secs(2);
+const WATERMARK_FLUSH_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Attach a logged-in connection (sent by the registry).
 pub struct AttachConn {
@@ -69,14 +69,14 @@ impl actix::Message for SessionDeliver {
 }
 
 /// Write dirty watermarks now; answers when they are stored.
-pub struct FlushCursors;
-impl actix::Message for FlushCursors {
+pub struct FlushWatermarks;
+impl actix::Message for FlushWatermarks {
     type Result = ();
 }
 
 struct Replay {
     /// Per conversation, the highest id handed to the connection (or its watermark).
-    cursors: HashMap<String, i64>,
+    positions: HashMap<String, i64>,
     /// Conversations with nothing more to replay.
     exhausted: HashSet<String>,
     /// Live messages that arrived meanwhile, sent after the replay, and their size.
@@ -150,43 +150,43 @@ impl UserSession {
                 self.dirty.insert(conv);
             }
         }
-        // Watermarks are written at most every CURSOR_FLUSH_INTERVAL, and only when they moved.
+        // Watermarks are written at most every WATERMARK_FLUSH_INTERVAL, and only when they moved.
         if !self.dirty.is_empty() && !self.flush_scheduled {
             self.flush_scheduled = true;
-            ctx.run_later(CURSOR_FLUSH_INTERVAL, |act, _| {
+            ctx.run_later(WATERMARK_FLUSH_INTERVAL, |act, _| {
                 act.flush_scheduled = false;
                 if !act.dirty.is_empty() {
-                    act.save_cursors(None);
+                    act.save_watermarks(None);
                 }
             });
         }
     }
 
-    fn take_dirty(&mut self) -> Vec<Cursor> {
+    fn take_dirty(&mut self) -> Vec<Watermark> {
         let dirty = std::mem::take(&mut self.dirty);
         dirty
             .into_iter()
             .filter_map(|conv| {
                 let upto = *self.delivered.get(&conv)?;
-                Some(Cursor { app: self.key.app.clone(), user: self.key.user.clone(), conv, upto })
+                Some(Watermark { app: self.key.app.clone(), user: self.key.user.clone(), conv, upto })
             })
             .collect()
     }
 
-    fn save_cursors(&mut self, done: Option<oneshot::Sender<bool>>) {
-        let cursors = self.take_dirty();
-        if cursors.is_empty() {
+    fn save_watermarks(&mut self, done: Option<oneshot::Sender<bool>>) {
+        let watermarks = self.take_dirty();
+        if watermarks.is_empty() {
             if let Some(done) = done {
                 let _ = done.send(true);
             }
             return;
         }
-        if let Err(e) = self.writer.try_send(SaveCursors { cursors, done }) {
+        if let Err(e) = self.writer.try_send(SaveWatermarks { watermarks, done }) {
             // Keep them dirty and try again on the next tick.
-            let SaveCursors { cursors, done } = match e {
+            let SaveWatermarks { watermarks, done } = match e {
                 SendError::Full(s) | SendError::Closed(s) => s,
             };
-            self.dirty.extend(cursors.into_iter().map(|c| c.conv));
+            self.dirty.extend(watermarks.into_iter().map(|c| c.conv));
             if let Some(done) = done {
                 let _ = done.send(false);
             }
@@ -195,9 +195,9 @@ impl UserSession {
 
     fn start_replay(&mut self, conn: ConnId, ctx: &mut Context<Self>) {
         let Some(entry) = self.conns.get_mut(&conn) else { return };
-        let previous = entry.replay.take().map(|r| r.cursors).unwrap_or_default();
+        let previous = entry.replay.take().map(|r| r.positions).unwrap_or_default();
         entry.replay = Some(Replay {
-            cursors: HashMap::new(),
+            positions: HashMap::new(),
             exhausted: HashSet::new(),
             buffer: Vec::new(),
             buffer_bytes: 0,
@@ -221,7 +221,7 @@ impl UserSession {
                     convs.iter().filter(|c| c.kind == ConvKind::Group).map(|c| c.conv.clone()).collect();
                 act.registry.do_send(AnnounceOnline { key: act.key.clone(), session: ctx.address(), groups });
             }
-            let mut cursors = HashMap::new();
+            let mut positions = HashMap::new();
             for c in convs {
                 let mut upto = c.delivered_upto;
                 if let Some(&mem) = act.delivered.get(&c.conv) {
@@ -230,16 +230,16 @@ impl UserSession {
                 if let Some(&prev) = previous.get(&c.conv) {
                     upto = upto.max(prev);
                 }
-                cursors.insert(c.conv, upto);
+                positions.insert(c.conv, upto);
             }
             let resume = act.conns.get(&conn).and_then(|e| e.handle.resume.clone());
             if let Some((conv, after)) = resume {
-                if cursors.contains_key(&conv) && previous.is_empty() {
-                    cursors.insert(conv, after);
+                if positions.contains_key(&conv) && previous.is_empty() {
+                    positions.insert(conv, after);
                 }
             }
             if let Some(r) = act.conns.get_mut(&conn).and_then(|e| e.replay.as_mut()) {
-                r.cursors = cursors;
+                r.positions = positions;
                 act.next_page(conn, ctx);
             }
         }));
@@ -248,7 +248,7 @@ impl UserSession {
     fn next_page(&mut self, conn: ConnId, ctx: &mut Context<Self>) {
         let Some(replay) = self.conns.get(&conn).and_then(|e| e.replay.as_ref()) else { return };
         let after: Vec<(String, i64)> = replay
-            .cursors
+            .positions
             .iter()
             .filter(|(k, _)| !replay.exhausted.contains(*k))
             .map(|(k, v)| (k.clone(), *v))
@@ -275,7 +275,7 @@ impl UserSession {
             if let Some(r) = entry.replay.as_mut() {
                 r.exhausted.extend(page.exhausted);
                 for m in page.messages {
-                    r.cursors.insert(m.conv.clone(), m.id);
+                    r.positions.insert(m.conv.clone(), m.id);
                     entry.handle.deliver.do_send(Deliver::single(std::sync::Arc::new(m), true));
                 }
             }
@@ -291,19 +291,19 @@ impl UserSession {
         let Some(entry) = self.conns.get_mut(&conn) else { return };
         let Some(replay) = entry.replay.take() else { return };
         for msg in replay.buffer {
-            let seen = replay.cursors.get(&msg.conv).copied().unwrap_or(i64::MIN);
+            let seen = replay.positions.get(&msg.conv).copied().unwrap_or(i64::MIN);
             if msg.sender == self.key.user || msg.id > seen {
                 entry.handle.deliver.do_send(Deliver::single(msg, false));
             }
         }
-        entry.replayed_upto = replay.cursors;
+        entry.replayed_upto = replay.positions;
     }
 
     /// The last connection left: store the watermarks, then ask the registry to forget this session
     /// unless a new connection is already on its way.
     fn begin_idle(&mut self, ctx: &mut Context<Self>) {
         let (tx, rx) = oneshot::channel();
-        self.save_cursors(Some(tx));
+        self.save_watermarks(Some(tx));
         let registry = self.registry.clone();
         let key = self.key.clone();
         let fut = async move {
@@ -339,7 +339,7 @@ impl Actor for UserSession {
     fn stopped(&mut self, _: &mut Self::Context) {
         METRICS.users_online.dec();
         if !self.dirty.is_empty() {
-            self.save_cursors(None);
+            self.save_watermarks(None);
         }
     }
 }
@@ -428,12 +428,12 @@ impl Handler<SessionDeliver> for UserSession {
     }
 }
 
-impl Handler<FlushCursors> for UserSession {
+impl Handler<FlushWatermarks> for UserSession {
     type Result = ResponseFuture<()>;
 
-    fn handle(&mut self, _: FlushCursors, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, _: FlushWatermarks, _: &mut Self::Context) -> Self::Result {
         let (tx, rx) = oneshot::channel();
-        self.save_cursors(Some(tx));
+        self.save_watermarks(Some(tx));
         Box::pin(async move {
             let _ = rx.await;
         })

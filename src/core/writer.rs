@@ -15,7 +15,7 @@ use super::{CoreError, Origin};
 use crate::domain::ids::{now_us, IdGen};
 use crate::domain::message::{direct_conv_id, Draft, Message, SharedMessage, Target};
 use crate::metrics::METRICS;
-use crate::store::messages::{write_batch, Cursor};
+use crate::store::messages::{write_batch, Watermark};
 use crate::store::Store;
 
 /// How many messages the writer's mailbox holds before senders are told the server is busy.
@@ -29,8 +29,8 @@ const WRITE_ATTEMPTS: u32 = 3;
 /// Least time between two SQLite checkpoints run by the writer.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 /// Watermark updates per transaction, with messages and without.
-const CURSORS_WITH_MESSAGES: usize = 64;
-const CURSORS_ALONE: usize = 512;
+const WATERMARKS_WITH_MESSAGES: usize = 64;
+const WATERMARKS_ALONE: usize = 512;
 
 /// Store a message, then tell `notify` (in id order) or the origin why it failed.
 pub struct Persist {
@@ -60,12 +60,12 @@ impl actix::Message for Persisted {
 }
 
 /// Raise delivery watermarks; `done` is answered once they are written.
-pub struct SaveCursors {
-    pub cursors: Vec<Cursor>,
+pub struct SaveWatermarks {
+    pub watermarks: Vec<Watermark>,
     pub done: Option<oneshot::Sender<bool>>,
 }
 
-impl actix::Message for SaveCursors {
+impl actix::Message for SaveWatermarks {
     type Result = ();
 }
 
@@ -106,8 +106,8 @@ pub struct StoreWriter {
     queue: VecDeque<Job>,
     /// Bytes of the messages queued or in flight.
     queued_bytes: u64,
-    cursors: Vec<Cursor>,
-    cursor_waiters: Vec<oneshot::Sender<bool>>,
+    watermarks: Vec<Watermark>,
+    watermark_waiters: Vec<oneshot::Sender<bool>>,
     flush_waiters: Vec<oneshot::Sender<()>>,
     in_flight: bool,
     known_direct: HashSet<(String, String)>,
@@ -125,8 +125,8 @@ impl StoreWriter {
             max_batch: max_batch.max(1),
             queue: VecDeque::new(),
             queued_bytes: 0,
-            cursors: Vec::new(),
-            cursor_waiters: Vec::new(),
+            watermarks: Vec::new(),
+            watermark_waiters: Vec::new(),
             flush_waiters: Vec::new(),
             in_flight: false,
             known_direct: HashSet::new(),
@@ -180,7 +180,7 @@ impl StoreWriter {
         if self.in_flight || self.checkpoint_if_due(ctx) {
             return;
         }
-        if self.queue.is_empty() && self.cursors.is_empty() {
+        if self.queue.is_empty() && self.watermarks.is_empty() {
             for w in self.flush_waiters.drain(..) {
                 let _ = w.send(());
             }
@@ -190,10 +190,11 @@ impl StoreWriter {
         let jobs: Vec<Job> = self.queue.drain(..n).collect();
         // Messages come first: watermarks ride along in small numbers while messages wait, and get
         // transactions of their own when the queue is empty.
-        let cursor_room = if jobs.is_empty() { CURSORS_ALONE } else { CURSORS_WITH_MESSAGES };
-        let cursors: Vec<Cursor> = self.cursors.drain(..self.cursors.len().min(cursor_room)).collect();
-        let cursor_waiters =
-            if self.cursors.is_empty() { std::mem::take(&mut self.cursor_waiters) } else { Vec::new() };
+        let watermark_room = if jobs.is_empty() { WATERMARKS_ALONE } else { WATERMARKS_WITH_MESSAGES };
+        let watermarks: Vec<Watermark> =
+            self.watermarks.drain(..self.watermarks.len().min(watermark_room)).collect();
+        let watermark_waiters =
+            if self.watermarks.is_empty() { std::mem::take(&mut self.watermark_waiters) } else { Vec::new() };
         let msgs: Vec<SharedMessage> = jobs.iter().map(|j| j.msg.clone()).collect();
         let new_direct: Vec<usize> = jobs
             .iter()
@@ -211,10 +212,12 @@ impl StoreWriter {
                 .run(move |conn| {
                     let batch: Vec<&Message> = msgs.iter().map(|m| m.as_ref()).collect();
                     let direct: Vec<&Message> = new_direct.iter().map(|&i| batch[i]).collect();
-                    // A deadlock or lock timeout rolls the whole batch back: try again.
+                    // Whatever failed (a deadlock, a lock timeout, a lost connection), the
+                    // transaction was rolled back whole: try the batch again, WRITE_ATTEMPTS times in
+                    // all, 40 and 60 ms apart.
                     let mut attempt = 1;
                     loop {
-                        match write_batch(conn, &batch, &direct, &cursors) {
+                        match write_batch(conn, &batch, &direct, &watermarks) {
                             Err(e) if attempt < WRITE_ATTEMPTS => {
                                 log::warn!("store writer: attempt {attempt} failed, retrying: {e}");
                                 attempt += 1;
@@ -250,7 +253,7 @@ impl StoreWriter {
                             let _ = ack.send(Ok(job.msg));
                         }
                     }
-                    for w in cursor_waiters {
+                    for w in watermark_waiters {
                         let _ = w.send(true);
                     }
                 }
@@ -263,7 +266,7 @@ impl StoreWriter {
                             let _ = ack.send(Err(CoreError::Storage));
                         }
                     }
-                    for w in cursor_waiters {
+                    for w in watermark_waiters {
                         let _ = w.send(false);
                     }
                 }
@@ -300,13 +303,13 @@ impl Handler<Persist> for StoreWriter {
     }
 }
 
-impl Handler<SaveCursors> for StoreWriter {
+impl Handler<SaveWatermarks> for StoreWriter {
     type Result = ();
 
-    fn handle(&mut self, s: SaveCursors, ctx: &mut Self::Context) {
-        self.cursors.extend(s.cursors);
+    fn handle(&mut self, s: SaveWatermarks, ctx: &mut Self::Context) {
+        self.watermarks.extend(s.watermarks);
         if let Some(done) = s.done {
-            self.cursor_waiters.push(done);
+            self.watermark_waiters.push(done);
         }
         self.flush(ctx);
     }

@@ -10,7 +10,7 @@ use crate::domain::message::{ConvKind, HistoryEnd, Message};
 
 /// A delivery watermark to raise: `user` has received everything in `conv` up to `upto`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cursor {
+pub struct Watermark {
     pub app: String,
     pub conv: String,
     pub user: String,
@@ -23,7 +23,7 @@ pub fn write_batch(
     conn: &mut DbConn,
     batch: &[&Message],
     new_direct: &[&Message],
-    cursors: &[Cursor],
+    watermarks: &[Watermark],
 ) -> Result<(), StoreError> {
     let rows: Vec<MessageRow> = batch.iter().map(|m| MessageRow::from(*m)).collect();
     let mut convs: Vec<ConversationRow> = Vec::new();
@@ -68,21 +68,21 @@ pub fn write_batch(
             for chunk in rows.chunks(1000) {
                 diesel::insert_into(messages::table).values(chunk).execute(conn)?;
             }
-            conn.raise_cursors(cursors)
+            conn.raise_watermarks(watermarks)
         })
     })
 }
 
 /// Raising delivery watermarks, in the cheapest form each backend offers.
-pub trait RaiseCursors {
-    fn raise_cursors(&mut self, cursors: &[Cursor]) -> Result<(), StoreError>;
+pub trait RaiseWatermarks {
+    fn raise_watermarks(&mut self, watermarks: &[Watermark]) -> Result<(), StoreError>;
 }
 
 /// SQLite runs in-process: one prepared UPDATE per watermark costs microseconds.
 #[cfg(feature = "sqlite")]
-impl RaiseCursors for diesel::sqlite::SqliteConnection {
-    fn raise_cursors(&mut self, cursors: &[Cursor]) -> Result<(), StoreError> {
-        for c in cursors {
+impl RaiseWatermarks for diesel::sqlite::SqliteConnection {
+    fn raise_watermarks(&mut self, watermarks: &[Watermark]) -> Result<(), StoreError> {
+        for c in watermarks {
             diesel::update(
                 conv_members::table
                     .filter(conv_members::app.eq(&c.app).and(conv_members::conv.eq(&c.conv)))
@@ -98,10 +98,10 @@ impl RaiseCursors for diesel::sqlite::SqliteConnection {
 
 /// MySQL pays a round trip per statement: one UPDATE … JOIN for up to 200 watermarks.
 #[cfg(feature = "mysql")]
-impl RaiseCursors for diesel::mysql::MysqlConnection {
-    fn raise_cursors(&mut self, cursors: &[Cursor]) -> Result<(), StoreError> {
+impl RaiseWatermarks for diesel::mysql::MysqlConnection {
+    fn raise_watermarks(&mut self, watermarks: &[Watermark]) -> Result<(), StoreError> {
         use diesel::sql_types::{BigInt, Text};
-        for chunk in cursors.chunks(200) {
+        for chunk in watermarks.chunks(200) {
             let rows =
                 vec!["SELECT ? AS app, ? AS conv, ? AS user_id, ? AS upto"; chunk.len()].join(" UNION ALL ");
             let sql = format!(
