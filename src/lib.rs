@@ -2,6 +2,7 @@
 //!
 //! Dependency direction (a module never imports from its right):
 //! `domain` → `store` → `core` → `transport` → `proto::*` → `server` → `main`.
+#![deny(clippy::expect_used)]
 
 pub mod config;
 pub mod core;

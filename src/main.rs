@@ -1,3 +1,5 @@
+#![deny(clippy::expect_used)]
+
 use std::io::Write;
 use std::process::ExitCode;
 
