@@ -6,7 +6,7 @@ WSIM_TEST_MYSQL_URL ?= mysql://root@127.0.0.1:3306/test
 LISTEN ?= 0.0.0.0:6060
 DATA_DIR ?= ./data
 
-.PHONY: deps node-deps browser-deps run test lint fmt build bench
+.PHONY: deps node-deps browser-deps run test test-backends lint fmt build bench
 
 # The MySQL client library (libmysqlclient) comes from Debian.
 deps:
@@ -42,6 +42,16 @@ run: build
 
 test: deps node-deps browser-deps
 	WSIM_TEST_MYSQL_URL=$(WSIM_TEST_MYSQL_URL) $(CARGO) test --lib --bins --tests -- --test-threads=4
+
+# Each backend alone (cargo features `sqlite`, `mysql`) builds, lints clean and passes its tests
+# (CI runs this after `make test`, which covers the default build with both).
+test-backends: deps node-deps browser-deps
+	@for backend in sqlite mysql; do \
+		echo "== $$backend only"; \
+		$(CARGO) clippy --all-targets --no-default-features --features $$backend -- -D warnings || exit 1; \
+		WSIM_TEST_MYSQL_URL=$(WSIM_TEST_MYSQL_URL) $(CARGO) test --no-default-features --features $$backend \
+			--lib --bins --tests -- --test-threads=4 || exit 1; \
+	done
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -22,7 +22,7 @@ fn run_bench(s: &TestServer, args: &[&str]) -> Vec<serde_json::Value> {
 
 #[test]
 fn ring_and_group_runs_report_every_delivery() {
-    let s = TestServer::start(&Backend::Sqlite, &[]);
+    let s = TestServer::start(&Backend::any(), &[]);
     let ring = run_bench(&s, &["ring", "--connections", "20", "--rate", "200"]);
     assert_eq!(ring.len(), 1);
     let r = &ring[0];

@@ -63,6 +63,7 @@ async fn a_burst_costs_few_transactions(b: Backend) {
 }
 
 /// SQLite's write-ahead log is emptied once it passes the bound, even while commits keep coming.
+#[cfg(feature = "sqlite")]
 #[actix_rt::test]
 async fn the_sqlite_log_stays_bounded() {
     let dir = tempfile::tempdir().expect("tmp");

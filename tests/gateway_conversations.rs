@@ -145,7 +145,7 @@ async fn tokens_are_checked(b: Backend) {
 /// With an allow-list that excludes loopback, `/inner/*` refuses this test (10003).
 #[actix_rt::test]
 async fn inner_endpoints_refuse_other_networks() {
-    let s = TestServer::start_with_config(&Backend::Sqlite, "[gateway]\ninner_allow = [\"10.0.0.0/8\"]\n");
+    let s = TestServer::start_with_config(&Backend::any(), "[gateway]\ninner_allow = [\"10.0.0.0/8\"]\n");
     for path in [
         "/inner/get_token",
         "/inner/create_conversation",
@@ -205,7 +205,7 @@ async fn a_lost_database_answers_internal_error() {
 /// conversations and their messages.
 #[actix_rt::test]
 async fn tokens_and_conversations_survive_a_restart() {
-    let mut s = TestServer::start(&Backend::Sqlite, &[]);
+    let mut s = TestServer::start(&Backend::any(), &[]);
     let t = s.gateway_token("rita", 1).await;
     let v = s.post_json("/create_conversation", json!({"conversation_type": 1}), Some(&t)).await;
     let conv = v["data"]["ConversationId"].as_str().expect("id").to_string();

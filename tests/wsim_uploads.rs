@@ -146,7 +146,7 @@ async fn uploads_read_real_metadata_and_serve_files_back(b: Backend) {
 #[actix_rt::test]
 async fn too_large_uploads_are_refused_and_leave_nothing() {
     let s = TestServer::start_with_config(
-        &Backend::Sqlite,
+        &Backend::any(),
         "[uploads]\nmax_audio_mib = 1\nmax_image_mib = 1\nmax_video_mib = 1\n",
     );
     let mut big = b"ID3\x04\x00\x00\x00\x00\x00\x00".to_vec();
@@ -165,7 +165,7 @@ async fn too_large_uploads_are_refused_and_leave_nothing() {
 #[actix_rt::test]
 async fn an_interrupted_upload_leaves_nothing() {
     use std::io::Write;
-    let s = TestServer::start(&Backend::Sqlite, &[]);
+    let s = TestServer::start(&Backend::any(), &[]);
     let addr = s.base.trim_start_matches("http://").to_string();
     let boundary = "cut";
     let head =

@@ -344,7 +344,10 @@ impl Store {
                 #[cfg(feature = "sqlite")]
                 DbConn::Sqlite(c) => sqlite_checkpoint(c, max_frames),
                 #[allow(unreachable_patterns)]
-                _ => Ok(0),
+                _ => {
+                    let _ = max_frames;
+                    Ok(0)
+                }
             })
             .await;
         match res {

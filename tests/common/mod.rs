@@ -22,8 +22,35 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// MariaDB when `WSIM_TEST_MYSQL_URL` is set; with `CI=true` a missing URL fails the test.
+    /// A backend for scenarios that are about something else: SQLite when the server is built with
+    /// it, else MariaDB (`WSIM_TEST_MYSQL_URL`).
+    pub fn any() -> Backend {
+        if cfg!(feature = "sqlite") {
+            return Backend::Sqlite;
+        }
+        match std::env::var("WSIM_TEST_MYSQL_URL") {
+            Ok(url) if !url.is_empty() => Backend::Mysql(url),
+            _ => panic!("built without the sqlite feature and WSIM_TEST_MYSQL_URL is not set"),
+        }
+    }
+
+    /// SQLite, when the server is built with it.
+    pub fn sqlite() -> Option<Backend> {
+        if cfg!(feature = "sqlite") {
+            Some(Backend::Sqlite)
+        } else {
+            eprintln!("built without the sqlite feature: skipping the SQLite variant");
+            None
+        }
+    }
+
+    /// MariaDB when `WSIM_TEST_MYSQL_URL` is set; with `CI=true` a missing URL fails the test. Built
+    /// without the mysql feature, the MariaDB variants are skipped.
     pub fn mysql() -> Option<Backend> {
+        if !cfg!(feature = "mysql") {
+            eprintln!("built without the mysql feature: skipping the MariaDB variant");
+            return None;
+        }
         match std::env::var("WSIM_TEST_MYSQL_URL") {
             Ok(url) if !url.is_empty() => Some(Backend::Mysql(url)),
             _ => {
@@ -45,7 +72,9 @@ macro_rules! on_both_backends {
             $(
                 #[actix_rt::test]
                 async fn $name() {
-                    super::$name($crate::common::Backend::Sqlite).await
+                    if let Some(b) = $crate::common::Backend::sqlite() {
+                        super::$name(b).await
+                    }
                 }
             )*
         }
@@ -70,19 +99,69 @@ pub struct MysqlDb {
     name: String,
 }
 
-impl MysqlDb {
-    pub fn create(admin_url: &str) -> (MysqlDb, String) {
+/// The database access the tests need beside the server's own, per backend (each compiled only
+/// with its feature, so the helpers build with either backend alone).
+mod db {
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+
+    /// Runs statements on a MariaDB server.
+    #[cfg(feature = "mysql")]
+    pub fn mysql_execute(url: &str, sql: &str) -> Result<(), String> {
         use diesel::connection::SimpleConnection;
         use diesel::Connection;
+        let mut conn = diesel::mysql::MysqlConnection::establish(url).map_err(|e| e.to_string())?;
+        conn.batch_execute(sql).map_err(|e| e.to_string())
+    }
+
+    #[cfg(not(feature = "mysql"))]
+    pub fn mysql_execute(_url: &str, _sql: &str) -> Result<(), String> {
+        Err("built without the mysql feature".into())
+    }
+
+    /// The `n` of a `SELECT COUNT(*) AS n …` on a MariaDB database.
+    #[cfg(feature = "mysql")]
+    pub fn mysql_count(url: &str, sql: &str) -> i64 {
+        use diesel::{Connection, RunQueryDsl};
+        let mut c = diesel::mysql::MysqlConnection::establish(url).expect("connect");
+        diesel::sql_query(sql).get_result::<Count>(&mut c).expect("count").n
+    }
+
+    #[cfg(not(feature = "mysql"))]
+    pub fn mysql_count(_url: &str, _sql: &str) -> i64 {
+        panic!("built without the mysql feature")
+    }
+
+    /// The `n` of a `SELECT COUNT(*) AS n …` on a SQLite database file.
+    #[cfg(feature = "sqlite")]
+    pub fn sqlite_count(path: &str, sql: &str) -> i64 {
+        use diesel::{Connection, RunQueryDsl};
+        let mut c = diesel::sqlite::SqliteConnection::establish(path).expect("open SQLite");
+        diesel::sql_query(sql).get_result::<Count>(&mut c).expect("count").n
+    }
+
+    #[cfg(not(feature = "sqlite"))]
+    pub fn sqlite_count(_path: &str, _sql: &str) -> i64 {
+        panic!("built without the sqlite feature")
+    }
+}
+
+impl MysqlDb {
+    pub fn create(admin_url: &str) -> (MysqlDb, String) {
         let name = format!(
             "wsim_test_{}_{}_{}",
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed),
             chrono::Utc::now().timestamp_micros() % 1_000_000
         );
-        let mut conn = diesel::mysql::MysqlConnection::establish(admin_url).expect("connect to MariaDB");
-        conn.batch_execute(&format!("CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"))
-            .expect("create test database");
+        db::mysql_execute(
+            admin_url,
+            &format!("CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"),
+        )
+        .expect("create the test database");
         let base = admin_url.rsplit_once('/').map(|(b, _)| b).unwrap_or(admin_url);
         (MysqlDb { admin_url: admin_url.to_string(), name: name.clone() }, format!("{base}/{name}"))
     }
@@ -90,11 +169,7 @@ impl MysqlDb {
 
 impl Drop for MysqlDb {
     fn drop(&mut self) {
-        use diesel::connection::SimpleConnection;
-        use diesel::Connection;
-        if let Ok(mut conn) = diesel::mysql::MysqlConnection::establish(&self.admin_url) {
-            let _ = conn.batch_execute(&format!("DROP DATABASE IF EXISTS `{}`", self.name));
-        }
+        let _ = db::mysql_execute(&self.admin_url, &format!("DROP DATABASE IF EXISTS `{}`", self.name));
     }
 }
 
@@ -225,31 +300,15 @@ impl TestServer {
 
     /// Drops the MariaDB database under the running server (to test failure handling).
     pub fn drop_mysql_database(&self) {
-        use diesel::connection::SimpleConnection;
-        use diesel::Connection;
-        let db = self._mysql.as_ref().expect("a MariaDB test server");
-        let mut conn = diesel::mysql::MysqlConnection::establish(&db.admin_url).expect("connect");
-        conn.batch_execute(&format!("DROP DATABASE `{}`", db.name)).expect("drop");
+        let mysql = self._mysql.as_ref().expect("a MariaDB test server");
+        db::mysql_execute(&mysql.admin_url, &format!("DROP DATABASE `{}`", mysql.name)).expect("drop");
     }
 
     /// Runs `sql`, a `SELECT COUNT(*) AS n …`, on the server's database.
     pub fn count_rows(&self, sql: &str) -> i64 {
-        use diesel::{Connection, RunQueryDsl};
-        #[derive(diesel::QueryableByName)]
-        struct Count {
-            #[diesel(sql_type = diesel::sql_types::BigInt)]
-            n: i64,
-        }
-        let query = diesel::sql_query(sql);
         match self.database_url.strip_prefix("sqlite://") {
-            Some(path) => {
-                let mut c = diesel::sqlite::SqliteConnection::establish(path).expect("open SQLite");
-                query.get_result::<Count>(&mut c).expect("count").n
-            }
-            None => {
-                let mut c = diesel::mysql::MysqlConnection::establish(&self.database_url).expect("connect");
-                query.get_result::<Count>(&mut c).expect("count").n
-            }
+            Some(path) => db::sqlite_count(path, sql),
+            None => db::mysql_count(&self.database_url, sql),
         }
     }
 
