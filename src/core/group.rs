@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use super::registry::{GroupGone, OnlineSessions, Registry};
-use super::session::{SessionDeliver, UserSession};
-use super::writer::{Persist, Persisted, StoreWriter};
+use super::registry::{GroupGone, OnlineSessions};
+use super::session::SessionDeliver;
+use super::writer::{Persist, Persisted};
 use super::{CoreError, Origin};
 use crate::domain::message::{Draft, GroupKey, SharedMessage};
 use crate::store::Store;
@@ -28,7 +28,7 @@ impl actix::Message for GroupSubmit {
 /// A member's session is online.
 pub struct MemberOnline {
     pub user: String,
-    pub session: Addr<UserSession>,
+    pub session: Recipient<SessionDeliver>,
 }
 impl actix::Message for MemberOnline {
     type Result = ();
@@ -36,7 +36,7 @@ impl actix::Message for MemberOnline {
 
 /// Membership changed in the store; `added` carries the sessions of added users that are online.
 pub struct MembersChanged {
-    pub added: Vec<(String, Option<Addr<UserSession>>)>,
+    pub added: Vec<(String, Option<Recipient<SessionDeliver>>)>,
     pub removed: Vec<String>,
 }
 impl actix::Message for MembersChanged {
@@ -48,25 +48,32 @@ impl actix::Message for MembersChanged {
 const IDLE_AFTER: Duration = Duration::from_secs(120);
 const IDLE_CHECK: Duration = Duration::from_secs(30);
 
+/// Where a group sends what it has to say: to the registry (it is gone; which members are online)
+/// and to the store writer.
+#[derive(Clone)]
+pub struct GroupLinks {
+    pub gone: Recipient<GroupGone>,
+    pub online: Recipient<OnlineSessions>,
+    pub persist: Recipient<Persist>,
+}
+
 pub struct Group {
     key: GroupKey,
     last_active: Instant,
-    registry: Addr<Registry>,
-    writer: Addr<StoreWriter>,
+    links: GroupLinks,
     store: Store,
     exists: bool,
     conv_type: i32,
     members: HashSet<String>,
-    online: HashMap<String, Addr<UserSession>>,
+    online: HashMap<String, Recipient<SessionDeliver>>,
 }
 
 impl Group {
-    pub fn new(key: GroupKey, registry: Addr<Registry>, writer: Addr<StoreWriter>, store: Store) -> Self {
+    pub fn new(key: GroupKey, links: GroupLinks, store: Store) -> Self {
         Group {
             key,
             last_active: Instant::now(),
-            registry,
-            writer,
+            links,
             store,
             exists: false,
             conv_type: 0,
@@ -83,13 +90,13 @@ impl Actor for Group {
         ctx.run_interval(IDLE_CHECK, |act, ctx| {
             act.online.retain(|_, s| s.connected());
             if act.online.is_empty() && act.last_active.elapsed() > IDLE_AFTER {
-                act.registry.do_send(GroupGone { key: act.key.clone(), addr: ctx.address() });
+                act.links.gone.do_send(GroupGone { key: act.key.clone(), addr: ctx.address() });
             }
         });
         // Nothing else is handled until the members are loaded.
         let store = self.store.clone();
         let (app, id) = (self.key.app.clone(), self.key.group.clone());
-        let registry = self.registry.clone();
+        let online = self.links.online.clone();
         let load = async move {
             let group = store
                 .run(
@@ -113,7 +120,7 @@ impl Actor for Group {
             let app = act.key.app.clone();
             async move {
                 match ask {
-                    Some(users) => registry.send(OnlineSessions { app, users }).await.unwrap_or_default(),
+                    Some(users) => online.send(OnlineSessions { app, users }).await.unwrap_or_default(),
                     None => Vec::new(),
                 }
             }
@@ -123,7 +130,7 @@ impl Actor for Group {
                     act.online.insert(user, session);
                 }
                 if !act.exists {
-                    act.registry.do_send(GroupGone { key: act.key.clone(), addr: ctx.address() });
+                    act.links.gone.do_send(GroupGone { key: act.key.clone(), addr: ctx.address() });
                 }
             })
         }));
@@ -154,7 +161,7 @@ impl Handler<GroupSubmit> for Group {
             notify: ctx.address().recipient(),
             ack: msg.ack,
         };
-        if let Err(e) = self.writer.try_send(persist) {
+        if let Err(e) = self.links.persist.try_send(persist) {
             let p = match e {
                 SendError::Full(p) | SendError::Closed(p) => p,
             };

@@ -13,6 +13,9 @@ pub mod service;
 pub mod session;
 pub mod writer;
 
+#[cfg(test)]
+mod tests;
+
 use actix::prelude::*;
 
 pub use crate::domain::message::{ConnId, Draft, GroupKey, Message, SharedMessage, Target, UserKey};

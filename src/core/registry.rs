@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use super::group::{Group, GroupSubmit, MemberOnline, MembersChanged};
-use super::session::{AttachConn, FlushWatermarks, SessionDeliver, UserSession};
+use super::group::{Group, GroupLinks, GroupSubmit, MemberOnline, MembersChanged};
+use super::session::{AttachConn, FlushWatermarks, SessionDeliver, SessionLinks, UserSession};
 use super::writer::{Persist, Persisted, StoreWriter};
 use super::{ConnHandle, CoreError, Origin};
 use crate::domain::message::{Draft, GroupKey, SharedMessage, Target, UserKey};
@@ -44,7 +44,7 @@ impl actix::Message for SessionIdle {
 /// A session came online; tell the active groups among `groups`.
 pub struct AnnounceOnline {
     pub key: UserKey,
-    pub session: Addr<UserSession>,
+    pub session: Recipient<SessionDeliver>,
     pub groups: Vec<String>,
 }
 impl actix::Message for AnnounceOnline {
@@ -57,7 +57,7 @@ pub struct OnlineSessions {
     pub users: Vec<String>,
 }
 impl actix::Message for OnlineSessions {
-    type Result = Vec<(String, Addr<UserSession>)>;
+    type Result = Vec<(String, Recipient<SessionDeliver>)>;
 }
 
 /// Which of `users` are online.
@@ -117,7 +117,13 @@ impl Registry {
                 return g.clone();
             }
         }
-        let g = Group::new(key.clone(), ctx.address(), self.writer.clone(), self.store.clone()).start();
+        let me = ctx.address();
+        let links = GroupLinks {
+            gone: me.clone().recipient(),
+            online: me.recipient(),
+            persist: self.writer.clone().recipient(),
+        };
+        let g = Group::new(key.clone(), links, self.store.clone()).start();
         self.groups.insert(key.clone(), g.clone());
         g
     }
@@ -136,24 +142,21 @@ impl Handler<Attach> for Registry {
     type Result = MessageResult<Attach>;
 
     fn handle(&mut self, msg: Attach, ctx: &mut Self::Context) -> Self::Result {
-        let (registry, writer, store) = (ctx.address(), self.writer.clone(), self.store.clone());
+        let me = ctx.address();
+        let links = SessionLinks {
+            announce: me.clone().recipient(),
+            idle: me.recipient(),
+            watermarks: self.writer.clone().recipient(),
+        };
+        let store = self.store.clone();
         let start = |key: &UserKey| SessionEntry {
-            addr: UserSession::new(key.clone(), registry, writer, store).start(),
+            addr: UserSession::new(key.clone(), links.clone(), store.clone()).start(),
             attaches: 0,
         };
         let entry = self.users.entry(msg.key.clone()).or_insert_with_key(start);
         if !entry.addr.connected() {
             // The session stopped on its own (it should have said so): start a fresh one.
-            *entry = SessionEntry {
-                addr: UserSession::new(
-                    msg.key.clone(),
-                    ctx.address(),
-                    self.writer.clone(),
-                    self.store.clone(),
-                )
-                .start(),
-                attaches: 0,
-            };
+            *entry = start(&msg.key);
         }
         entry.attaches += 1;
         entry.addr.do_send(AttachConn { conn: msg.conn });
@@ -257,7 +260,7 @@ impl Handler<OnlineSessions> for Registry {
             .users
             .into_iter()
             .filter_map(|u| {
-                let s = self.session(&msg.app, &u)?.clone();
+                let s = self.session(&msg.app, &u)?.clone().recipient();
                 Some((u, s))
             })
             .collect();
@@ -283,7 +286,7 @@ impl Handler<MembershipChanged> for Registry {
             .added
             .into_iter()
             .map(|u| {
-                let s = self.session(&msg.key.app, &u).cloned();
+                let s = self.session(&msg.key.app, &u).map(|s| s.clone().recipient());
                 (u, s)
             })
             .collect();

@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use super::writer::{Persist, Persisted, StoreWriter};
+use super::writer::{Persist, Persisted};
 use super::{CoreError, Deliver, FrameSlot, Origin};
 use crate::domain::message::{ConnId, Draft, SharedMessage, Target};
 
@@ -125,7 +125,7 @@ impl actix::Message for Publish {
 }
 
 pub struct Rooms {
-    writer: Addr<StoreWriter>,
+    writer: Recipient<Persist>,
     /// Members of each (app, room).
     rooms: HashMap<(String, String), HashMap<ConnId, RoomMember>>,
     /// Connections of each (app, user), in rooms or not.
@@ -135,7 +135,7 @@ pub struct Rooms {
 }
 
 impl Rooms {
-    pub fn new(writer: Addr<StoreWriter>) -> Self {
+    pub fn new(writer: Recipient<Persist>) -> Self {
         Rooms { writer, rooms: HashMap::new(), users: HashMap::new(), joined: HashMap::new() }
     }
 }

@@ -68,7 +68,7 @@ impl Core {
         let (s, wr) = (store.clone(), writer.clone());
         let registry = Registry::start_in_arbiter(&handle, move |_| Registry::new(wr, s));
         let wr = writer.clone();
-        let rooms = Rooms::start_in_arbiter(&handle, move |_| Rooms::new(wr));
+        let rooms = Rooms::start_in_arbiter(&handle, move |_| Rooms::new(wr.recipient()));
         // Small, frequent passive checkpoints beside the commits (SQLite); the writer completes one
         // between its transactions when these cannot keep the log short.
         let s = store.clone();

@@ -10,8 +10,8 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use super::registry::{AnnounceOnline, Registry, SessionIdle};
-use super::writer::{SaveWatermarks, StoreWriter};
+use super::registry::{AnnounceOnline, SessionIdle};
+use super::writer::SaveWatermarks;
 use super::{ConnEvent, ConnHandle, Deliver};
 use crate::domain::message::{ConnId, ConvKind, SharedMessage, UserKey};
 use crate::metrics::METRICS;
@@ -113,10 +113,18 @@ impl ConnEntry {
     }
 }
 
+/// Where a session sends what it has to say: to the registry (it is online in its groups; it has no
+/// connection left) and to the store writer (watermarks).
+#[derive(Clone)]
+pub struct SessionLinks {
+    pub announce: Recipient<AnnounceOnline>,
+    pub idle: Recipient<SessionIdle>,
+    pub watermarks: Recipient<SaveWatermarks>,
+}
+
 pub struct UserSession {
     key: UserKey,
-    registry: Addr<Registry>,
-    writer: Addr<StoreWriter>,
+    links: SessionLinks,
     store: Store,
     conns: HashMap<ConnId, ConnEntry>,
     delivered: HashMap<String, i64>,
@@ -127,11 +135,10 @@ pub struct UserSession {
 }
 
 impl UserSession {
-    pub fn new(key: UserKey, registry: Addr<Registry>, writer: Addr<StoreWriter>, store: Store) -> Self {
+    pub fn new(key: UserKey, links: SessionLinks, store: Store) -> Self {
         UserSession {
             key,
-            registry,
-            writer,
+            links,
             store,
             conns: HashMap::new(),
             delivered: HashMap::new(),
@@ -181,7 +188,7 @@ impl UserSession {
             }
             return;
         }
-        if let Err(e) = self.writer.try_send(SaveWatermarks { watermarks, done }) {
+        if let Err(e) = self.links.watermarks.try_send(SaveWatermarks { watermarks, done }) {
             // Keep them dirty and try again on the next tick.
             let SaveWatermarks { watermarks, done } = match e {
                 SendError::Full(s) | SendError::Closed(s) => s,
@@ -219,7 +226,8 @@ impl UserSession {
                 act.announced = true;
                 let groups =
                     convs.iter().filter(|c| c.kind == ConvKind::Group).map(|c| c.conv.clone()).collect();
-                act.registry.do_send(AnnounceOnline { key: act.key.clone(), session: ctx.address(), groups });
+                let session = ctx.address().recipient();
+                act.links.announce.do_send(AnnounceOnline { key: act.key.clone(), session, groups });
             }
             let mut positions = HashMap::new();
             for c in convs {
@@ -304,7 +312,7 @@ impl UserSession {
     fn begin_idle(&mut self, ctx: &mut Context<Self>) {
         let (tx, rx) = oneshot::channel();
         self.save_watermarks(Some(tx));
-        let registry = self.registry.clone();
+        let idle = self.links.idle.clone();
         let key = self.key.clone();
         let fut = async move {
             let _ = rx.await;
@@ -314,7 +322,7 @@ impl UserSession {
             let conns_empty = act.conns.is_empty();
             async move {
                 if conns_empty {
-                    registry.send(msg).await.unwrap_or(true)
+                    idle.send(msg).await.unwrap_or(true)
                 } else {
                     false
                 }
