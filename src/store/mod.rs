@@ -46,6 +46,8 @@ pub enum StoreError {
     Migration(String),
     #[error("blocking task was cancelled")]
     Cancelled,
+    #[error("a storage task panicked: {0}")]
+    Panicked(String),
     #[error("{0}")]
     Conflict(String),
 }
@@ -306,7 +308,18 @@ impl Store {
             f(&mut conn)
         })
         .await
-        .map_err(|_| StoreError::Cancelled)?
+        .map_err(|e| {
+            if !e.is_panic() {
+                return StoreError::Cancelled;
+            }
+            let panic = e.into_panic();
+            let text = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            StoreError::Panicked(text)
+        })?
     }
 
     /// Copies the SQLite write-ahead log back into the database file without blocking writers (a
@@ -366,5 +379,21 @@ impl Store {
         })
         .await
         .is_ok()
+    }
+}
+
+#[cfg(all(test, feature = "sqlite"))]
+mod tests {
+    use super::*;
+
+    #[actix_rt::test]
+    async fn a_panicking_task_is_reported_as_a_panic() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let url = format!("sqlite://{}", dir.path().join("p.db").display());
+        let store =
+            tokio::task::spawn_blocking(move || Store::connect(&url, 1)).await.expect("join").expect("store");
+        let res = store.run(|_| -> Result<(), StoreError> { panic!("boom") }).await;
+        assert!(matches!(res, Err(StoreError::Panicked(ref m)) if m == "boom"), "{res:?}");
+        assert_eq!(store.run(|_| Ok(1)).await.ok(), Some(1), "the store goes on");
     }
 }

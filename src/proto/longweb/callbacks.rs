@@ -145,6 +145,17 @@ pub async fn check_token(
     Ok(())
 }
 
+/// Why a call to the business app's messageapi failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("too many calls in progress")]
+    Busy,
+    #[error("the call failed: {0}")]
+    Failed(String),
+    #[error("HTTP {0}")]
+    Status(u16),
+}
+
 /// Asks the app's messageapi whether a poll should be answered at once: `Ok(Some(body))` when it
 /// answered something, `Ok(None)` for an empty answer, `Err` when the call failed.
 pub async fn query_message(
@@ -154,24 +165,24 @@ pub async fn query_message(
     params: [(&str, &str); 4],
     timeout: Duration,
     concurrency: usize,
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, CallError> {
     let permit = limits.of(&app.appid, concurrency);
     let _permit = tokio::time::timeout(timeout, permit.acquire_owned())
         .await
-        .map_err(|_| "too many calls in progress".to_string())?
-        .map_err(|e| e.to_string())?;
-    let query = serde_urlencoded::to_string(params).map_err(|e| e.to_string())?;
+        .map_err(|_| CallError::Busy)?
+        .map_err(|_| CallError::Busy)?;
+    let query = serde_urlencoded::to_string(params).map_err(|e| CallError::Failed(e.to_string()))?;
     let sep = if api.contains('?') { '&' } else { '?' };
     let mut res = client()
         .get(format!("{api}{sep}{query}"))
         .timeout(timeout)
         .send()
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| CallError::Failed(e.to_string()))?;
     if !res.status().is_success() {
-        return Err(format!("HTTP {}", res.status()));
+        return Err(CallError::Status(res.status().as_u16()));
     }
-    let body = res.body().limit(1 << 20).await.map_err(|e| e.to_string())?;
+    let body = res.body().limit(1 << 20).await.map_err(|e| CallError::Failed(e.to_string()))?;
     let text = String::from_utf8_lossy(&body).into_owned();
     Ok(Some(text).filter(|t| !t.trim().is_empty()))
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use actix_web_actors::ws::{self, CloseCode, CloseReason, ProtocolError};
 
-use super::callbacks::check_token;
+use super::callbacks::{check_token, TokenFailure};
 use super::{Kind, LongwebState};
 use crate::core::rooms::RoomMember;
 use crate::core::{next_conn_id, Deliver};
@@ -45,14 +45,25 @@ impl LongwebWs {
     }
 }
 
-/// Checks a socket's request: `Ok(verified)` or the refusal text.
-pub async fn admit(state: &LongwebState, req: &SocketRequest) -> Result<bool, String> {
+/// Why a socket is not admitted; the text is the one frame the client gets before the close.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("no permission connect! => appid[{0}] no exists")]
+    UnknownApp(String),
+    #[error("no permission connect! => appid, groupid and userid are required")]
+    MissingIds,
+    #[error("{}", .failure.message(.appid))]
+    Token { failure: TokenFailure, appid: String },
+}
+
+/// Checks a socket's request: `Ok(verified)` or why it is refused.
+pub async fn admit(state: &LongwebState, req: &SocketRequest) -> Result<bool, Refusal> {
     let settings = state.settings();
     let Some(app) = settings.app(&req.appid).cloned() else {
-        return Err(format!("no permission connect! => appid[{}] no exists", req.appid));
+        return Err(Refusal::UnknownApp(req.appid.clone()));
     };
     if req.groups.is_empty() || req.user.is_empty() {
-        return Err("no permission connect! => appid, groupid and userid are required".to_string());
+        return Err(Refusal::MissingIds);
     }
     let Some(token) = req.token.as_deref().filter(|t| !t.is_empty()) else { return Ok(false) };
     check_token(
@@ -66,7 +77,7 @@ pub async fn admit(state: &LongwebState, req: &SocketRequest) -> Result<bool, St
     )
     .await
     .map(|()| true)
-    .map_err(|f| f.message(&req.appid))
+    .map_err(|failure| Refusal::Token { failure, appid: req.appid.clone() })
 }
 
 impl WsFrontend for LongwebWs {
@@ -100,8 +111,8 @@ impl Actor for LongwebWs {
                 };
                 act.state.core.join_rooms(&act.req.appid, act.req.groups.clone(), member);
             }
-            Err(text) => {
-                delivery::text(act, ctx, text);
+            Err(refusal) => {
+                delivery::text(act, ctx, refusal.to_string());
                 ctx.close(Some(CloseReason { code: CloseCode::Policy, description: None }));
                 ctx.stop();
             }

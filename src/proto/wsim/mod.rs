@@ -4,6 +4,7 @@ pub mod codec;
 pub mod conn;
 pub mod http;
 pub mod media;
+pub mod picture;
 pub mod render;
 pub mod snap;
 pub mod upload;

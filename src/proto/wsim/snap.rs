@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use image::imageops::FilterType;
 use image::{Rgb, RgbImage};
+
+use super::picture::{encode_rgb, write_atomically, PictureError};
 use md5::{Digest, Md5};
 
 use super::upload::{PIC_DIR, VIDEO_DIR};
@@ -45,7 +47,7 @@ pub fn layout(n: usize) -> (u32, Vec<(u32, u32)>) {
 }
 
 /// Draws the snap from the avatars' bytes (`None`: neutral tile); returns the JPEG.
-pub fn draw(avatars: &[Option<Vec<u8>>]) -> Result<Vec<u8>, String> {
+pub fn draw(avatars: &[Option<Vec<u8>>]) -> Result<Vec<u8>, PictureError> {
     let mut canvas = RgbImage::from_pixel(SIZE, SIZE, Rgb(BACKGROUND));
     let (tile, cells) = layout(avatars.len());
     for ((x, y), bytes) in cells.into_iter().zip(avatars) {
@@ -56,11 +58,7 @@ pub fn draw(avatars: &[Option<Vec<u8>>]) -> Result<Vec<u8>, String> {
         };
         image::imageops::overlay(&mut canvas, &tile_img, i64::from(x), i64::from(y));
     }
-    let mut out = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90)
-        .encode_image(&canvas)
-        .map_err(|e| e.to_string())?;
-    Ok(out)
+    encode_rgb(SIZE, SIZE, canvas.as_raw(), 90)
 }
 
 /// Fetches one avatar: this server's own media from disk, anything else with awc.
@@ -104,29 +102,27 @@ pub async fn render_group_snap(
     settings: &SnapSettings,
     group: &str,
     avatar_urls: &[String],
-) -> Result<String, String> {
+) -> Result<String, PictureError> {
     let urls: Vec<&String> = avatar_urls.iter().take(9).collect();
     let avatars = futures_util::future::join_all(urls.iter().map(|u| fetch(settings, u))).await;
     let dir = settings.data_dir.join(VIDEO_DIR);
     let group = group.to_string();
-    let name = actix_web::rt::task::spawn_blocking(move || -> Result<String, String> {
+    let name = actix_web::rt::task::spawn_blocking(move || -> Result<String, PictureError> {
         let jpeg = draw(&avatars)?;
         let digest: String = Md5::digest(&jpeg).iter().take(4).map(|b| format!("{b:02x}")).collect();
         // Group ids are ids (no separators), but keep file names plain whatever they are.
         let safe: String =
             group.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
         let name = format!("{safe}_{digest}.jpg");
-        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(&dir)?;
         let path = dir.join(&name);
         if !path.exists() {
-            let tmp = dir.join(format!(".{name}.tmp"));
-            std::fs::write(&tmp, &jpeg).map_err(|e| e.to_string())?;
-            std::fs::rename(&tmp, &path).map_err(|e| e.to_string())?;
+            write_atomically(&path, &jpeg)?;
         }
         Ok(name)
     })
     .await
-    .map_err(|e| e.to_string())??;
+    .map_err(|e| PictureError::Task(e.to_string()))??;
     Ok(format!("{}/{VIDEO_DIR}/{name}", settings.public_url))
 }
 

@@ -16,6 +16,7 @@ use md5::{Digest, Md5};
 use serde_json::json;
 
 use super::media::{self, Accept, Measure, MediaType};
+use super::picture::{write_poster, write_rgb_jpeg, write_solid_jpeg, PictureError};
 
 /// Where uploads go and how big they may be.
 #[derive(Debug, Clone)]
@@ -59,6 +60,8 @@ enum UploadError {
     TooLarge,
     #[error("system error: {0}")]
     System(String),
+    #[error("thumbnail: {0}")]
+    Picture(#[from] PictureError),
 }
 
 fn answer(accept: Accept, res: Result<String, UploadError>) -> HttpResponse {
@@ -71,7 +74,7 @@ fn answer(accept: Accept, res: Result<String, UploadError>) -> HttpResponse {
             log::info!("upload refused: {e}");
             let (code, message) = match e {
                 UploadError::BadFile(_) => (1, "参数错误"),
-                UploadError::System(_) => (2, "系统错误"),
+                UploadError::System(_) | UploadError::Picture(_) => (2, "系统错误"),
                 UploadError::TooLarge => (3, "文件过大"),
             };
             json!({"code": code, "message": message, "data": ""})
@@ -200,39 +203,11 @@ fn store(
                     Some((fw, fh, rgb)) => write_rgb_jpeg(&thumb, fw, fh, &rgb),
                     None => write_poster(&thumb, w, h),
                 };
-                written.map_err(UploadError::System)?;
+                written?;
             }
         }
     }
     Ok(format!("/{dir_name}/{name}"))
-}
-
-/// An RGB picture as a JPEG (video thumbnails).
-pub fn write_rgb_jpeg(path: &Path, w: u32, h: u32, rgb: &[u8]) -> Result<(), String> {
-    let (w16, h16) =
-        (u16::try_from(w).map_err(|e| e.to_string())?, u16::try_from(h).map_err(|e| e.to_string())?);
-    let tmp = path.with_extension("tmp");
-    jpeg_encoder::Encoder::new_file(&tmp, 85)
-        .and_then(|e| e.encode(rgb, w16, h16, jpeg_encoder::ColorType::Rgb))
-        .map_err(|e| e.to_string())?;
-    std::fs::rename(&tmp, path).map_err(|e| e.to_string())
-}
-
-/// A neutral grey poster of a video's size (a smaller one for huge sizes, same aspect ratio).
-pub fn write_poster(path: &Path, w: u32, h: u32) -> Result<(), String> {
-    let scale = (f64::from(w.max(h)) / 1920.0).max(1.0);
-    let (w, h) = (((f64::from(w) / scale) as u16).max(1), ((f64::from(h) / scale) as u16).max(1));
-    write_solid_jpeg(path, w, h, [0x9e, 0x9e, 0x9e])
-}
-
-/// A plain JPEG of one colour (defaults for avatars and group snaps, video posters).
-pub fn write_solid_jpeg(path: &Path, w: u16, h: u16, rgb: [u8; 3]) -> Result<(), String> {
-    let pixels: Vec<u8> = std::iter::repeat_n(rgb, usize::from(w) * usize::from(h)).flatten().collect();
-    let tmp = path.with_extension("tmp");
-    jpeg_encoder::Encoder::new_file(&tmp, 85)
-        .and_then(|e| e.encode(&pixels, w, h, jpeg_encoder::ColorType::Rgb))
-        .map_err(|e| e.to_string())?;
-    std::fs::rename(&tmp, path).map_err(|e| e.to_string())
 }
 
 async fn upload(settings: web::Data<UploadSettings>, payload: Multipart, accept: Accept) -> HttpResponse {
@@ -335,12 +310,12 @@ pub fn configure(settings: web::Data<UploadSettings>) -> impl FnOnce(&mut web::S
 }
 
 /// Writes the default avatar and group snap images when missing.
-pub fn ensure_defaults(data_dir: &Path) -> Result<(), String> {
+pub fn ensure_defaults(data_dir: &Path) -> Result<(), PictureError> {
     for (dir, name, size) in
         [(PIC_DIR, "default_avatar.jpg", 100u16), (VIDEO_DIR, "default_group.jpg", 340u16)]
     {
         let d = data_dir.join(dir);
-        std::fs::create_dir_all(&d).map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(&d)?;
         let p = d.join(name);
         if !p.exists() {
             write_solid_jpeg(&p, size, size, [0xe6, 0xe6, 0xe6])?;
