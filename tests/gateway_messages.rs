@@ -157,7 +157,14 @@ async fn send_msg_reaches_entry_members(b: Backend) {
     assert_eq!((ty.as_str(), group.as_str()), ("group", gid.as_str()));
     // And the other way: a frame on /entry shows up in the gateway's history.
     u2.send(&format!("audio_{gid}_http://x/a-3.mp3_group_e"));
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let from_u2 = || async {
+        let v = s.post_json("/get_conversation_lastone_msg", json!({"conversation_id": gid}), Some(&t)).await;
+        v["data"]["Msg"][0]["FromSession"] == "u2"
+    };
+    assert!(
+        common::eventually(std::time::Duration::from_secs(10), from_u2).await,
+        "the frame was not stored"
+    );
     let v = s.post_json("/get_conversation_lastone_msg", json!({"conversation_id": gid}), Some(&t)).await;
     let m = &v["data"]["Msg"][0];
     assert_eq!((m["FromSession"].as_str(), m["Type"].as_i64()), (Some("u2"), Some(4)));

@@ -5,6 +5,8 @@ mod common;
 use std::time::Duration;
 
 use common::{Backend, TestServer};
+
+const GATEWAY_CONNS: &str = "wsim_connections_open{frontend=\"gateway\"}";
 use serde_json::{json, Value};
 
 on_both_backends!(
@@ -41,7 +43,7 @@ async fn notify_ws_delivers_replaces_and_catches_up(b: Backend) {
     let bob = s.gateway_token("bob", 1).await;
     let mut bob_ws = s.ws(&format!("/notify?token={bob}&protoc=ws")).await;
     let mut alice_ws = s.ws(&format!("/notify?token={alice}&protoc=ws")).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.wait_metric(GATEWAY_CONNS, 2.0).await;
 
     let id1 = send(&s, &alice, &conv, "hello").await;
     for ws in [&mut bob_ws, &mut alice_ws] {
@@ -54,7 +56,13 @@ async fn notify_ws_delivers_replaces_and_catches_up(b: Backend) {
         assert!(m["SendTime"].as_i64().expect("µs") > 1_600_000_000_000_000);
     }
 
-    // A newer notify of the same session and platform replaces the older one.
+    // A newer notify of the same session and platform replaces the older one (once bob's copy is
+    // confirmed: what a replaced connection had not confirmed comes again on the new one).
+    s.wait_rows(
+        &format!("SELECT COUNT(*) AS n FROM conv_members WHERE conv = '{conv}' AND user_id = 'bob' AND delivered_upto > 0"),
+        1,
+    )
+    .await;
     let mut bob_ws2 = s.ws(&format!("/notify?token={bob}&protoc=ws")).await;
     let reason = bob_ws.expect_closed(Duration::from_secs(5)).await;
     assert_eq!(reason.map(|r| u16::from(r.code)), Some(4001));
@@ -63,7 +71,7 @@ async fn notify_ws_delivers_replaces_and_catches_up(b: Backend) {
 
     // Sent while bob had no notify open: delivered on his next notify, in order, once.
     bob_ws2.close().await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.wait_metric(GATEWAY_CONNS, 1.0).await;
     let mut sent = Vec::new();
     for i in 0..3 {
         sent.push(send(&s, &alice, &conv, &format!("offline {i}")).await);
@@ -205,7 +213,7 @@ async fn sse_streams_and_resumes_after_last_event_id(b: Backend) {
     assert_eq!(res.status().as_u16(), 200);
     let ct = res.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     assert!(ct.starts_with("text/event-stream"), "{ct}");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.wait_metric(GATEWAY_CONNS, 1.0).await;
     let first = send(&s, &alice, &conv, "one").await;
     let second = send(&s, &alice, &conv, "two").await;
     let mut buf = String::new();
@@ -216,7 +224,6 @@ async fn sse_streams_and_resumes_after_last_event_id(b: Backend) {
     assert_eq!(got[1].1["MsgId"], second.as_str());
     // The stream drops; more is sent; the client resumes after the first message it saw.
     drop(res);
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let third = send(&s, &alice, &conv, "three").await;
     let mut res =
         client.get(&url).insert_header(("Last-Event-ID", first.as_str())).send().await.expect("resume");

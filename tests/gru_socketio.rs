@@ -236,8 +236,9 @@ async fn online_subscribe_and_events_before_auth(b: Backend) {
     a.emit("u5", "msg", json!({"type": 1, "target": {"id": 10}, "content": "hello 10"}));
     assert_eq!(a.expect("u9", "msg").await["content"], "hello 10");
     // A socket that leaves is no longer online.
+    let open = s.metric(GRU_CONNS).await;
     a.cmd(json!({"op": "close", "name": "u9"}));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.wait_metric(GRU_CONNS, open - 1.0).await;
     a.emit("u5", "online", json!("10"));
     assert_eq!(a.expect("u5", "online_result").await["data"], json!([5, 7]));
     a.login(&s, "u12", 4, WS, 12, Some(10)).await;
@@ -378,6 +379,20 @@ fn binary_payload(packet: &str) -> Vec<u8> {
     out
 }
 
+/// A GET on a polling session that is expected to go: the first answer that is not 200 (within 10 s).
+async fn gone(poll: &str) -> (u16, String) {
+    for _ in 0..200 {
+        let (st, body) = http("GET", poll, "", "text/plain").await;
+        if st != 200 {
+            return (st, body);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{poll}: the session is still there")
+}
+
+const GRU_CONNS: &str = "wsim_connections_open{frontend=\"gru\"}";
+
 /// The sid in an open packet (`0{...}`), found anywhere in a polling body.
 fn sid_of(body: &str) -> String {
     let start = body.find("0{").expect("open packet") + 1;
@@ -485,8 +500,7 @@ async fn engineio_errors_raw_polling_and_the_queue_bound(b: Backend) {
             results += 1;
         }
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let (st, body) = http("GET", &poll, "", "text/plain").await;
+    let (st, body) = gone(&poll).await;
     assert_eq!(st, 400, "{body}");
     assert!(body.contains("\"code\":1"), "the session is gone: {body}");
 
@@ -513,8 +527,7 @@ async fn engineio_errors_raw_polling_and_the_queue_bound(b: Backend) {
     let t2 = token2(&s, 52, 0).await;
     ws.send(&format!("42{}", json!(["auth", {"id": 52, "name": "user52", "token2": t2, "type": 0}])));
     assert!(ws.recv().await.starts_with("42[\"auth_result\",{\"data\""), "the socket lives on the WebSocket");
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let (st, body) = http("GET", &poll, "", "text/plain").await;
+    let (st, body) = gone(&poll).await;
     assert_eq!(st, 400, "{body}");
 
     // Two GETs at once on one session: the second is refused and the session closed.

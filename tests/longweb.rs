@@ -121,7 +121,7 @@ async fn sendmessage_codes_and_routing(b: Backend) {
     let mut e = socket(&s, "appid=10001&groupid=g1&userid=u5").await;
     let mut f =
         socket(&s, "appid=10000&userid=u6&groupids=%7B%22IDs%22%3A%5B%22g1%22%2C%22g2%22%5D%7D").await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    s.wait_metric("wsim_connections_open{frontend=\"longweb\"}", 6.0).await;
 
     let content = r#"{"userName":"王老师","message":"跳转到第三页"}"#;
     assert_eq!(push(&s, msg("g1", "", "0", content)).await["RetCode"], 0);
@@ -157,8 +157,11 @@ async fn sendmessage_codes_and_routing(b: Backend) {
     assert_eq!(push(&s, late.clone()).await["RetCode"], -10002);
     config(dir.path(), &authapi, "\"127.0.0.1\", \"::1\"", true);
     s.signal("HUP");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(push(&s, late).await["RetCode"], 0);
+    let reloaded = || async { push(&s, late.clone()).await["RetCode"] == 0 };
+    assert!(
+        common::eventually(Duration::from_secs(10), reloaded).await,
+        "the new app is not taken after SIGHUP"
+    );
     push(&s, msg("g1", "", "0", "still here")).await;
     assert_eq!(a.recv().await, "still here");
 }

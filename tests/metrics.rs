@@ -33,7 +33,7 @@ async fn counters_follow_traffic(b: Backend) {
     a.send("text_b_direct_unicast_e");
     b_ws.recv().await;
     b_ws.recv().await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.wait_metric("wsim_messages_stored_total", 2.0).await;
     let mut c = s.login("c").await; // c was offline: one replayed message
     c.recv().await;
 
@@ -50,7 +50,7 @@ async fn counters_follow_traffic(b: Backend) {
     assert!(sample(&m, "wsim_http_requests_total{route=\"/metrics\",status=\"200\"}") >= 1.0);
 
     a.close().await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    s.wait_metric("wsim_connections_open{frontend=\"wsim\"}", 2.0).await;
     let m = scrape(&s).await;
     assert_eq!(sample(&m, "wsim_connections_open{frontend=\"wsim\"}"), 2.0);
     assert_eq!(sample(&m, "wsim_users_online"), 2.0);

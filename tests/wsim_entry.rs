@@ -7,6 +7,8 @@ use std::time::Duration;
 use actix_http::ws::{CloseCode, Message};
 use common::{fields, Backend, TestServer};
 
+const MESSAGES: &str = "SELECT COUNT(*) AS n FROM messages";
+
 on_both_backends!(
     unicast_online_keeps_payload_and_extension,
     offline_unicast_is_replayed_at_login_in_order,
@@ -59,8 +61,9 @@ async fn offline_unicast_is_replayed_at_login_in_order(b: Backend) {
     for i in 0..30 {
         alice.send(&format!("text_carol_m{i}_unicast_x{i}"));
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    s.wait_rows(MESSAGES, 30).await;
     let sent_at = chrono::Utc::now().timestamp();
+    // A second later, so a replay stamped with the time of the replay would show.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let mut carol = s.ws("/entry").await;
     carol.send("login_carol");
@@ -79,7 +82,7 @@ async fn offline_messages_survive_a_restart(b: Backend) {
     let alice = s.login("alice").await;
     alice.send("text_dave_before restart_unicast_e");
     alice.send(&format!("text_{gid}_group before restart_group_e"));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    s.wait_rows(MESSAGES, 2).await;
     alice.close().await;
     s.restart();
     let mut dave = s.login("dave").await;
@@ -184,7 +187,12 @@ async fn heartbeats_arrive_and_silent_peers_are_dropped(b: Backend) {
     let mut bob = s.login("bob").await;
     bob.pause();
     alice.send("text_bob_while silent_unicast_e");
-    tokio::time::sleep(Duration::from_millis(4500)).await;
+    // The server drops bob once he has been silent for the client timeout.
+    let online = "wsim_connections_open{frontend=\"wsim\"}";
+    assert!(
+        common::eventually(Duration::from_secs(10), || async { s.metric(online).await == 1.0 }).await,
+        "the silent peer is still connected"
+    );
     bob.resume();
     bob.expect_closed(Duration::from_secs(5)).await;
     // The message waits for bob's next login.
@@ -291,7 +299,7 @@ async fn members_and_records_queries(b: Backend) {
         alice.send(&format!("text_{gid}_g{i}_group_e"));
         alice.send(&format!("text_bob_d{i}_unicast_e"));
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    s.wait_rows(MESSAGES, 6).await;
     alice.send(&format!("records_{gid}_0"));
     for i in 0..3 {
         assert!(alice.recv().await.starts_with(&format!("text_alice_g{i}_group_{gid}_")));
@@ -318,7 +326,8 @@ async fn sigterm_exits_cleanly_without_losing_messages(b: Backend) {
     for i in 0..200 {
         alice.send(&format!("text_bob_n{i}_unicast_e"));
     }
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Every frame has reached the server (stored or not yet: the shutdown writes them out).
+    s.wait_metric("wsim_messages_received_total{frontend=\"wsim\"}", 200.0).await;
     let st = s.stop();
     assert!(st.success(), "exit status {st:?}");
     drop(alice);

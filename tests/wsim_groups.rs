@@ -208,7 +208,7 @@ async fn chinese_and_emoji_round_trip(b: Backend) {
     zhang.send(&format!("text_{gid}_你好，世界 🌏_group_5pys"));
     assert!(li.recv().await.starts_with(&format!("text_张三_你好，世界 🌏_group_{gid}_")));
     zhang.send("text_😀_离线消息 🙂_unicast_e");
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    s.wait_rows("SELECT COUNT(*) AS n FROM messages", 2).await;
     let mut smile = s.login("😀").await;
     let mut got = vec![smile.recv().await, smile.recv().await];
     got.sort();

@@ -183,11 +183,17 @@ async fn an_interrupted_upload_leaves_nothing() {
     // A few KB of the promised megabyte, then the client vanishes.
     conn.write_all(&body).expect("part of the body");
     conn.flush().expect("flush");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    drop(conn);
-    tokio::time::sleep(Duration::from_millis(700)).await;
     let tmp = s.data_dir().join("tmp");
-    assert_eq!(std::fs::read_dir(&tmp).map(|d| d.count()).unwrap_or(0), 0, "temporary file left");
+    let temporary = || std::fs::read_dir(&tmp).map(|d| d.count()).unwrap_or(0);
+    assert!(
+        common::eventually(Duration::from_secs(10), || async { temporary() == 1 }).await,
+        "no upload under way"
+    );
+    drop(conn);
+    assert!(
+        common::eventually(Duration::from_secs(10), || async { temporary() == 0 }).await,
+        "temporary file left"
+    );
     let pics: Vec<_> = std::fs::read_dir(s.data_dir().join("emopic"))
         .expect("emopic")
         .filter_map(|e| e.ok().map(|e| e.file_name()))

@@ -78,7 +78,8 @@ impl WsDelivery {
             confirm: true,
             outbox: VecDeque::new(),
             outbox_bytes: 0,
-            last_ack_ping: Instant::now(),
+            // The first message is confirmed at once, not a gap after the connection opened.
+            last_ack_ping: Instant::now().checked_sub(ACK_PING_GAP).unwrap_or_else(Instant::now),
             last_heard: Instant::now(),
             ack_ping_scheduled: false,
             pump_scheduled: false,

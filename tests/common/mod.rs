@@ -330,6 +330,20 @@ impl TestServer {
         sample(&self.metrics().await, series)
     }
 
+    /// Waits (at most 10 s) until the metric sample `series` reads `want`.
+    pub async fn wait_metric(&self, series: &str, want: f64) {
+        if !eventually(Duration::from_secs(10), || async { self.metric(series).await == want }).await {
+            panic!("{series} is {}, not {want}", self.metric(series).await);
+        }
+    }
+
+    /// Waits (at most 10 s) until `sql`, a `SELECT COUNT(*) AS n …`, counts `want`.
+    pub async fn wait_rows(&self, sql: &str, want: i64) {
+        if !eventually(Duration::from_secs(10), || async { self.count_rows(sql) == want }).await {
+            panic!("{sql}: {} rows, not {want}", self.count_rows(sql));
+        }
+    }
+
     /// The server's data directory.
     pub fn data_dir(&self) -> &std::path::Path {
         self.dir.path()
