@@ -78,7 +78,13 @@ on_both_backends!(
     online_subscribe_and_events_before_auth,
     heartbeats_keep_live_clients_and_the_server_drops_silent_ones,
     clients_reconnect_after_the_server_restarts,
-    engineio_errors_raw_polling_and_the_queue_bound,
+    engineio_errors_come_in_the_reference_format,
+    engineio_v3_text_payloads_when_base64_is_asked_for,
+    engineio_v3_binary_payloads_for_xhr2_clients,
+    engineio_v4_payloads_and_a_client_that_stops_polling,
+    a_failed_probe_leaves_the_session_polling_and_the_next_upgrades_it,
+    two_gets_at_once_close_the_session,
+    a_garbage_frame_ends_its_session_only,
     sockets_that_do_not_authenticate_in_time_are_disconnected,
     the_demo_apps_auth_and_subscribe,
     auth_without_type_takes_the_type_of_its_token,
@@ -401,9 +407,14 @@ fn sid_of(body: &str) -> String {
     open["sid"].as_str().expect("sid").to_string()
 }
 
-async fn engineio_errors_raw_polling_and_the_queue_bound(b: Backend) {
-    let s = TestServer::start(&b, &["--outbound-queue-kib", "64"]);
-    let url = |q: &str| s.url(&format!("/socket.io/?{q}"));
+/// A raw polling client's `/socket.io/` URL on `s`.
+fn eio_url(s: &TestServer, q: &str) -> String {
+    s.url(&format!("/socket.io/?{q}"))
+}
+
+async fn engineio_errors_come_in_the_reference_format(b: Backend) {
+    let s = TestServer::start(&b, &[]);
+    let url = |q: &str| eio_url(&s, q);
     for (q, code) in [
         ("EIO=5&transport=polling", 5),
         ("transport=polling", 5),
@@ -417,7 +428,11 @@ async fn engineio_errors_raw_polling_and_the_queue_bound(b: Backend) {
     }
     let (status, body) = http("POST", &url("EIO=4&transport=polling"), "40", "text/plain").await;
     assert_eq!((status, body.contains("\"code\":2")), (400, true), "{body}");
+}
 
+async fn engineio_v3_text_payloads_when_base64_is_asked_for(b: Backend) {
+    let s = TestServer::start(&b, &[]);
+    let url = |q: &str| eio_url(&s, q);
     // Engine.IO v3 with base64 asked for: length-prefixed text payloads, and the namespace joined at
     // once.
     let (status, v3) = http("GET", &url("EIO=3&transport=polling&b64=1"), "", "text/plain").await;
@@ -434,7 +449,11 @@ async fn engineio_errors_raw_polling_and_the_queue_bound(b: Backend) {
         http("GET", &url(&format!("EIO=3&transport=polling&b64=1&sid={sid3}")), "", "text/plain").await
     };
     assert_eq!(pong, "1:3", "v3 clients ping, the server answers");
+}
 
+async fn engineio_v3_binary_payloads_for_xhr2_clients(b: Backend) {
+    let s = TestServer::start(&b, &[]);
+    let url = |q: &str| eio_url(&s, q);
     // Engine.IO v3 without b64 (XHR2 browsers): binary payloads both ways.
     let (st, ct, open) = http_bytes("GET", &url("EIO=3&transport=polling&t=1"), vec![], "text/plain").await;
     assert_eq!((st, ct.as_str()), (200, "application/octet-stream"));
@@ -460,7 +479,11 @@ async fn engineio_errors_raw_polling_and_the_queue_bound(b: Backend) {
     assert_eq!(st, 400, "binary packets are refused");
     let (st, _, _) = http_bytes("GET", &poll_b, vec![], "text/plain").await;
     assert_eq!(st, 400, "and the session is closed");
+}
 
+async fn engineio_v4_payloads_and_a_client_that_stops_polling(b: Backend) {
+    let s = TestServer::start(&b, &["--outbound-queue-kib", "64"]);
+    let url = |q: &str| eio_url(&s, q);
     // Engine.IO v4: record-separated payloads; the client asks for the namespace.
     let (_, v4) = http("GET", &url("EIO=4&transport=polling"), "", "text/plain").await;
     assert!(v4.starts_with("0{") && v4.contains("\"maxPayload\""), "{v4}");
@@ -503,7 +526,11 @@ async fn engineio_errors_raw_polling_and_the_queue_bound(b: Backend) {
     let (st, body) = gone(&poll).await;
     assert_eq!(st, 400, "{body}");
     assert!(body.contains("\"code\":1"), "the session is gone: {body}");
+}
 
+async fn a_failed_probe_leaves_the_session_polling_and_the_next_upgrades_it(b: Backend) {
+    let s = TestServer::start(&b, &[]);
+    let url = |q: &str| eio_url(&s, q);
     // A probe that is not followed by the upgrade leaves the session polling; a second probe then
     // completes the upgrade, and the polling transport is gone for that session.
     let (_, open) = http("GET", &url("EIO=4&transport=polling"), "", "text/plain").await;
@@ -529,7 +556,11 @@ async fn engineio_errors_raw_polling_and_the_queue_bound(b: Backend) {
     assert!(ws.recv().await.starts_with("42[\"auth_result\",{\"data\""), "the socket lives on the WebSocket");
     let (st, body) = gone(&poll).await;
     assert_eq!(st, 400, "{body}");
+}
 
+async fn two_gets_at_once_close_the_session(b: Backend) {
+    let s = TestServer::start(&b, &[]);
+    let url = |q: &str| eio_url(&s, q);
     // Two GETs at once on one session: the second is refused and the session closed.
     let (_, open) = http("GET", &url("EIO=4&transport=polling"), "", "text/plain").await;
     let poll = url(&format!("EIO=4&transport=polling&sid={}", sid_of(&open)));
@@ -541,7 +572,11 @@ async fn engineio_errors_raw_polling_and_the_queue_bound(b: Backend) {
     let (st, body) = http("GET", &poll, "", "text/plain").await;
     assert_eq!(st, 400, "{body}");
     assert_eq!(first.await.expect("first GET").1, "1", "the waiting GET gets the close packet");
+}
 
+async fn a_garbage_frame_ends_its_session_only(b: Backend) {
+    let s = TestServer::start(&b, &[]);
+    let url = |q: &str| eio_url(&s, q);
     // A WebSocket frame of garbage ends that session, and the server keeps serving.
     let mut bad = common::Ws::connect(&format!("{}/socket.io/?EIO=4&transport=websocket", s.ws_base)).await;
     bad.recv().await;
