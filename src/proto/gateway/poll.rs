@@ -13,6 +13,7 @@ use super::notify::{notify_handle, NotifySettings};
 use crate::core::session::{DetachConn, UserSession};
 use crate::core::{next_conn_id, ConnEvent, ConnId, Core, Deliver};
 use crate::domain::message::UserKey;
+use crate::transport::longpoll::Parked;
 
 /// What a poll ends with.
 #[derive(Debug)]
@@ -28,7 +29,7 @@ pub struct PollConn {
     sid: String,
     platform: i64,
     session: Option<Addr<UserSession>>,
-    answer: Option<oneshot::Sender<PollOutcome>>,
+    answer: Parked<PollOutcome>,
     delivered: Vec<(String, i64)>,
 }
 
@@ -40,6 +41,8 @@ impl PollConn {
         platform: i64,
     ) -> oneshot::Receiver<PollOutcome> {
         let (tx, rx) = oneshot::channel();
+        let mut answer = Parked::default();
+        answer.park(tx);
         PollConn {
             id: next_conn_id(),
             core,
@@ -47,7 +50,7 @@ impl PollConn {
             sid,
             platform,
             session: None,
-            answer: Some(tx),
+            answer,
             delivered: Vec::new(),
         }
         .start();
@@ -55,9 +58,7 @@ impl PollConn {
     }
 
     fn finish(&mut self, outcome: PollOutcome, ctx: &mut Context<Self>) {
-        if let Some(tx) = self.answer.take() {
-            let _ = tx.send(outcome);
-        }
+        let _ = self.answer.answer(outcome);
         ctx.stop();
     }
 }
@@ -82,9 +83,7 @@ impl Actor for PollConn {
         if let Some(session) = self.session.take() {
             session.do_send(DetachConn { conn: self.id, delivered: std::mem::take(&mut self.delivered) });
         }
-        if let Some(tx) = self.answer.take() {
-            let _ = tx.send(PollOutcome::Timeout);
-        }
+        let _ = self.answer.answer(PollOutcome::Timeout);
     }
 }
 
@@ -92,7 +91,7 @@ impl Handler<Deliver> for PollConn {
     type Result = ();
 
     fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
-        if self.answer.is_none() || msg.msg.group().is_none() {
+        if !self.answer.waiting() || msg.msg.group().is_none() {
             return;
         }
         self.delivered = vec![(msg.msg.conv.clone(), msg.msg.id)];

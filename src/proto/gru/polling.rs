@@ -14,6 +14,7 @@ use super::engineio::{self, Packet};
 use super::socket::{self, GruSocket, GruTransport};
 use super::GruState;
 use crate::core::Deliver;
+use crate::transport::longpoll::Parked;
 
 /// How long a session that handed over keeps forwarding what was still on its way to it.
 const HANDOVER_GRACE: Duration = Duration::from_secs(10);
@@ -117,7 +118,7 @@ pub struct GruPoll {
     /// UTF-8-encoded once more for a socket.io 1.x client that does so itself (learnt from what it
     /// sends).
     mode: PayloadMode,
-    waiting: Option<oneshot::Sender<PollBody>>,
+    waiting: Parked<PollBody>,
     paused: bool,
     forward: Option<Recipient<Forward>>,
     /// Ending: nothing more is queued but the close packet.
@@ -138,7 +139,7 @@ impl GruPoll {
             queue: greeting.into(),
             queued_bytes,
             mode: if binary { PayloadMode::Binary } else { PayloadMode::Text },
-            waiting: None,
+            waiting: Parked::default(),
             paused: false,
             forward: None,
             closing: false,
@@ -156,9 +157,11 @@ impl GruPoll {
         if self.queue.is_empty() {
             return;
         }
-        let Some(tx) = self.waiting.take() else { return };
+        if !self.waiting.waiting() {
+            return;
+        }
         let body = PollBody::of(self.sock.eio, self.mode, self.queue.make_contiguous());
-        if tx.send(body).is_ok() {
+        if self.waiting.answer(body).is_ok() {
             self.queue.clear();
             self.queued_bytes = 0;
             if self.close_queued {
@@ -177,9 +180,8 @@ impl GruPoll {
     }
 
     fn answer_noop(&mut self) {
-        if let Some(tx) = self.waiting.take() {
-            let _ = tx.send(self.body(&[engineio::encode(&Packet::Noop)]));
-        }
+        let noop = self.body(&[engineio::encode(&Packet::Noop)]);
+        let _ = self.waiting.answer(noop);
     }
 }
 
@@ -258,9 +260,8 @@ impl Actor for GruPoll {
         if self.forward.is_none() {
             self.gru.forget_session(&self.sock.sid);
             socket::leave(&self.gru, &mut self.sock);
-            if let Some(tx) = self.waiting.take() {
-                let _ = tx.send(self.body(&[engineio::encode(&Packet::Close)]));
-            }
+            let close = self.body(&[engineio::encode(&Packet::Close)]);
+            let _ = self.waiting.answer(close);
         }
     }
 }
@@ -272,7 +273,7 @@ impl Handler<PollGet> for GruPoll {
         if self.forward.is_some() {
             return Err(PollError::UnknownSession);
         }
-        if self.waiting.as_ref().is_some_and(|tx| !tx.is_closed()) {
+        if self.waiting.waiting() {
             // Two GETs at once: the client is confused; the reference server closes the session.
             log::info!("gru {}: overlapping polls, closing", self.sock.sid);
             ctx.stop();
@@ -280,7 +281,7 @@ impl Handler<PollGet> for GruPoll {
         }
         self.sock.last_heard = std::time::Instant::now();
         let (tx, rx) = oneshot::channel();
-        self.waiting = Some(tx);
+        self.waiting.park(tx);
         if self.paused {
             self.answer_noop();
         } else {

@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 use crate::core::rooms::RoomMember;
 use crate::core::{next_conn_id, ConnId, Core, Deliver};
 use crate::metrics::METRICS;
+use crate::transport::longpoll::Parked;
 
 /// Messages a box keeps between two polls (beyond, the oldest are dropped; the byte bound usually
 /// comes first).
@@ -40,8 +41,7 @@ pub struct PollBox {
     queued_bytes: usize,
     /// Bytes the box may hold.
     limit: usize,
-    waiting: Option<(u64, oneshot::Sender<Option<String>>)>,
-    next_wait: u64,
+    waiting: Parked<Option<String>>,
     last_poll: Instant,
     idle_after: Duration,
 }
@@ -66,8 +66,7 @@ impl PollBox {
             queue: VecDeque::new(),
             queued_bytes: 0,
             limit,
-            waiting: None,
-            next_wait: 1,
+            waiting: Parked::default(),
             last_poll: Instant::now(),
             idle_after,
         }
@@ -87,7 +86,7 @@ impl Actor for PollBox {
         self.core.join_rooms(&self.app, vec![self.group.clone()], member);
         let check = (self.idle_after / 4).max(Duration::from_secs(1));
         ctx.run_interval(check, |act, ctx| {
-            if act.waiting.is_none() && act.last_poll.elapsed() > act.idle_after {
+            if !act.waiting.waiting() && act.last_poll.elapsed() > act.idle_after {
                 ctx.stop();
             }
         });
@@ -95,9 +94,7 @@ impl Actor for PollBox {
 
     fn stopped(&mut self, _: &mut Self::Context) {
         self.core.leave_rooms(self.id);
-        if let Some((_, tx)) = self.waiting.take() {
-            let _ = tx.send(None);
-        }
+        let _ = self.waiting.answer(None);
     }
 }
 
@@ -111,17 +108,13 @@ impl Handler<Poll> for PollBox {
             let _ = msg.answer.send(Some(m));
             return;
         }
-        if let Some((_, older)) = self.waiting.take() {
+        let (ticket, older) = self.waiting.park(msg.answer);
+        if let Some(older) = older {
             let _ = older.send(None);
         }
-        let n = self.next_wait;
-        self.next_wait += 1;
-        self.waiting = Some((n, msg.answer));
         ctx.run_later(msg.wait, move |act, _| {
-            if act.waiting.as_ref().is_some_and(|(w, _)| *w == n) {
-                if let Some((_, tx)) = act.waiting.take() {
-                    let _ = tx.send(None);
-                }
+            if let Some(tx) = act.waiting.expire(ticket) {
+                let _ = tx.send(None);
                 act.last_poll = Instant::now();
             }
         });
@@ -132,14 +125,11 @@ impl Handler<Deliver> for PollBox {
     type Result = ();
 
     fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
-        let mut content = msg.msg.payload.clone();
-        if let Some((_, tx)) = self.waiting.take() {
-            match tx.send(Some(content)) {
-                Ok(()) => return,
-                // The poll went away just now: keep the message for the next one.
-                Err(back) => content = back.unwrap_or_default(),
-            }
-        }
+        let content = match self.waiting.answer(Some(msg.msg.payload.clone())) {
+            Ok(()) => return,
+            // No poll waits (or it went away just now): keep the message for the next one.
+            Err(back) => back.unwrap_or_default(),
+        };
         if self.queue.len() >= BOX_CAPACITY {
             if let Some(old) = self.queue.pop_front() {
                 self.queued_bytes -= old.len();
