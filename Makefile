@@ -41,21 +41,21 @@ run: build
 	$(CARGO_TARGET_DIR)/release/wsim --listen $(LISTEN) --data-dir $(DATA_DIR)
 
 test: deps node-deps browser-deps
-	WSIM_TEST_MYSQL_URL=$(WSIM_TEST_MYSQL_URL) $(CARGO) test --lib --bins --tests -- --test-threads=4
+	WSIM_TEST_MYSQL_URL=$(WSIM_TEST_MYSQL_URL) $(CARGO) test --features bench-tool --lib --bins --tests -- --test-threads=4
 
 # Each backend alone (cargo features `sqlite`, `mysql`) builds, lints clean and passes its tests
 # (CI runs this after `make test`, which covers the default build with both).
 test-backends: deps node-deps browser-deps
 	@for backend in sqlite mysql; do \
 		echo "== $$backend only"; \
-		$(CARGO) clippy --all-targets --no-default-features --features $$backend -- -D warnings || exit 1; \
-		WSIM_TEST_MYSQL_URL=$(WSIM_TEST_MYSQL_URL) $(CARGO) test --no-default-features --features $$backend \
+		$(CARGO) clippy --all-targets --no-default-features --features $$backend,bench-tool -- -D warnings || exit 1; \
+		WSIM_TEST_MYSQL_URL=$(WSIM_TEST_MYSQL_URL) $(CARGO) test --no-default-features --features $$backend,bench-tool \
 			--lib --bins --tests -- --test-threads=4 || exit 1; \
 	done
 
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --all-targets --features bench-tool -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all

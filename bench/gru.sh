@@ -13,7 +13,7 @@ OUT="${BENCH_OUT:-bench/results}"
 STEP_SECS="${BENCH_STEP_SECS:-5}"
 PING_MS=3600000
 mkdir -p "$OUT"
-cargo build --release --bins -q
+cargo build --release --bins --features bench-tool -q
 if [ ! bench/peers/node_modules/.package-lock.json -nt bench/peers/package-lock.json ]; then
   (cd bench/peers && npm ci --no-audit --no-fund --loglevel=error)
 fi

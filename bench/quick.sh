@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 backend=$1; shift
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/wsim-target}"
-cargo build --release --bins -q
+cargo build --release --bins --features bench-tool -q
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 source bench/lib.sh
 start_server "$backend"

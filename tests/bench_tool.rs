@@ -1,5 +1,6 @@
 //! wsim-bench against a real server: a short ring and group run deliver everything, and the report
 //! says so in its JSON line.
+#![cfg(feature = "bench-tool")]
 
 mod common;
 
