@@ -17,9 +17,11 @@ use crate::metrics::METRICS;
 use crate::transport::delivery::{self, WsDelivery, WsFrontend};
 use crate::transport::ws::MAX_FRAME;
 
-/// What a query (`members_`, `records_`) counts for in the connection's inflow: a peer that asks
-/// faster than the answers come waits (its socket is not read) instead of queueing store reads.
-const QUERY_COST: u64 = 4096;
+/// What a query counts for in the connection's inflow: a peer that asks faster than the answers come
+/// waits (its socket is not read) instead of queueing store reads. A `records_` answer may be 50
+/// messages of up to 64 KiB, so only a few are in flight at once.
+const MEMBERS_COST: u64 = 4096;
+const RECORDS_COST: u64 = 64 * 1024;
 /// Messages returned by `records_`.
 pub const RECORDS_LIMIT: i64 = 50;
 
@@ -121,7 +123,7 @@ impl EntryConn {
                 };
                 let core = self.core.clone();
                 let app = self.settings.app.clone();
-                let slot = self.delivery.inflow_add(QUERY_COST);
+                let slot = self.delivery.inflow_add(MEMBERS_COST);
                 let fut = async move { core.group(&app, &group).await.map(|g| (group, g)) };
                 ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
                     act.delivery.inflow_done(slot);
@@ -144,7 +146,7 @@ impl EntryConn {
                 let before_us =
                     if before == 0 { Core::now_us() + 1 } else { before.saturating_mul(1_000_000) };
                 let viewer = user.clone();
-                let slot = self.delivery.inflow_add(QUERY_COST);
+                let slot = self.delivery.inflow_add(RECORDS_COST);
                 let fut = async move {
                     let group = core.group(&app, &id).await?;
                     let msgs = match group {
