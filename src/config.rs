@@ -53,6 +53,9 @@ pub struct Cli {
     /// [env: WSIM_OUTBOUND_QUEUE_KIB] [default: 1024]
     #[arg(long, value_name = "KIB")]
     pub outbound_queue_kib: Option<u64>,
+    /// Redis of a cluster of nodes (redis://HOST:PORT/DB); unset: a single node [env: WSIM_REDIS_URL]
+    #[arg(long, value_name = "URL")]
+    pub redis_url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -79,6 +82,27 @@ pub struct FileConfig {
     pub longweb: LongwebFile,
     #[serde(default)]
     pub gru: GruFile,
+    #[serde(default)]
+    pub cluster: ClusterFile,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterFile {
+    /// Redis shared by the nodes; unset: a single node.
+    pub redis_url: Option<String>,
+    /// Every key and channel starts with it (default `wsim`), so tenants and tests can share a Redis.
+    pub key_prefix: Option<String>,
+    /// How long a node that stops refreshing its entry still counts as alive (default 15 s).
+    pub node_ttl_secs: Option<u64>,
+}
+
+/// The cluster's settings (several nodes on one Redis and one MySQL/MariaDB database).
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    pub redis_url: String,
+    pub key_prefix: String,
+    pub node_ttl: Duration,
 }
 
 /// A node of the Gru cluster, as `/ticket` hands it out.
@@ -352,6 +376,8 @@ pub struct Settings {
     pub upload_limits: (u64, u64, u64),
     pub longweb: LongwebSettings,
     pub gru: GruSettings,
+    /// `None`: a single node.
+    pub cluster: Option<ClusterSettings>,
     /// The configuration file, re-read on SIGHUP.
     pub config_path: Option<PathBuf>,
 }
@@ -467,6 +493,39 @@ impl Settings {
                     .unwrap_or(30),
             ),
         };
+        let redis_url = cli
+            .redis_url
+            .or(env_parse(env, "WSIM_REDIS_URL")?)
+            .or(file.cluster.redis_url)
+            .filter(|u| !u.is_empty());
+        let cluster = match redis_url {
+            None => None,
+            Some(redis_url) => {
+                if !redis_url.starts_with("redis://") {
+                    return Err(ConfigError::Invalid(
+                        "redis_url",
+                        format!("{redis_url} (expected redis://…)"),
+                    ));
+                }
+                if database_url.starts_with("sqlite://") {
+                    return Err(ConfigError::Invalid(
+                        "redis_url",
+                        "a cluster shares one MySQL/MariaDB database (--database-url mysql://…); \
+                         SQLite serves a single node"
+                            .into(),
+                    ));
+                }
+                let key_prefix = file.cluster.key_prefix.clone().unwrap_or_else(|| "wsim".into());
+                if key_prefix.is_empty() || key_prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                    return Err(ConfigError::Invalid("cluster.key_prefix", key_prefix));
+                }
+                let ttl = file.cluster.node_ttl_secs.unwrap_or(15);
+                if ttl < 2 {
+                    return Err(ConfigError::Invalid("cluster.node_ttl_secs", format!("{ttl} (at least 2)")));
+                }
+                Some(ClusterSettings { redis_url, key_prefix, node_ttl: Duration::from_secs(ttl) })
+            }
+        };
         let default_app = file.default_app.unwrap_or_else(|| DEFAULT_APP.to_string());
         if !crate::domain::message::valid_id(&default_app) {
             return Err(ConfigError::Invalid("default_app", default_app));
@@ -495,6 +554,7 @@ impl Settings {
             gateway,
             longweb: LongwebSettings::from_file(&file.longweb)?,
             gru: GruSettings::from_file(&file.gru)?,
+            cluster,
             config_path: None,
             upload_limits: (
                 file.uploads.max_audio_mib.unwrap_or(20) << 20,
@@ -638,6 +698,35 @@ mod tests {
         let s = Settings::merge(Cli::default(), &env_of(&[]), f).expect("example config is valid");
         assert!(!s.listen.is_empty());
         assert_eq!((s.gru.token2.clone(), s.gru.handshakes_per_ip_per_sec), (Token2Scheme::Hmac, 20));
+    }
+
+    #[test]
+    fn a_cluster_needs_redis_and_a_shared_database() {
+        let merge =
+            |cli: Cli, env: &[(&str, &str)], text: &str| Settings::merge(cli, &env_of(env), file(text));
+        let s = merge(Cli::default(), &[], "").expect("settings");
+        assert!(s.cluster.is_none(), "a single node by default");
+        let mysql = "database_url = \"mysql://root@127.0.0.1/x\"\n";
+        let s =
+            merge(Cli::default(), &[("WSIM_REDIS_URL", "redis://127.0.0.1:6379")], mysql).expect("cluster");
+        let c = s.cluster.expect("cluster settings");
+        assert_eq!((c.key_prefix.as_str(), c.node_ttl), ("wsim", Duration::from_secs(15)));
+        let text = format!(
+            "{mysql}[cluster]\nredis_url = \"redis://r:1\"\nkey_prefix = \"t1\"\nnode_ttl_secs = 3\n"
+        );
+        let cli = Cli { redis_url: Some("redis://flag:2".into()), ..Cli::default() };
+        let c = merge(cli, &[], &text).expect("cluster").cluster.expect("cluster settings");
+        assert_eq!((c.redis_url.as_str(), c.key_prefix.as_str()), ("redis://flag:2", "t1"), "the flag wins");
+        for (env, text) in [
+            (&[("WSIM_REDIS_URL", "redis://r:1")][..], ""),
+            (&[("WSIM_REDIS_URL", "http://r:1")][..], mysql),
+            (&[][..], &format!("{mysql}[cluster]\nredis_url = \"redis://r\"\nkey_prefix = \"a b\"\n")[..]),
+            (&[][..], &format!("{mysql}[cluster]\nredis_url = \"redis://r\"\nnode_ttl_secs = 1\n")[..]),
+        ] {
+            assert!(merge(Cli::default(), env, text).is_err(), "{env:?} {text}");
+        }
+        let err = merge(Cli::default(), &[("WSIM_REDIS_URL", "redis://r:1")], "").expect_err("sqlite");
+        assert!(err.to_string().contains("SQLite serves a single node"), "{err}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! `domain` → `store` → `core` → `transport` → `proto::*` → `server` → `main`.
 #![deny(clippy::expect_used)]
 
+pub mod cluster;
 pub mod config;
 pub mod core;
 pub mod domain;

@@ -36,6 +36,9 @@ pub struct Metrics {
     pub store_failures: Counter,
     pub poll_dropped: Counter,
     pub handshakes_refused: Counter,
+    pub cluster_published: Counter,
+    pub cluster_received: Counter,
+    pub cluster_dropped: Counter,
     pub batch_size: Histogram,
     pub batch_seconds: Histogram,
     pub http_requests: Family<HttpLabel, Counter>,
@@ -93,6 +96,24 @@ impl Metrics {
             "Engine.IO handshakes refused because their address opened too many",
             handshakes_refused.clone(),
         );
+        let cluster_published = Counter::default();
+        registry.register(
+            "cluster_published",
+            "Messages published to other nodes of the cluster (one per target node)",
+            cluster_published.clone(),
+        );
+        let cluster_received = Counter::default();
+        registry.register(
+            "cluster_received",
+            "Messages received from other nodes of the cluster",
+            cluster_received.clone(),
+        );
+        let cluster_dropped = Counter::default();
+        registry.register(
+            "cluster_dropped",
+            "Stored messages not published to other nodes (queue full, Redis unreachable)",
+            cluster_dropped.clone(),
+        );
         let batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 12));
         registry.register("store_batch_size", "Messages per store transaction", batch_size.clone());
         let batch_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
@@ -111,6 +132,9 @@ impl Metrics {
             store_failures,
             poll_dropped,
             handshakes_refused,
+            cluster_published,
+            cluster_received,
+            cluster_dropped,
             batch_size,
             batch_seconds,
             http_requests,

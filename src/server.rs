@@ -6,6 +6,7 @@ use std::sync::Arc;
 use actix_web::dev::Service;
 use actix_web::{middleware, web, App, HttpResponse, HttpServer};
 
+use crate::cluster::Cluster;
 use crate::config::GruNode;
 use crate::config::Settings;
 use crate::core::service::CoreSettings;
@@ -37,6 +38,7 @@ pub struct Running {
     /// Servers on extra addresses (the Gru ticket service), running on their own.
     extra: Vec<actix_web::dev::ServerHandle>,
     core: Core,
+    cluster: Option<Cluster>,
 }
 
 impl Running {
@@ -48,6 +50,9 @@ impl Running {
             h.stop(true).await;
         }
         log::info!("stopped accepting; flushing");
+        if let Some(c) = &self.cluster {
+            c.leave().await;
+        }
         self.core.flush().await;
         log::info!("flushed; bye");
         res
@@ -94,12 +99,14 @@ async fn metrics() -> HttpResponse {
         .body(METRICS.render())
 }
 
-async fn healthz(store: web::Data<Store>) -> HttpResponse {
-    if store.healthy().await {
-        HttpResponse::Ok().content_type("text/plain").body("ok")
-    } else {
-        HttpResponse::ServiceUnavailable().content_type("text/plain").body("database unavailable")
+async fn healthz(store: web::Data<Store>, cluster: web::Data<Option<Cluster>>) -> HttpResponse {
+    if !store.healthy().await {
+        return HttpResponse::ServiceUnavailable().content_type("text/plain").body("database unavailable");
     }
+    if cluster.as_ref().as_ref().is_some_and(|c| !c.healthy()) {
+        return HttpResponse::ServiceUnavailable().content_type("text/plain").body("redis unavailable");
+    }
+    HttpResponse::Ok().content_type("text/plain").body("ok")
 }
 
 /// Opens the store, starts the core and binds every listen address.
@@ -124,6 +131,15 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://127.0.0.1:{}", addrs.first().map(|a| a.port()).unwrap_or(6060)));
+
+    let cluster = match &settings.cluster {
+        Some(c) => Some(
+            Cluster::join(c, settings.node_id, &public_url, &core)
+                .await
+                .map_err(|e| StartError::Config(format!("cluster: {e}")))?,
+        ),
+        None => None,
+    };
 
     let or_default = |v: &str, default: String| if v.is_empty() { default } else { v.to_string() };
     let wsim_state = web::Data::new(WsimState {
@@ -198,12 +214,14 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     let gru_state = Arc::new(GruState::new(
         core.clone(),
         gru_nodes,
+        cluster.clone(),
         &settings.gru,
         token2,
         settings.longweb.callback_timeout,
         settings.outbound_queue_bytes as usize,
     ));
     let store_data = web::Data::new(store);
+    let cluster_data = web::Data::new(cluster.clone());
     let ticket_state = gru_state.clone();
 
     let mut server = HttpServer::new(move || {
@@ -219,6 +237,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
                 }
             })
             .app_data(store_data.clone())
+            .app_data(cluster_data.clone())
             .route("/healthz", web::get().to(healthz))
             .route("/metrics", web::get().to(metrics))
             .configure(wsim::configure(wsim_state.clone()))
@@ -249,5 +268,5 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         extra.push(ticket_server.handle());
         actix_web::rt::spawn(ticket_server);
     }
-    Ok(Running { addrs, public_url, server, extra, core })
+    Ok(Running { addrs, public_url, server, extra, core, cluster })
 }

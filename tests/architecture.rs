@@ -19,8 +19,9 @@ const RULES: &[(&str, &[&str])] = &[
         ],
     ),
     ("metrics.rs", &["crate::"]),
-    ("store", &["crate::core", "crate::transport", "crate::proto", "crate::server"]),
-    ("core", &["crate::transport", "crate::proto", "crate::server"]),
+    ("store", &["crate::core", "crate::cluster", "crate::transport", "crate::proto", "crate::server"]),
+    ("core", &["crate::cluster", "crate::transport", "crate::proto", "crate::server"]),
+    ("cluster", &["crate::transport", "crate::proto", "crate::server"]),
     ("transport", &["crate::proto", "crate::server"]),
     ("proto", &["crate::store", "crate::server"]),
 ];

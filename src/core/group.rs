@@ -155,6 +155,7 @@ impl Handler<GroupSubmit> for Group {
             return refuse(CoreError::NotMember, msg);
         }
         let persist = Persist {
+            scope: super::Scope::Group,
             draft: msg.draft,
             conv_type: self.conv_type,
             origin: msg.origin,

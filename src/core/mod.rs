@@ -61,6 +61,46 @@ impl actix::Message for Deliver {
     type Result = ();
 }
 
+/// Who a stored message is for, as the other nodes of a cluster need to know it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// A direct message: its recipient's and its sender's sessions.
+    Direct,
+    /// A message of a persistent group: its members' sessions.
+    Group,
+    /// A message of a live room (longweb, Gru): the rooms' connections.
+    Room,
+}
+
+/// A message stored on this node, for the other nodes of a cluster (sent by the store writer after
+/// the commit, in id order, to the cluster link when there is one).
+pub struct Outbound {
+    pub msg: SharedMessage,
+    pub scope: Scope,
+}
+impl actix::Message for Outbound {
+    type Result = ();
+}
+
+/// A message stored on another node of the cluster, to deliver to this node's connections.
+pub struct RemoteDelivery {
+    pub msg: SharedMessage,
+    pub scope: Scope,
+}
+impl actix::Message for RemoteDelivery {
+    type Result = ();
+}
+
+/// A user came online on this node (its first connection) or went offline (its last one left).
+pub struct Presence {
+    pub key: UserKey,
+    pub online: bool,
+}
+impl actix::Message for Presence {
+    type Result = ();
+}
+
 /// Control events from the core to a connection.
 #[derive(Debug, Clone)]
 pub enum ConnEvent {

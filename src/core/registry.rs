@@ -9,7 +9,7 @@ use tokio::sync::oneshot;
 use super::group::{Group, GroupLinks, GroupSubmit, MemberOnline, MembersChanged};
 use super::session::{AttachConn, FlushWatermarks, SessionDeliver, SessionLinks, UserSession};
 use super::writer::{Persist, Persisted, StoreWriter};
-use super::{ConnHandle, CoreError, Origin};
+use super::{ConnHandle, CoreError, Origin, Presence, RemoteDelivery, Scope};
 use crate::domain::message::{Draft, GroupKey, SharedMessage, Target, UserKey};
 use crate::store::Store;
 
@@ -104,11 +104,21 @@ pub struct Registry {
     store: Store,
     users: HashMap<UserKey, SessionEntry>,
     groups: HashMap<GroupKey, Addr<Group>>,
+    /// The live rooms, for room messages stored on other nodes.
+    rooms: Recipient<Persisted>,
+    /// A cluster's presence, told when users come and go on this node.
+    presence: Option<Recipient<Presence>>,
 }
 
 impl Registry {
-    pub fn new(writer: Addr<StoreWriter>, store: Store) -> Self {
-        Registry { writer, store, users: HashMap::new(), groups: HashMap::new() }
+    pub fn new(writer: Addr<StoreWriter>, store: Store, rooms: Recipient<Persisted>) -> Self {
+        Registry { writer, store, users: HashMap::new(), groups: HashMap::new(), rooms, presence: None }
+    }
+
+    fn tell_presence(&self, key: &UserKey, online: bool) {
+        if let Some(p) = &self.presence {
+            p.do_send(Presence { key: key.clone(), online });
+        }
     }
 
     fn group(&mut self, key: &GroupKey, ctx: &mut Context<Self>) -> Addr<Group> {
@@ -153,6 +163,9 @@ impl Handler<Attach> for Registry {
             addr: UserSession::new(key.clone(), links.clone(), store.clone()).start(),
             attaches: 0,
         };
+        if !self.users.contains_key(&msg.key) {
+            self.tell_presence(&msg.key, true);
+        }
         let entry = self.users.entry(msg.key.clone()).or_insert_with_key(start);
         if !entry.addr.connected() {
             // The session stopped on its own (it should have said so): start a fresh one.
@@ -172,6 +185,7 @@ impl Handler<SessionIdle> for Registry {
             Some(e) if e.attaches > msg.attaches_seen => false,
             Some(_) => {
                 self.users.remove(&msg.key);
+                self.tell_presence(&msg.key, false);
                 true
             }
             None => true,
@@ -201,6 +215,7 @@ impl Handler<Submit> for Registry {
             }
             Target::User(_) => {
                 let persist = Persist {
+                    scope: super::Scope::Direct,
                     draft: msg.draft,
                     conv_type: 0,
                     origin: msg.origin,
@@ -314,5 +329,49 @@ impl Handler<FlushSessions> for Registry {
                 let _ = s.send(FlushWatermarks).await;
             }
         })
+    }
+}
+
+/// From now on, tell `0` when users come and go on this node (a cluster's presence).
+pub struct SetPresence(pub Recipient<Presence>);
+impl actix::Message for SetPresence {
+    type Result = ();
+}
+
+impl Handler<SetPresence> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetPresence, _: &mut Self::Context) {
+        for key in self.users.keys() {
+            msg.0.do_send(Presence { key: key.clone(), online: true });
+        }
+        self.presence = Some(msg.0);
+    }
+}
+
+impl Handler<RemoteDelivery> for Registry {
+    type Result = ();
+
+    /// A message stored on another node: to this node's sessions of its recipient and sender, its
+    /// group's online members here, or this node's rooms.
+    fn handle(&mut self, msg: RemoteDelivery, ctx: &mut Self::Context) {
+        let m = &msg.msg;
+        match msg.scope {
+            Scope::Direct => {
+                for user in [&m.recipient, &m.sender] {
+                    if let Some(s) = self.session(&m.app, user) {
+                        s.do_send(SessionDeliver { msg: msg.msg.clone(), origin: None });
+                    }
+                    if m.recipient == m.sender {
+                        break;
+                    }
+                }
+            }
+            Scope::Group => {
+                let key = GroupKey::new(m.app.clone(), m.conv.clone());
+                self.group(&key, ctx).do_send(Persisted { msg: msg.msg.clone(), origin: None });
+            }
+            Scope::Room => self.rooms.do_send(Persisted { msg: msg.msg.clone(), origin: None }),
+        }
     }
 }

@@ -240,6 +240,7 @@ impl Rooms {
     /// Hands the message to the store writer; `ack` is answered once it is stored (or refused).
     fn persist(&mut self, msg: Publish, ack: Ack, ctx: &mut Context<Self>) {
         let persist = Persist {
+            scope: super::Scope::Room,
             draft: Draft {
                 app: msg.app,
                 sender: msg.sender,

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use super::registry::{Attach, FlushSessions, MembershipChanged, Registry, Submit, WhoIsOnline};
+use super::registry::{Attach, FlushSessions, MembershipChanged, Registry, SetPresence, Submit, WhoIsOnline};
 use super::rooms::{JoinRooms, LeaveRooms, Publish, PublishAcked, Repoint, RoomMember, RoomUsers, Rooms};
 use super::session::UserSession;
-use super::writer::{Flush, GetStats, StoreWriter, WriterStats};
+use super::writer::{Flush, GetStats, SetCluster, StoreWriter, WriterStats};
 use super::{ConnHandle, CoreError, Origin};
 use crate::domain::group::Group;
 use crate::domain::ids::{now_us, IdGen};
@@ -65,10 +65,10 @@ impl Core {
         let handle = arbiter.handle();
         let (s, w) = (store.clone(), settings.max_batch);
         let writer = StoreWriter::start_in_arbiter(&handle, move |_| StoreWriter::new(s, ids, w));
-        let (s, wr) = (store.clone(), writer.clone());
-        let registry = Registry::start_in_arbiter(&handle, move |_| Registry::new(wr, s));
         let wr = writer.clone();
         let rooms = Rooms::start_in_arbiter(&handle, move |_| Rooms::new(wr.recipient()));
+        let (s, wr, r) = (store.clone(), writer.clone(), rooms.clone().recipient());
+        let registry = Registry::start_in_arbiter(&handle, move |_| Registry::new(wr, s, r));
         // Small, frequent passive checkpoints beside the commits (SQLite); the writer completes one
         // between its transactions when these cannot keep the log short.
         let s = store.clone();
@@ -82,6 +82,18 @@ impl Core {
         // The arbiter lives as long as the process.
         std::mem::forget(arbiter);
         Core { store, registry, writer, rooms }
+    }
+
+    /// Links the core to a cluster: every stored message goes to `outbound`, users coming and going
+    /// to `presence`; returns where the other nodes' messages come in.
+    pub fn attach_cluster(
+        &self,
+        outbound: Recipient<super::Outbound>,
+        presence: Recipient<super::Presence>,
+    ) -> Recipient<super::RemoteDelivery> {
+        self.writer.do_send(SetCluster(outbound));
+        self.registry.do_send(SetPresence(presence));
+        self.registry.clone().recipient()
     }
 
     /// Attaches a connection as `key`; the session starts its offline replay to it.

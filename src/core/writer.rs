@@ -35,6 +35,8 @@ const WATERMARKS_ALONE: usize = 512;
 /// Store a message, then tell `notify` (in id order) or the origin why it failed.
 pub struct Persist {
     pub draft: Draft,
+    /// Who the message is for (what the other nodes of a cluster need to know).
+    pub scope: super::Scope,
     /// The conversation's type, stamped on the message.
     pub conv_type: i32,
     pub origin: Origin,
@@ -92,6 +94,7 @@ impl actix::Message for GetStats {
 
 struct Job {
     msg: SharedMessage,
+    scope: super::Scope,
     /// A direct message, whose conversation may need creating.
     direct: bool,
     origin: Origin,
@@ -112,6 +115,8 @@ pub struct StoreWriter {
     in_flight: bool,
     known_direct: HashSet<(String, String)>,
     stats: WriterStats,
+    /// The other nodes of a cluster, told of every stored message.
+    cluster: Option<Recipient<super::Outbound>>,
     /// Commits since the last checkpoint (SQLite).
     dirty: bool,
     last_checkpoint: std::time::Instant,
@@ -131,6 +136,7 @@ impl StoreWriter {
             in_flight: false,
             known_direct: HashSet::new(),
             stats: WriterStats::default(),
+            cluster: None,
             dirty: false,
             last_checkpoint: std::time::Instant::now(),
         }
@@ -249,6 +255,9 @@ impl StoreWriter {
                             act.known_direct.insert((job.msg.app.clone(), job.msg.conv.clone()));
                         }
                         job.notify.do_send(Persisted { msg: job.msg.clone(), origin: job.origin.conn });
+                        if let Some(cluster) = &act.cluster {
+                            cluster.do_send(super::Outbound { msg: job.msg.clone(), scope: job.scope });
+                        }
                         if let Some(ack) = job.ack {
                             let _ = ack.send(Ok(job.msg));
                         }
@@ -298,8 +307,29 @@ impl Handler<Persist> for StoreWriter {
         let direct = matches!(p.draft.target, Target::User(_));
         let msg = Arc::new(self.stamp(p.draft, p.conv_type));
         self.queued_bytes += msg.approx_size();
-        self.queue.push_back(Job { msg, direct, origin: p.origin, notify: p.notify, ack: p.ack });
+        self.queue.push_back(Job {
+            msg,
+            scope: p.scope,
+            direct,
+            origin: p.origin,
+            notify: p.notify,
+            ack: p.ack,
+        });
         self.flush(ctx);
+    }
+}
+
+/// From now on, tell `0` of every stored message (a cluster's link).
+pub struct SetCluster(pub Recipient<super::Outbound>);
+impl actix::Message for SetCluster {
+    type Result = ();
+}
+
+impl Handler<SetCluster> for StoreWriter {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetCluster, _: &mut Self::Context) {
+        self.cluster = Some(msg.0);
     }
 }
 

@@ -89,7 +89,7 @@ pub enum Target {
 }
 
 /// A message as stored and delivered.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Message {
     /// Time-ordered, unique across nodes (see `ids`).
     pub id: i64,

@@ -344,6 +344,54 @@ impl TestServer {
         }
     }
 
+    /// A server of a cluster: on `database_url` (shared, not owned), with `toml` as its configuration
+    /// and these extra flags.
+    pub fn start_node(database_url: &str, toml: &str, extra: &[&str]) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("wsim.toml");
+        std::fs::write(&path, toml).expect("write the configuration");
+        let mut flags: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        flags.push("--config".into());
+        flags.push(path.display().to_string());
+        let mut s = TestServer {
+            child: None,
+            base: String::new(),
+            ws_base: String::new(),
+            database_url: database_url.to_string(),
+            extra: flags,
+            dir,
+            _mysql: None,
+        };
+        s.spawn();
+        s
+    }
+
+    /// The command line a server of this test would start with, for a start that is expected to
+    /// fail: runs it and returns its exit status and what it wrote to stderr.
+    pub fn run_to_exit(database_url: &str, extra: &[&str]) -> (ExitStatus, String) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let out = Command::new(env!("CARGO_BIN_EXE_wsim"))
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--database-url")
+            .arg(database_url)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run wsim");
+        (out.status, String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
+    /// Kills the server at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     /// The server's data directory.
     pub fn data_dir(&self) -> &std::path::Path {
         self.dir.path()
@@ -598,6 +646,52 @@ impl Ws {
                 Ok(Some(Event::Text(_))) => {}
             }
         }
+    }
+}
+
+/// The Redis the cluster tests use: `WSIM_TEST_REDIS_URL`, else the machine's (127.0.0.1:6379).
+pub fn redis_url() -> String {
+    std::env::var("WSIM_TEST_REDIS_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "redis://127.0.0.1:6379".into())
+}
+
+/// Nodes of one cluster: a database of their own on MariaDB, a key prefix of their own in Redis.
+pub struct TestCluster {
+    pub nodes: Vec<TestServer>,
+    pub prefix: String,
+    pub database_url: String,
+    _db: MysqlDb,
+}
+
+impl TestCluster {
+    /// `n` nodes (ids 1..=n), each with `toml` added to its configuration; `None` (skipped) without
+    /// MariaDB.
+    pub fn start(n: u16, toml: &str) -> Option<TestCluster> {
+        let Some(Backend::Mysql(admin)) = Backend::mysql() else { return None };
+        let (db, database_url) = MysqlDb::create(&admin);
+        let prefix = format!("wsimtest{}x{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
+        let mut c = TestCluster { nodes: Vec::new(), prefix, database_url, _db: db };
+        for id in 1..=n {
+            c.add_node(id, toml);
+        }
+        Some(c)
+    }
+
+    /// The configuration a node of this cluster starts with (beside `toml`).
+    pub fn config(&self, toml: &str) -> String {
+        format!("[cluster]\nkey_prefix = \"{}\"\nnode_ttl_secs = 3\n{toml}", self.prefix)
+    }
+
+    /// Starts node `id`.
+    pub fn add_node(&mut self, id: u16, toml: &str) {
+        let config = self.config(toml);
+        let id = id.to_string();
+        let redis = redis_url();
+        let node =
+            TestServer::start_node(&self.database_url, &config, &["--redis-url", &redis, "--node-id", &id]);
+        self.nodes.push(node);
     }
 }
 

@@ -20,6 +20,7 @@ use actix_web::http::header::ContentType;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
+use crate::cluster::Cluster;
 use crate::config::{GruNode, GruSettings, Token1Check};
 use crate::core::Core;
 use crate::domain::message::ConnId;
@@ -30,7 +31,10 @@ use ticket::{md5_token1, nodes_for, Token2};
 /// What the Gru handlers share.
 pub struct GruState {
     pub core: Core,
+    /// The nodes `/ticket` hands out without a cluster.
     pub nodes: Vec<GruNode>,
+    /// With a cluster, its live nodes are handed out instead.
+    pub cluster: Option<Cluster>,
     pub token1: Token1Check,
     pub token2: Token2,
     pub callback_timeout: Duration,
@@ -51,9 +55,11 @@ pub struct GruState {
 }
 
 impl GruState {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         core: Core,
         nodes: Vec<GruNode>,
+        cluster: Option<Cluster>,
         settings: &GruSettings,
         token2: Token2,
         callback_timeout: Duration,
@@ -62,6 +68,7 @@ impl GruState {
         GruState {
             core,
             nodes,
+            cluster,
             token1: settings.token1.clone(),
             token2,
             callback_timeout,
@@ -73,6 +80,18 @@ impl GruState {
             metrics: METRICS.frontend("gru"),
             handshakes: PerIpRate::new(settings.handshakes_per_ip_per_sec),
             sessions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The nodes a ticket chooses from: the cluster's live nodes, or the configured ones.
+    pub fn ticket_nodes(&self) -> Vec<GruNode> {
+        match &self.cluster {
+            Some(c) => c
+                .members()
+                .into_iter()
+                .map(|m| GruNode { name: format!("node_{}", m.id), addr: m.url })
+                .collect(),
+            None => self.nodes.clone(),
         }
     }
 
@@ -147,7 +166,8 @@ async fn ticket(state: web::Data<Arc<GruState>>, req: HttpRequest) -> HttpRespon
     if !token1_ok(&state, &id, &name, &user_type, &token1).await {
         return failure(711, "invalid token1");
     }
-    let order = nodes_for(&state.nodes, &id);
+    let nodes = state.ticket_nodes();
+    let order = nodes_for(&nodes, &id);
     let Some((first, backups)) = order.split_first() else { return failure(701, "no node available") };
     let now_ms = crate::domain::ids::now_ms();
     let token2 = state.token2.issue(&id, &name, &user_type, &token1, now_ms / 1000);

@@ -1,0 +1,185 @@
+//! Several nodes as one service, on Redis and one MariaDB database: real processes, the machine's
+//! Redis (a key prefix of their own), a database of their own.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{eventually, fields, TestCluster, TestServer};
+
+/// Waits until each of `nodes` sees `n` live nodes (their heartbeats have gone round).
+async fn all_see(nodes: &[TestServer], n: usize) {
+    for node in nodes {
+        let sees = || async {
+            let v = node.get_json("/ticket?userType=1&userName=a&userId=1").await;
+            1 + v["data"]["backupNodes"].as_array().map_or(0, |b| b.len()) == n
+        };
+        assert!(eventually(Duration::from_secs(10), sees).await, "{} does not see {n} nodes", node.base);
+    }
+}
+
+#[actix_rt::test]
+async fn wsim_messages_reach_users_on_other_nodes() {
+    let Some(c) = TestCluster::start(3, "") else { return };
+    all_see(&c.nodes, 3).await;
+    let (a, b, n3) = (&c.nodes[0], &c.nodes[1], &c.nodes[2]);
+    let v = a.get_json("/creategrp?creator=alice&members=bob,carol").await;
+    let gid = v["data"]["groupid"].as_str().expect("group id").to_string();
+    let alice = a.login("alice").await;
+    let mut bob = b.login("bob").await;
+    let mut carol = n3.login("carol").await;
+    let mut alice_too = n3.login("alice").await;
+    // Presence travels with the heartbeat-free SADD, but give the logins a moment to land.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    alice.send("text_bob_hello from node 1_unicast_e");
+    let (kind, from, payload, ty, _, _, _) = fields(&bob.recv().await);
+    assert_eq!(
+        (kind.as_str(), from.as_str(), payload.as_str(), ty.as_str()),
+        ("text", "alice", "hello from node 1", "unicast")
+    );
+    // The sender's other device, on another node, gets its copy.
+    assert!(alice_too.recv().await.starts_with("text_alice_hello from node 1_unicast_bob_"));
+
+    alice.send(&format!("text_{gid}_hi all_group_e"));
+    for ws in [&mut bob, &mut carol, &mut alice_too] {
+        let f = ws.recv().await;
+        assert!(f.starts_with(&format!("text_alice_hi all_group_{gid}_")), "{f}");
+    }
+    // And back, from node 2 to node 1.
+    let mut alice = alice;
+    bob.send("text_alice_and back_unicast_e");
+    assert!(alice.recv().await.starts_with("text_bob_and back_unicast_bob_"));
+    bob.expect_silence(Duration::from_millis(300)).await;
+    carol.expect_silence(Duration::from_millis(100)).await;
+}
+
+#[actix_rt::test]
+async fn ticket_hands_out_live_nodes_and_a_dead_node_goes() {
+    let Some(mut c) = TestCluster::start(3, "") else { return };
+    all_see(&c.nodes, 3).await;
+    let v = c.nodes[0].get_json("/ticket?userType=1&userName=a&userId=42").await;
+    let mut addrs: Vec<String> = vec![v["data"]["addr"].as_str().expect("addr").to_string()];
+    for b in v["data"]["backupNodes"].as_array().expect("backups") {
+        addrs.push(b["addr"].as_str().expect("addr").to_string());
+    }
+    addrs.sort();
+    let mut want: Vec<String> = c.nodes.iter().map(|n| n.base.clone()).collect();
+    want.sort();
+    assert_eq!(addrs, want, "every live node, at its public URL");
+    // Every node picks the same node for a user.
+    for n in &c.nodes[1..] {
+        let w = n.get_json("/ticket?userType=1&userName=a&userId=42").await;
+        assert_eq!(w["data"]["addr"], v["data"]["addr"]);
+    }
+    // A node killed outright leaves the list within its TTL (3 s here).
+    c.nodes[2].kill();
+    all_see(&c.nodes[..2], 2).await;
+    let v = c.nodes[0].get_json("/ticket?userType=1&userName=a&userId=42").await;
+    let dead = c.nodes[2].base.clone();
+    assert_ne!(v["data"]["addr"], dead.as_str());
+    assert!(v["data"]["backupNodes"].as_array().expect("backups").iter().all(|b| b["addr"] != dead.as_str()));
+}
+
+#[actix_rt::test]
+async fn a_node_id_in_use_or_a_cluster_on_sqlite_is_refused() {
+    let Some(c) = TestCluster::start(1, "") else { return };
+    let redis = common::redis_url();
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = dir.path().join("wsim.toml");
+    std::fs::write(&config, c.config("")).expect("config");
+    let config = config.display().to_string();
+    let (status, err) = TestServer::run_to_exit(
+        &c.database_url,
+        &["--redis-url", &redis, "--node-id", "1", "--config", &config],
+    );
+    assert!(!status.success());
+    assert!(err.contains("node id 1 is in use by"), "{err}");
+    let sqlite = format!("sqlite://{}", dir.path().join("x.db").display());
+    let (status, err) = TestServer::run_to_exit(&sqlite, &["--redis-url", &redis, "--node-id", "2"]);
+    assert!(!status.success());
+    assert!(err.contains("SQLite serves a single node"), "{err}");
+}
+
+#[actix_rt::test]
+async fn gateway_longweb_and_gru_messages_cross_nodes() {
+    use serde_json::{json, Value};
+    let longweb = "[longweb]\nallowips = [\"127.0.0.1\"]\n[[longweb.apps]]\nappid = \"900\"\nname = \"x\"\ntimeout = 5\n";
+    let Some(c) = TestCluster::start(3, longweb) else { return };
+    all_see(&c.nodes, 3).await;
+    let (n1, n2, n3) = (&c.nodes[0], &c.nodes[1], &c.nodes[2]);
+
+    // Gateway: a conversation; alice sends on node 1, bob's notify is on node 2.
+    let v = n1
+        .post_json(
+            "/inner/create_conversation",
+            json!({"conversation_type": 1, "sessions": ["alice", "bob"]}),
+            None,
+        )
+        .await;
+    let conv = v["data"]["ConversationId"].as_str().expect("id").to_string();
+    let (alice, bob) = (n1.gateway_token("alice", 1).await, n2.gateway_token("bob", 1).await);
+    let mut bob_ws = n2.ws(&format!("/notify?token={bob}&protoc=ws")).await;
+    n2.wait_metric("wsim_connections_open{frontend=\"gateway\"}", 1.0).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let v = n1
+        .post_json(
+            "/send_msg",
+            json!({"conversation_id": conv, "type": 1, "content": "跨节点"}),
+            Some(&alice),
+        )
+        .await;
+    assert_eq!(v["code"], 0, "{v}");
+    let m: Value = serde_json::from_str(&bob_ws.recv().await).expect("MsgData");
+    assert_eq!((m["Content"].as_str(), m["FromSession"].as_str()), (Some("跨节点"), Some("alice")));
+
+    // longweb: sockets on nodes 2 and 3 in group g; the business app posts to node 1.
+    let mut s2 = n2.ws("/ws/onsocket?appid=900&groupid=g&userid=u2").await;
+    let mut s3 = n3.ws("/ws/onsocket?appid=900&groupid=g&userid=u3").await;
+    n3.wait_metric("wsim_connections_open{frontend=\"longweb\"}", 1.0).await;
+    n2.wait_metric("wsim_connections_open{frontend=\"longweb\"}", 1.0).await;
+    let push = json!({"AppID": "900", "GroupID": "g", "ToAppID": "900", "ToGroupID": "g", "ToUserID": "", "MessageLevel": "0", "Content": "to everyone"});
+    assert_eq!(n1.post_json("/sendmessage", push, None).await["RetCode"], 0);
+    assert_eq!(s2.recv().await, "to everyone");
+    assert_eq!(s3.recv().await, "to everyone");
+
+    // Gru: sockets of users 1 (node 1) and 2 (node 2) in group 9.
+    let mut g1 = gru_socket(n1, 1).await;
+    let mut g2 = gru_socket(n2, 2).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    g1.send(&format!("42{}", json!(["msg", {"type": 1, "target": {"id": 9}, "content": "room hello"}])));
+    let got = |f: &str, what: &str| f.starts_with("42[\"msg\"") && f.contains(what);
+    for ws in [&mut g1, &mut g2] {
+        loop {
+            let f = ws.recv().await;
+            if got(&f, "room hello") {
+                break;
+            }
+            assert!(f.starts_with("42[\"msg_result\""), "{f}");
+        }
+    }
+    g2.send(&format!("42{}", json!(["msg", {"type": 0, "target": {"id": 1}, "content": "just you"}])));
+    loop {
+        let f = g1.recv().await;
+        if got(&f, "just you") {
+            break;
+        }
+    }
+}
+
+/// A Gru socket (Engine.IO v4 WebSocket) of `user` on node `n`, authenticated into group 9.
+async fn gru_socket(n: &TestServer, user: u64) -> common::Ws {
+    use serde_json::json;
+    let t = n.get_json(&format!("/ticket?userType=1&userName=u{user}&userId={user}")).await;
+    let t2 = t["data"]["token"].as_str().expect("token2").to_string();
+    let mut ws = n.ws("/socket.io/?EIO=4&transport=websocket").await;
+    ws.recv().await;
+    ws.send("40");
+    ws.recv().await;
+    ws.send(&format!(
+        "42{}",
+        json!(["auth", {"id": user, "name": format!("u{user}"), "token2": t2, "groupId": 9}])
+    ));
+    assert!(ws.recv().await.contains("\"success\":true"));
+    ws
+}
