@@ -1,5 +1,6 @@
 //! Unit tests of the core actors' logic, each actor alone: its links to the rest of the core are stub
 //! recipients that record what they get, its store a SQLite file of its own.
+#![cfg(feature = "sqlite")]
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
