@@ -53,10 +53,14 @@ async fn wait_stored_and_dropped(s: &TestServer, total: i64, frontend: &str, dro
 
 /// Checks the memory bound and reports the figure.
 fn check_memory(frontend: &str, memory: MemoryWatch) {
+    check_memory_within(frontend, memory, MEMORY_BOUND_KIB);
+}
+
+fn check_memory_within(frontend: &str, memory: MemoryWatch, bound_kib: u64) {
     let growth = memory.peak_growth_kib();
     drop(memory);
     eprintln!("{frontend}: server RssAnon grew by at most {growth} KiB while its peers did not read");
-    assert!(growth < MEMORY_BOUND_KIB, "{frontend}: RssAnon grew by {growth} KiB");
+    assert!(growth < bound_kib, "{frontend}: RssAnon grew by {growth} KiB");
 }
 
 /// The server gave up on `peer`: what it still finds when it reads again ends in a close, long before
@@ -382,7 +386,9 @@ async fn wsim_peer_that_asks_without_reading(b: Backend) {
         eventually(Duration::from_secs(30), || async { s.metric(series).await == 1.0 }).await,
         "the asker was not dropped"
     );
-    check_memory("wsim (queries)", memory);
+    // Answers of 400 KB (fifty times the messages above) are built, encoded and copied on their way
+    // out while the peer is being given up on; the allocator keeps some of that: a bound of its own.
+    check_memory_within("wsim (queries)", memory, 48 * 1024);
     assert_cut_off("asker", &mut asker);
     // The others carry on.
     let mut again = s.login("asker").await;

@@ -59,6 +59,8 @@ pub struct WsDelivery {
     pump_scheduled: bool,
     /// Messages from the peer on their way to the store, and their size.
     inflow: (u32, u64),
+    /// Frames that were already read when the read gate closed: they wait until it opens again.
+    held_frames: VecDeque<String>,
     replay_paused: bool,
     confirmed_at_close: Vec<(String, i64)>,
 }
@@ -84,6 +86,7 @@ impl WsDelivery {
             ack_ping_scheduled: false,
             pump_scheduled: false,
             inflow: (0, 0),
+            held_frames: VecDeque::new(),
             replay_paused: false,
             confirmed_at_close: Vec::new(),
         }
@@ -114,6 +117,24 @@ impl WsDelivery {
         {
             self.gate.open();
         }
+    }
+
+    /// Keeps `text` for later when the read gate is closed (frames already read go on arriving for a
+    /// moment) or others already wait; true when kept.
+    pub fn hold(&mut self, text: &str) -> bool {
+        if self.gate.is_closed() || !self.held_frames.is_empty() {
+            self.held_frames.push_back(text.to_string());
+            return true;
+        }
+        false
+    }
+
+    /// The next frame kept by [`WsDelivery::hold`], once the gate is open.
+    pub fn next_held(&mut self) -> Option<String> {
+        if self.gate.is_closed() {
+            return None;
+        }
+        self.held_frames.pop_front()
     }
 
     /// The peer sent something: it is alive.

@@ -119,7 +119,7 @@ where
     /// transport that can stop reading does so past its window).
     fn inflow_add(&mut self, _size: u64) {}
     /// A message counted by [`GruTransport::inflow_add`] is stored or refused.
-    fn inflow_done(&mut self, _size: u64) {}
+    fn inflow_done(&mut self, _ctx: &mut Self::Context, _size: u64) {}
 }
 
 /// Handles one Engine.IO packet from the client. Malformed input ends the session (as the reference
@@ -359,7 +359,7 @@ where
     // Queued now, so a socket's messages keep their order.
     let stored = act.gru().core.publish(publish);
     ctx.spawn(stored.into_actor(act).map(move |res, act, ctx| {
-        act.inflow_done(size);
+        act.inflow_done(ctx, size);
         let value = match res {
             Ok(m) => events::result(0, "", Some(json!({"id": m.id, "createTime": m.sent_us / 1000}))),
             Err(e) => {

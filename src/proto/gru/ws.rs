@@ -158,8 +158,11 @@ impl GruTransport for GruWs {
         self.delivery.inflow_add(size);
     }
 
-    fn inflow_done(&mut self, size: u64) {
+    fn inflow_done(&mut self, ctx: &mut ws::WebsocketContext<Self>, size: u64) {
         self.delivery.inflow_done(size);
+        while let Some(text) = self.delivery.next_held() {
+            socket::on_packet(self, ctx, &text);
+        }
     }
 }
 
@@ -245,7 +248,11 @@ impl StreamHandler<Result<ws::Message, ProtocolError>> for GruWs {
     fn handle(&mut self, item: Result<ws::Message, ProtocolError>, ctx: &mut Self::Context) {
         match delivery::control(self, item, ctx) {
             Some(ws::Message::Text(text)) => match self.mode {
-                Mode::Active => socket::on_packet(self, ctx, &text),
+                Mode::Active => {
+                    if !self.delivery.hold(&text) {
+                        socket::on_packet(self, ctx, &text);
+                    }
+                }
                 Mode::Upgrading { .. } => self.on_upgrade_frame(&text, ctx),
                 Mode::TakingOver { .. } => {
                     log::info!("gru {}: packet before the upgrade completed, closing", self.sock.sid);

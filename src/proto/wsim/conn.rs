@@ -79,6 +79,21 @@ impl EntryConn {
         self.user = None;
     }
 
+    /// A signal from the peer: handled now, or kept while too much of what it sent is in flight.
+    fn on_frame(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
+        if !self.delivery.hold(text) {
+            self.on_text(text, ctx);
+        }
+    }
+
+    /// Something the peer sent is stored or answered: room for more, and for what was kept.
+    fn settled(&mut self, size: u64, ctx: &mut ws::WebsocketContext<Self>) {
+        self.delivery.inflow_done(size);
+        while let Some(text) = self.delivery.next_held() {
+            self.on_text(&text, ctx);
+        }
+    }
+
     fn on_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
         let signal = match codec::parse(text) {
             Ok(s) => s,
@@ -115,7 +130,7 @@ impl EntryConn {
                 // Refusals come back as `ConnEvent::Rejected`; the answer only settles the inflow.
                 let size = self.delivery.inflow_add(draft.approx_size());
                 let stored = self.core.submit(draft, origin);
-                ctx.spawn(stored.into_actor(self).map(move |_, act, _| act.delivery.inflow_done(size)));
+                ctx.spawn(stored.into_actor(self).map(move |_, act, ctx| act.settled(size, ctx)));
             }
             Signal::Members(group) => {
                 let Some(user) = self.user.clone() else {
@@ -126,7 +141,7 @@ impl EntryConn {
                 let slot = self.delivery.inflow_add(MEMBERS_COST);
                 let fut = async move { core.group(&app, &group).await.map(|g| (group, g)) };
                 ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
-                    act.delivery.inflow_done(slot);
+                    act.settled(slot, ctx);
                     match res {
                         Ok((_, None)) => act.send_error(ctx, 404, "no such group"),
                         Ok((group, Some(g))) if g.members.contains(&user) => {
@@ -158,7 +173,7 @@ impl EntryConn {
                     Ok::<_, CoreError>((id, msgs))
                 };
                 ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
-                    act.delivery.inflow_done(slot);
+                    act.settled(slot, ctx);
                     match res {
                         Ok((id, msgs)) => {
                             let mut frames: Vec<String> =
@@ -258,9 +273,9 @@ impl StreamHandler<Result<ws::Message, ProtocolError>> for EntryConn {
     fn handle(&mut self, item: Result<ws::Message, ProtocolError>, ctx: &mut Self::Context) {
         self.delivery.heard();
         match delivery::control(self, item, ctx) {
-            Some(ws::Message::Text(text)) => self.on_text(&text, ctx),
+            Some(ws::Message::Text(text)) => self.on_frame(&text, ctx),
             Some(ws::Message::Binary(bin)) => match std::str::from_utf8(&bin) {
-                Ok(text) => self.on_text(text, ctx),
+                Ok(text) => self.on_frame(text, ctx),
                 Err(_) => self.send_error(ctx, 400, "bad signal"),
             },
             Some(ws::Message::Continuation(item)) => self.on_fragment(item, ctx),
@@ -298,7 +313,7 @@ impl EntryConn {
                 match std::str::from_utf8(&buf) {
                     Ok(text) => {
                         let text = text.to_string();
-                        self.on_text(&text, ctx)
+                        self.on_frame(&text, ctx)
                     }
                     Err(_) => self.send_error(ctx, 400, "bad signal"),
                 }
