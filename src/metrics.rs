@@ -39,6 +39,7 @@ pub struct Metrics {
     pub cluster_published: Counter,
     pub cluster_received: Counter,
     pub cluster_dropped: Counter,
+    pub cluster_catch_ups: Counter,
     pub batch_size: Histogram,
     pub batch_seconds: Histogram,
     pub http_requests: Family<HttpLabel, Counter>,
@@ -114,6 +115,12 @@ impl Metrics {
             "Stored messages not published to other nodes (queue full, Redis unreachable)",
             cluster_dropped.clone(),
         );
+        let cluster_catch_ups = Counter::default();
+        registry.register(
+            "cluster_catch_ups",
+            "Times this node's online users read what other nodes' messages it may have missed from the store",
+            cluster_catch_ups.clone(),
+        );
         let batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 12));
         registry.register("store_batch_size", "Messages per store transaction", batch_size.clone());
         let batch_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
@@ -135,6 +142,7 @@ impl Metrics {
             cluster_published,
             cluster_received,
             cluster_dropped,
+            cluster_catch_ups,
             batch_size,
             batch_seconds,
             http_requests,

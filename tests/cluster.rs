@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{eventually, fields, TestCluster, TestServer};
+use common::{eventually, fields, TestCluster, TestRedis, TestServer};
 
 /// Waits until each of `nodes` sees `n` live nodes (their heartbeats have gone round).
 async fn all_see(nodes: &[TestServer], n: usize) {
@@ -219,4 +219,173 @@ async fn users_of_a_killed_node_get_everything_on_another_node_once_in_order() {
     assert_eq!(of("d"), (0..5).map(|i| format!("d{i}")).collect::<Vec<_>>());
     assert_eq!(of("g"), (0..5).map(|i| format!("g{i}")).collect::<Vec<_>>());
     bob.expect_silence(Duration::from_millis(500)).await;
+}
+
+#[actix_rt::test]
+async fn a_newer_notify_and_membership_changes_reach_every_node() {
+    use serde_json::json;
+    let Some(c) = TestCluster::start(2, "") else { return };
+    all_see(&c.nodes, 2).await;
+    let (n1, n2) = (&c.nodes[0], &c.nodes[1]);
+
+    // Gateway: bob's notify on node 2, then a newer one (same platform) on node 1.
+    let v = n1
+        .post_json(
+            "/inner/create_conversation",
+            json!({"conversation_type": 1, "sessions": ["alice", "bob"]}),
+            None,
+        )
+        .await;
+    let conv = v["data"]["ConversationId"].as_str().expect("id").to_string();
+    let mut older = n2.ws(&format!("/notify?token={}&protoc=ws", n2.gateway_token("bob", 1).await)).await;
+    n2.wait_metric("wsim_connections_open{frontend=\"gateway\"}", 1.0).await;
+    let mut newer = n1.ws(&format!("/notify?token={}&protoc=ws", n1.gateway_token("bob", 1).await)).await;
+    let reason = older.expect_closed(Duration::from_secs(5)).await;
+    assert_eq!(reason.map(|r| u16::from(r.code)), Some(4001), "the older notify is replaced");
+    n2.wait_metric("wsim_connections_open{frontend=\"gateway\"}", 0.0).await;
+    let alice = n2.gateway_token("alice", 1).await;
+    let v = n2
+        .post_json("/send_msg", json!({"conversation_id": conv, "type": 1, "content": "new"}), Some(&alice))
+        .await;
+    assert_eq!(v["code"], 0, "{v}");
+    let m: serde_json::Value = serde_json::from_str(&newer.recv().await).expect("MsgData");
+    assert_eq!(m["Content"], "new");
+    // Another platform is not replaced.
+    let mut web = n2.ws(&format!("/notify?token={}&protoc=ws", n2.gateway_token("bob", 2).await)).await;
+    n2.wait_metric("wsim_connections_open{frontend=\"gateway\"}", 1.0).await;
+    let content =
+        |f: String| serde_json::from_str::<serde_json::Value>(&f).expect("MsgData")["Content"].clone();
+    assert_eq!(content(web.recv().await), "new", "a new notify gets what is not confirmed yet");
+    let v = n2
+        .post_json("/send_msg", json!({"conversation_id": conv, "type": 1, "content": "both"}), Some(&alice))
+        .await;
+    assert_eq!(v["code"], 0, "{v}");
+    assert_eq!(content(newer.recv().await), "both", "still open");
+    assert_eq!(content(web.recv().await), "both");
+
+    // wsim: the group is live on node 2 (a message went through it) when frank, online there, is
+    // added on node 1: the next message reaches her.
+    let v = n1.get_json("/creategrp?creator=dave&members=erin").await;
+    let gid = v["data"]["groupid"].as_str().expect("group id").to_string();
+    let dave = n1.login("dave").await;
+    let mut erin = n2.login("erin").await;
+    let mut frank = n2.login("frank").await;
+    dave.send(&format!("text_{gid}_before_group_e"));
+    let f = erin.recv().await;
+    assert!(f.contains("_before_group_"), "{f}");
+    let v = n1.get_json(&format!("/addmembers?groupid={gid}&members=frank")).await;
+    assert_eq!(v["code"], 1, "{v}");
+    // The change travels as an event; the next message follows it on the same channel.
+    dave.send(&format!("text_{gid}_after_group_e"));
+    let f = frank.recv().await;
+    assert!(f.starts_with(&format!("text_dave_after_group_{gid}_")), "{f}");
+    assert!(erin.recv().await.contains("_after_group_"));
+    // And frank, a member now, can send from node 2 to the group.
+    frank.send(&format!("text_{gid}_from frank_group_e"));
+    assert!(erin.recv().await.contains("_from frank_group_"));
+}
+
+#[actix_rt::test]
+async fn delivery_resumes_after_redis_restarts_under_traffic_nothing_lost_or_doubled() {
+    let Some(mut redis) = TestRedis::start() else { return };
+    let Some(c) = TestCluster::start_on(&redis.url(), 2, "") else { return };
+    all_see(&c.nodes, 2).await;
+    let (n1, n2) = (&c.nodes[0], &c.nodes[1]);
+    let v = n1.get_json("/creategrp?creator=alice&members=bob").await;
+    let gid = v["data"]["groupid"].as_str().expect("group id").to_string();
+    let alice = n1.login("alice").await;
+    let mut bob = n2.login("bob").await;
+    alice.send("text_bob_warm_unicast_e");
+    assert!(bob.recv().await.contains("_warm_"));
+
+    let mut sent = Vec::new();
+    for i in 0..60 {
+        if i == 20 {
+            redis.kill();
+        }
+        if i == 35 {
+            redis.restart();
+        }
+        let (text, to) = if i % 3 == 0 { (format!("g{i}"), gid.as_str()) } else { (format!("d{i}"), "bob") };
+        let kind = if to == "bob" { "unicast" } else { "group" };
+        alice.send(&format!("text_{to}_{text}_{kind}_e"));
+        sent.push(text);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    n1.wait_rows("SELECT COUNT(*) AS n FROM messages", 61).await;
+    // bob, who never reconnected, gets every message once; each conversation in its order.
+    let mut got = Vec::new();
+    while got.len() < sent.len() {
+        match bob.next_event(Duration::from_secs(20)).await {
+            Some(common::Event::Text(f)) => got.push(fields(&f).2),
+            other => {
+                let missing: Vec<&String> = sent.iter().filter(|t| !got.contains(t)).collect();
+                panic!("after {} of {} messages: {other:?}; missing {missing:?}", got.len(), sent.len())
+            }
+        }
+    }
+    bob.expect_silence(Duration::from_millis(500)).await;
+    let of = |list: &[String], p: &str| list.iter().filter(|t| t.starts_with(p)).cloned().collect::<Vec<_>>();
+    assert_eq!(of(&got, "d"), of(&sent, "d"));
+    assert_eq!(of(&got, "g"), of(&sent, "g"));
+    assert!(n2.metric("wsim_cluster_catch_ups_total").await >= 1.0, "node 2 caught up from the store");
+    // Live traffic flows through the restarted Redis again.
+    alice.send("text_bob_later_unicast_e");
+    assert!(bob.recv().await.contains("_later_"));
+}
+
+/// Asks a Gru socket's `online` for group 9; the list it answers.
+async fn gru_online(ws: &mut common::Ws) -> serde_json::Value {
+    ws.send(&format!("42{}", serde_json::json!(["online", 9])));
+    loop {
+        let f = ws.recv().await;
+        if let Some(body) = f.strip_prefix("42") {
+            let v: serde_json::Value = serde_json::from_str(body).expect("event");
+            if v[0] == "online_result" {
+                return v[1]["data"].clone();
+            }
+        }
+    }
+}
+
+#[actix_rt::test]
+async fn gru_online_lists_the_users_of_every_live_node() {
+    use serde_json::{json, Value};
+    let Some(mut c) = TestCluster::start(3, "") else { return };
+    all_see(&c.nodes, 3).await;
+    let mut g1 = gru_socket(&c.nodes[0], 11).await;
+    let _g2 = gru_socket(&c.nodes[1], 2).await;
+    let _g3 = gru_socket(&c.nodes[2], 3).await;
+    let _g2_too = gru_socket(&c.nodes[2], 2).await;
+    let want = json!([2, 3, 11]);
+    let mut got = Value::Null;
+    for _ in 0..50 {
+        got = gru_online(&mut g1).await;
+        if got == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(got, want, "every node's users, each once, in numeric order");
+    // Node 3 dies: its users go once the cluster sees it gone; user 2 is still on node 2.
+    c.nodes[2].kill();
+    all_see(&c.nodes[..2], 2).await;
+    assert_eq!(gru_online(&mut g1).await, json!([2, 11]));
+}
+
+#[actix_rt::test]
+async fn a_node_that_just_joined_gets_what_is_sent_to_its_users_before_the_others_know_it() {
+    let Some(mut c) = TestCluster::start(2, "") else { return };
+    all_see(&c.nodes, 2).await;
+    let alice = c.nodes[0].login("alice").await;
+    c.add_node(3, "");
+    // bob is online on node 3 before nodes 1 and 2 have seen it (their heartbeats go every second).
+    let mut bob = c.nodes[2].login("bob").await;
+    alice.send("text_bob_at once_unicast_e");
+    let f = bob.recv().await;
+    assert!(f.starts_with("text_alice_at once_unicast_"), "{f}");
+    bob.expect_silence(Duration::from_millis(1500)).await;
+    // And live from then on.
+    alice.send("text_bob_later_unicast_e");
+    assert!(bob.recv().await.starts_with("text_alice_later_unicast_"));
 }

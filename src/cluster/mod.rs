@@ -6,9 +6,15 @@
 //! messages are written before anything is published, so what pub/sub loses is replayed from the
 //! store by watermarks.
 //!
+//! Every envelope on a node's channel carries its sender's id, instance token and a sequence number
+//! per receiving node: a receiver that sees a gap (a publish failed, or was dropped) or whose channel
+//! dropped catches its online users up from the store.
+//!
 //! Everything Redis-specific is in this module; the core talks to it through typed messages
-//! ([`crate::core::Outbound`], [`crate::core::Presence`]) and gets the other nodes' messages as
-//! [`crate::core::RemoteDelivery`]. Imports `core` and `domain`, never a front-end.
+//! ([`crate::core::Outbound`], [`crate::core::Presence`], [`crate::core::ClusterEvent`]) and gets
+//! the other nodes' messages and events as [`crate::core::RemoteDelivery`] and
+//! [`crate::core::RemoteEvent`], and [`crate::core::CatchUp`] when some may have been lost. Imports
+//! `core` and `domain`, never a front-end.
 
 mod node;
 
@@ -40,6 +46,8 @@ pub enum ClusterError {
 pub struct Member {
     pub id: u16,
     pub url: String,
+    /// The node's instance (a node restarted with the same id is another instance).
+    pub token: String,
 }
 
 /// Keys and channels, all under the prefix.
@@ -65,11 +73,21 @@ impl Keys {
     fn inbox(&self, id: u16) -> String {
         format!("{}:inbox:{id}", self.prefix)
     }
+    /// Who is in a live room, on every node ("<node id>\n<instance token>\n<user>"); a dead node's
+    /// entries are left out when read (and removed then).
+    fn room(&self, app: &str, room: &str) -> String {
+        format!("{}:room:{app}\n{room}", self.prefix)
+    }
 }
 
 /// What the handle and the node actor share.
 struct Shared {
+    /// The live nodes (`/ticket`).
     members: RwLock<Vec<Member>>,
+    /// The nodes messages are published to: the live ones and those seen live within the TTL (a node
+    /// missing from Redis for a moment, as when Redis restarts, still gets its messages: it catches up
+    /// on what it could not take).
+    targets: RwLock<Vec<u16>>,
     /// Redis answers (commands and the node's channel).
     healthy: AtomicBool,
 }
@@ -115,7 +133,12 @@ impl Cluster {
         }
         let _: () = redis::cmd("SADD").arg(keys.nodes()).arg(node_id).query_async(&mut con).await?;
         let shared = Arc::new(Shared {
-            members: RwLock::new(vec![Member { id: node_id, url: public_url.to_string() }]),
+            members: RwLock::new(vec![Member {
+                id: node_id,
+                url: public_url.to_string(),
+                token: token.clone(),
+            }]),
+            targets: RwLock::new(Vec::new()),
             healthy: AtomicBool::new(true),
         });
         let node = ClusterNode::new(node::NodeSettings {
@@ -129,7 +152,13 @@ impl Cluster {
             shared: shared.clone(),
         })
         .start();
-        let inbound = core.attach_cluster(node.clone().recipient(), node.clone().recipient());
+        let inbound = core.attach_cluster(crate::core::ClusterOutbound {
+            messages: node.clone().recipient(),
+            presence: node.clone().recipient(),
+            events: node.clone().recipient(),
+            room_presence: node.clone().recipient(),
+            room_users: node.clone().recipient(),
+        });
         node.do_send(node::Inbound(inbound));
         log::info!(
             "node {node_id} joined the cluster on {} (prefix {})",

@@ -2,8 +2,8 @@
 //! knows the live nodes, publishes what this node stores to the nodes that need it (one publish per
 //! node, in id order, from one task), and hands what comes on its channel to the core.
 
-use std::collections::HashSet;
-use std::sync::atomic::Ordering;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +13,10 @@ use redis::aio::ConnectionManager;
 use tokio::sync::mpsc;
 
 use super::{Keys, Member, Shared};
-use crate::core::{Outbound, Presence, RemoteDelivery, Scope};
+use crate::core::{
+    CatchUp, ClusterEvent, ClusterInbound, Outbound, Presence, RemoteDelivery, RemoteEvent, RoomPresence,
+    RoomUsersElsewhere, Scope,
+};
 use crate::domain::message::Message;
 use crate::metrics::METRICS;
 
@@ -22,6 +25,29 @@ use crate::metrics::METRICS;
 const PUBLISH_QUEUE: usize = 10_000;
 /// Wait before connecting the channel again after it dropped.
 const RESUBSCRIBE_AFTER: Duration = Duration::from_millis(500);
+/// How long a session's login waits for its presence to reach Redis (past this it goes on: Redis is
+/// down, and the catch-up after it returns covers what was missed).
+const PRESENCE_WAIT: Duration = Duration::from_secs(1);
+/// Gaps seen within this window are caught up once, after it.
+const CATCH_UP_DELAY: Duration = Duration::from_millis(200);
+/// A catch-up reads from this long before the moment messages may have started to go missing:
+/// a message's id is taken from its node's clock when it is stored, and it is published after the
+/// commit, behind what is queued.
+const CATCH_UP_MARGIN_MS: u64 = 15_000;
+
+/// The longest a Redis command may take before it counts as failed (the connection's own timeouts
+/// do not cover every state of a reconnect).
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A Redis command, failed after [`COMMAND_TIMEOUT`].
+async fn bounded<T>(cmd: impl std::future::Future<Output = redis::RedisResult<T>>) -> redis::RedisResult<T> {
+    match tokio::time::timeout(COMMAND_TIMEOUT, cmd).await {
+        Ok(r) => r,
+        Err(_) => {
+            Err(redis::RedisError::from(std::io::Error::new(std::io::ErrorKind::TimedOut, "redis timed out")))
+        }
+    }
+}
 
 pub(super) struct NodeSettings {
     pub client: redis::Client,
@@ -35,7 +61,7 @@ pub(super) struct NodeSettings {
 }
 
 /// Where messages from the other nodes go (the core's registry); starts the channel.
-pub(super) struct Inbound(pub Recipient<RemoteDelivery>);
+pub(super) struct Inbound(pub ClusterInbound);
 impl actix::Message for Inbound {
     type Result = ();
 }
@@ -46,30 +72,146 @@ impl actix::Message for Leave {
     type Result = ();
 }
 
-/// This node's users are missing from Redis (it restarted, or lost them): add them all again.
-struct AddUsersAgain;
-impl actix::Message for AddUsersAgain {
+/// This node's entry or users are missing from Redis (Redis restarted, or the node was cut off past
+/// its TTL; what was published meanwhile did not come here): add them all again, then catch up on
+/// what was stored from `since_ms` on.
+struct Rejoin {
+    since_ms: u64,
+}
+impl actix::Message for Rejoin {
     type Result = ();
 }
 
-/// What travels between nodes.
+/// What travels between nodes, after the envelope (`{"from":…,"token":…,"seq":…,"body":…}`).
 #[derive(serde::Serialize)]
-struct EnvelopeOut<'a> {
-    scope: Scope,
-    msg: &'a Message,
+#[serde(rename_all = "snake_case")]
+enum BodyOut<'a> {
+    Message {
+        scope: Scope,
+        msg: &'a Message,
+    },
+    Event(&'a ClusterEvent),
+    /// The sender has just started publishing to this node (it joined, or came back after Redis lost
+    /// it): what it stored before (since it stopped publishing here, if it did) may not have come.
+    Sync {
+        since_ms: Option<u64>,
+    },
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum BodyIn {
+    Message { scope: Scope, msg: Message },
+    Event(ClusterEvent),
+    Sync { since_ms: Option<u64> },
 }
 
 #[derive(serde::Deserialize)]
 struct EnvelopeIn {
-    scope: Scope,
-    msg: Message,
+    from: u16,
+    token: String,
+    seq: u64,
+    body: BodyIn,
+}
+
+/// What waits to be published.
+enum Publication {
+    /// A stored message: to the nodes with recipients online.
+    Message(Outbound),
+    /// A change: to every other node.
+    Event(ClusterEvent),
+    /// The heartbeat refreshed the nodes to publish to.
+    Refresh,
+}
+
+/// The heartbeat refreshed the nodes to publish to.
+struct TargetsRefreshed;
+impl actix::Message for TargetsRefreshed {
+    type Result = ();
+}
+
+/// Sends [`CatchUp`] to the core once per burst of reasons, from the earliest moment they name.
+///
+/// From the first reason until the catch-up is on its way, other nodes' direct and group messages
+/// are not delivered live: they are in the store, and the catch-up hands them over. (A session
+/// leaves out what it was handed by the highest id per conversation and node, so a message that
+/// came live past one that went missing would hide it.)
+#[derive(Clone)]
+struct CatchUpTrigger {
+    core: Recipient<CatchUp>,
+    armed: Arc<AtomicBool>,
+    since_ms: Arc<AtomicU64>,
+}
+
+impl CatchUpTrigger {
+    fn new(core: Recipient<CatchUp>) -> CatchUpTrigger {
+        CatchUpTrigger { core, armed: Default::default(), since_ms: Arc::new(AtomicU64::new(u64::MAX)) }
+    }
+
+    /// Messages stored from `since_ms` on may be missing here.
+    fn fire(&self, since_ms: u64) {
+        self.since_ms.fetch_min(since_ms.saturating_sub(CATCH_UP_MARGIN_MS), Ordering::AcqRel);
+        if self.armed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (core, armed, since) = (self.core.clone(), self.armed.clone(), self.since_ms.clone());
+        actix_rt::spawn(async move {
+            tokio::time::sleep(CATCH_UP_DELAY).await;
+            let since_ms = since.swap(u64::MAX, Ordering::AcqRel);
+            METRICS.cluster_catch_ups.inc();
+            core.do_send(CatchUp { since_ms });
+            // Live messages sent to the core from now on reach it after the catch-up.
+            armed.store(false, Ordering::Release);
+        });
+    }
+
+    /// Whether a catch-up is on its way (live direct and group messages wait for it).
+    fn pending(&self) -> bool {
+        self.armed.load(Ordering::Acquire)
+    }
+}
+
+/// Per sending node: its instance, the last sequence number seen and when it came.
+#[derive(Default)]
+struct Sequences {
+    last: HashMap<u16, (String, u64, u64)>,
+}
+
+impl Sequences {
+    /// Records an envelope that came at `now_ms`; when something from its sender went missing
+    /// before it, the time since which it may have: when the last one in order came.
+    fn in_order(&mut self, from: u16, token: &str, seq: u64, now_ms: u64) -> Option<u64> {
+        match self.last.get_mut(&from) {
+            Some((t, last, at)) if t == token => {
+                let missing = (seq != *last + 1).then_some(*at);
+                *last = seq;
+                *at = now_ms;
+                missing
+            }
+            _ => {
+                // A node seen for the first time (or restarted): its sequence starts here.
+                self.last.insert(from, (token.to_string(), seq, now_ms));
+                None
+            }
+        }
+    }
 }
 
 pub(super) struct ClusterNode {
     s: NodeSettings,
+    /// When each node was last seen live.
+    last_seen: Arc<std::sync::Mutex<HashMap<u16, std::time::Instant>>>,
+    /// When a heartbeat last went through (Unix milliseconds).
+    last_heartbeat_ms: Arc<AtomicU64>,
     /// Users online here ("<app>\n<user>").
     users: HashSet<String>,
-    publish: Option<mpsc::Sender<Outbound>>,
+    /// This node's entries in live rooms: room key -> entries.
+    rooms: HashMap<String, HashSet<String>>,
+    publish: Option<mpsc::Sender<Publication>>,
+    /// A publication was dropped before it got a sequence number: the publisher skips one for every
+    /// node, so that they see the gap.
+    lost: Arc<AtomicBool>,
+    catch_up: Option<CatchUpTrigger>,
 }
 
 fn user_entry(app: &str, user: &str) -> String {
@@ -78,7 +220,16 @@ fn user_entry(app: &str, user: &str) -> String {
 
 impl ClusterNode {
     pub fn new(s: NodeSettings) -> ClusterNode {
-        ClusterNode { s, users: HashSet::new(), publish: None }
+        ClusterNode {
+            s,
+            last_seen: Default::default(),
+            last_heartbeat_ms: Arc::new(AtomicU64::new(crate::domain::ids::now_ms())),
+            users: HashSet::new(),
+            rooms: HashMap::new(),
+            publish: None,
+            lost: Arc::new(AtomicBool::new(false)),
+            catch_up: None,
+        }
     }
 
     fn set_healthy(shared: &Shared, ok: bool) {
@@ -98,6 +249,9 @@ impl ClusterNode {
         let entry = format!("{} {}", self.s.token, self.s.public_url);
         let have_users = !self.users.is_empty();
         let me = ctx.address();
+        let last_seen = self.last_seen.clone();
+        let grace = self.s.ttl;
+        let last_ok = self.last_heartbeat_ms.clone();
         actix_rt::spawn(async move {
             let refreshed: redis::RedisResult<((), (), i64, Vec<u16>)> = redis::pipe()
                 .cmd("SET")
@@ -124,8 +278,11 @@ impl ClusterNode {
                 }
             };
             if users_kept == 0 && have_users {
-                me.do_send(AddUsersAgain);
+                // Gone since the heartbeat before the last one that kept them, at the latest.
+                let since_ms = last_ok.load(Ordering::Acquire).saturating_sub(ttl * 1000);
+                me.do_send(Rejoin { since_ms });
             }
+            last_ok.store(crate::domain::ids::now_ms(), Ordering::Release);
             let mut ids = ids;
             ids.sort_unstable();
             ids.dedup();
@@ -143,7 +300,9 @@ impl ClusterNode {
             let mut gone = Vec::new();
             for (i, e) in ids.into_iter().zip(entries) {
                 match e.as_deref().and_then(|e| e.split_once(' ')) {
-                    Some((_, url)) => live.push(Member { id: i, url: url.to_string() }),
+                    Some((token, url)) => {
+                        live.push(Member { id: i, url: url.to_string(), token: token.to_string() })
+                    }
                     None => gone.push(i),
                 }
             }
@@ -151,6 +310,21 @@ impl ClusterNode {
                 let _: redis::RedisResult<()> =
                     redis::cmd("SREM").arg(keys.nodes()).arg(&gone).query_async(&mut con).await;
             }
+            let now = std::time::Instant::now();
+            let targets: Vec<u16> = match last_seen.lock() {
+                Ok(mut seen) => {
+                    for m in &live {
+                        seen.insert(m.id, now);
+                    }
+                    seen.retain(|_, at| now.duration_since(*at) <= grace);
+                    seen.keys().copied().filter(|&n| n != id).collect()
+                }
+                Err(_) => live.iter().map(|m| m.id).filter(|&n| n != id).collect(),
+            };
+            if let Ok(mut t) = shared.targets.write() {
+                *t = targets;
+            }
+            me.do_send(TargetsRefreshed);
             if let Ok(mut m) = shared.members.write() {
                 *m = live;
             }
@@ -160,10 +334,20 @@ impl ClusterNode {
 
     /// Subscribes to this node's channel and hands what comes to the core; connects again when the
     /// channel drops.
-    fn listen(&self, inbound: Recipient<RemoteDelivery>) {
+    fn listen(
+        &self,
+        deliveries: Recipient<RemoteDelivery>,
+        events: Recipient<RemoteEvent>,
+        catch_up: CatchUpTrigger,
+        me: Addr<Self>,
+    ) {
         let (client, channel, shared) =
             (self.s.client.clone(), self.s.keys.inbox(self.s.node_id), self.s.shared.clone());
         actix_rt::spawn(async move {
+            let mut seqs = Sequences::default();
+            let joined_ms = crate::domain::ids::now_ms();
+            // When the channel dropped (Unix milliseconds).
+            let mut dropped: Option<u64> = None;
             loop {
                 let pubsub = async {
                     let mut p = client.get_async_pubsub().await?;
@@ -173,14 +357,46 @@ impl ClusterNode {
                 match pubsub.await {
                     Ok(p) => {
                         log::info!("cluster: listening on {channel}");
+                        if let Some(since_ms) = dropped.take() {
+                            // Whatever was published to this node meanwhile is gone: show this node
+                            // to the others again, then read it from the store.
+                            me.do_send(Rejoin { since_ms });
+                        }
                         let mut stream = p.into_on_message();
                         while let Some(m) = stream.next().await {
-                            match serde_json::from_slice::<EnvelopeIn>(m.get_payload_bytes()) {
-                                Ok(e) => {
-                                    METRICS.cluster_received.inc();
-                                    inbound.do_send(RemoteDelivery { msg: Arc::new(e.msg), scope: e.scope });
+                            let e = match serde_json::from_slice::<EnvelopeIn>(m.get_payload_bytes()) {
+                                Ok(e) => e,
+                                Err(err) => {
+                                    log::warn!("cluster: bad message on {channel}: {err}");
+                                    continue;
                                 }
-                                Err(err) => log::warn!("cluster: bad message on {channel}: {err}"),
+                            };
+                            let now = crate::domain::ids::now_ms();
+                            if let Some(since_ms) = seqs.in_order(e.from, &e.token, e.seq, now) {
+                                log::info!(
+                                    "cluster: messages from node {} went missing; catching up",
+                                    e.from
+                                );
+                                catch_up.fire(since_ms);
+                            }
+                            METRICS.cluster_received.inc();
+                            log::trace!("cluster: from node {} seq {}", e.from, e.seq);
+                            match e.body {
+                                BodyIn::Message { scope, msg } => {
+                                    if scope != Scope::Room && catch_up.pending() {
+                                        log::trace!("cluster: {} left to the catch-up", msg.id);
+                                        continue;
+                                    }
+                                    deliveries.do_send(RemoteDelivery { msg: Arc::new(msg), scope })
+                                }
+                                BodyIn::Event(ev) => events.do_send(RemoteEvent(ev)),
+                                BodyIn::Sync { since_ms } => {
+                                    log::info!(
+                                        "cluster: node {} publishes here from now on; catching up",
+                                        e.from
+                                    );
+                                    catch_up.fire(since_ms.unwrap_or(joined_ms).max(joined_ms));
+                                }
                             }
                         }
                         log::warn!("cluster: the channel {channel} dropped");
@@ -188,7 +404,8 @@ impl ClusterNode {
                     Err(e) => log::debug!("cluster: subscribing to {channel}: {e}"),
                 }
                 Self::set_healthy(&shared, false);
-                if !inbound.connected() {
+                dropped.get_or_insert_with(crate::domain::ids::now_ms);
+                if !deliveries.connected() {
                     return;
                 }
                 tokio::time::sleep(RESUBSCRIBE_AFTER).await;
@@ -196,22 +413,54 @@ impl ClusterNode {
         });
     }
 
-    /// Publishes stored messages, one at a time in the order they were stored.
+    /// Publishes stored messages and events, one at a time in the order they came.
     fn start_publisher(&mut self) {
-        let (tx, mut rx) = mpsc::channel::<Outbound>(PUBLISH_QUEUE);
+        let (tx, mut rx) = mpsc::channel::<Publication>(PUBLISH_QUEUE);
         self.publish = Some(tx);
         let (mut con, keys, shared, me) =
             (self.s.con.clone(), self.s.keys.clone(), self.s.shared.clone(), self.s.node_id);
+        let (token, lost) = (self.s.token.clone(), self.lost.clone());
         actix_rt::spawn(async move {
-            while let Some(out) = rx.recv().await {
-                let others: Vec<u16> = shared
-                    .members
-                    .read()
-                    .map(|m| m.iter().map(|m| m.id).filter(|&i| i != me).collect())
-                    .unwrap_or_default();
+            // The next sequence number for each node.
+            let mut next_seq: HashMap<u16, u64> = HashMap::new();
+            // The nodes published to at the last publication, and when each node that left them did.
+            let mut publishing_to: HashSet<u16> = HashSet::new();
+            let mut left_at: HashMap<u16, u64> = HashMap::new();
+            while let Some(publication) = rx.recv().await {
+                let mut others: Vec<u16> = shared.targets.read().map(|t| t.clone()).unwrap_or_default();
+                others.sort_unstable();
+                if lost.swap(false, Ordering::AcqRel) {
+                    for &n in &others {
+                        *next_seq.entry(n).or_insert(1) += 1;
+                    }
+                }
+                // A node this one did not publish to until now may have missed messages stored
+                // meanwhile (its users were online there before this node knew of it): tell it.
+                let now = crate::domain::ids::now_ms();
+                for gone in publishing_to.iter().filter(|n| !others.contains(n)) {
+                    left_at.insert(*gone, now);
+                }
+                for n in others.iter().copied().filter(|n| !publishing_to.contains(n)) {
+                    let sync = BodyOut::Sync { since_ms: left_at.remove(&n) };
+                    let Ok(body) = serde_json::to_string(&sync) else { continue };
+                    Self::send(&mut con, &keys, &token, me, &[n], &body, &mut next_seq).await;
+                }
+                if publishing_to.len() != others.len() || others.iter().any(|n| !publishing_to.contains(n)) {
+                    publishing_to = others.iter().copied().collect();
+                }
                 if others.is_empty() {
                     continue;
                 }
+                let out = match publication {
+                    Publication::Refresh => continue,
+                    Publication::Event(ev) => {
+                        let Ok(body) = serde_json::to_string(&BodyOut::Event(&ev)) else { continue };
+                        Self::send(&mut con, &keys, &token, me, &others, &body, &mut next_seq).await;
+                        continue;
+                    }
+                    Publication::Message(out) => out,
+                };
+                log::trace!("cluster: publishing {} ({:?}) to one of {others:?}", out.msg.id, out.scope);
                 let targets = match out.scope {
                     Scope::Direct => {
                         let m = &out.msg;
@@ -225,7 +474,7 @@ impl ClusterNode {
                                 pipe.cmd("SISMEMBER").arg(keys.users(n)).arg(u);
                             }
                         }
-                        match pipe.query_async::<Vec<bool>>(&mut con).await {
+                        match bounded(pipe.query_async::<Vec<bool>>(&mut con)).await {
                             Ok(hits) => others
                                 .iter()
                                 .enumerate()
@@ -237,6 +486,10 @@ impl ClusterNode {
                             Err(e) => {
                                 log::warn!("cluster: presence lookup: {e}");
                                 METRICS.cluster_dropped.inc();
+                                // Every node may have had a recipient: let them all see a gap.
+                                for &n in &others {
+                                    *next_seq.entry(n).or_insert(1) += 1;
+                                }
                                 continue;
                             }
                         }
@@ -246,24 +499,43 @@ impl ClusterNode {
                 if targets.is_empty() {
                     continue;
                 }
-                let Ok(payload) = serde_json::to_vec(&EnvelopeOut { scope: out.scope, msg: &out.msg }) else {
+                let Ok(body) = serde_json::to_string(&BodyOut::Message { scope: out.scope, msg: &out.msg })
+                else {
                     continue;
                 };
-                let mut pipe = redis::pipe();
-                for n in &targets {
-                    pipe.cmd("PUBLISH").arg(keys.inbox(*n)).arg(&payload).ignore();
-                }
-                match pipe.query_async::<()>(&mut con).await {
-                    Ok(()) => {
-                        METRICS.cluster_published.inc_by(targets.len() as u64);
-                    }
-                    Err(e) => {
-                        log::warn!("cluster: publishing: {e}");
-                        METRICS.cluster_dropped.inc();
-                    }
-                }
+                Self::send(&mut con, &keys, &token, me, &targets, &body, &mut next_seq).await;
             }
         });
+    }
+
+    /// Publishes `body` to each of `targets` in one round trip, each with its next sequence number
+    /// (taken even when the publish fails, so that the node sees the gap).
+    async fn send(
+        con: &mut ConnectionManager,
+        keys: &Keys,
+        token: &str,
+        me: u16,
+        targets: &[u16],
+        body: &str,
+        next_seq: &mut HashMap<u16, u64>,
+    ) {
+        let mut pipe = redis::pipe();
+        for &n in targets {
+            let seq = next_seq.entry(n).or_insert(1);
+            let payload = format!("{{\"from\":{me},\"token\":\"{token}\",\"seq\":{seq},\"body\":{body}}}");
+            *seq += 1;
+            pipe.cmd("PUBLISH").arg(keys.inbox(n)).arg(payload).ignore();
+        }
+        match bounded(pipe.query_async::<()>(con)).await {
+            Ok(()) => {
+                log::trace!("cluster: published to {targets:?}");
+                METRICS.cluster_published.inc_by(targets.len() as u64);
+            }
+            Err(e) => {
+                log::warn!("cluster: publishing: {e}");
+                METRICS.cluster_dropped.inc();
+            }
+        }
     }
 }
 
@@ -281,8 +553,10 @@ impl Actor for ClusterNode {
 impl Handler<Inbound> for ClusterNode {
     type Result = ();
 
-    fn handle(&mut self, msg: Inbound, _: &mut Context<Self>) {
-        self.listen(msg.0);
+    fn handle(&mut self, msg: Inbound, ctx: &mut Context<Self>) {
+        let trigger = CatchUpTrigger::new(msg.0.catch_up);
+        self.catch_up = Some(trigger.clone());
+        self.listen(msg.0.deliveries, msg.0.events, trigger, ctx.address());
     }
 }
 
@@ -290,18 +564,42 @@ impl Handler<Outbound> for ClusterNode {
     type Result = ();
 
     fn handle(&mut self, msg: Outbound, _: &mut Context<Self>) {
+        self.queue(Publication::Message(msg));
+    }
+}
+
+impl Handler<TargetsRefreshed> for ClusterNode {
+    type Result = ();
+
+    fn handle(&mut self, _: TargetsRefreshed, _: &mut Context<Self>) {
+        self.queue(Publication::Refresh);
+    }
+}
+
+impl Handler<ClusterEvent> for ClusterNode {
+    type Result = ();
+
+    fn handle(&mut self, ev: ClusterEvent, _: &mut Context<Self>) {
+        self.queue(Publication::Event(ev));
+    }
+}
+
+impl ClusterNode {
+    fn queue(&self, p: Publication) {
         if let Some(tx) = &self.publish {
-            if tx.try_send(msg).is_err() {
+            if tx.try_send(p).is_err() {
                 METRICS.cluster_dropped.inc();
+                self.lost.store(true, Ordering::Release);
             }
         }
     }
 }
 
 impl Handler<Presence> for ClusterNode {
-    type Result = ();
+    type Result = ResponseFuture<()>;
 
-    fn handle(&mut self, p: Presence, _: &mut Context<Self>) {
+    /// Answers once Redis has it, or after [`PRESENCE_WAIT`].
+    fn handle(&mut self, p: Presence, _: &mut Context<Self>) -> Self::Result {
         let entry = user_entry(&p.key.app, &p.key.user);
         let (mut con, key, ttl) =
             (self.s.con.clone(), self.s.keys.users(self.s.node_id), self.s.ttl.as_secs());
@@ -312,7 +610,7 @@ impl Handler<Presence> for ClusterNode {
             self.users.remove(&entry);
             "SREM"
         };
-        actix_rt::spawn(async move {
+        let done = actix_rt::spawn(async move {
             let res: redis::RedisResult<()> = redis::pipe()
                 .cmd(cmd)
                 .arg(&key)
@@ -328,33 +626,126 @@ impl Handler<Presence> for ClusterNode {
                 log::debug!("cluster presence: {e}");
             }
         });
+        Box::pin(async move {
+            let _ = tokio::time::timeout(PRESENCE_WAIT, done).await;
+        })
     }
 }
 
-impl Handler<AddUsersAgain> for ClusterNode {
+impl Handler<RoomPresence> for ClusterNode {
     type Result = ();
 
-    fn handle(&mut self, _: AddUsersAgain, _: &mut Context<Self>) {
-        if self.users.is_empty() {
-            return;
-        }
-        let users: Vec<String> = self.users.iter().cloned().collect();
-        let (mut con, key, ttl) =
-            (self.s.con.clone(), self.s.keys.users(self.s.node_id), self.s.ttl.as_secs());
+    fn handle(&mut self, p: RoomPresence, _: &mut Context<Self>) {
+        let key = self.s.keys.room(&p.app, &p.room);
+        let entry = format!("{}\n{}\n{}", self.s.node_id, self.s.token, p.user);
+        let cmd = if p.present {
+            self.rooms.entry(key.clone()).or_default().insert(entry.clone());
+            "SADD"
+        } else {
+            if let Some(entries) = self.rooms.get_mut(&key) {
+                entries.remove(&entry);
+                if entries.is_empty() {
+                    self.rooms.remove(&key);
+                }
+            }
+            "SREM"
+        };
+        let mut con = self.s.con.clone();
         actix_rt::spawn(async move {
-            let res: redis::RedisResult<()> = redis::pipe()
-                .cmd("SADD")
-                .arg(&key)
-                .arg(&users)
-                .ignore()
-                .cmd("EXPIRE")
-                .arg(&key)
-                .arg(ttl)
-                .ignore()
-                .query_async(&mut con)
-                .await;
-            if let Err(e) = res {
-                log::debug!("cluster presence: {e}");
+            if let Err(e) = redis::cmd(cmd).arg(&key).arg(&entry).query_async::<()>(&mut con).await {
+                log::debug!("cluster room presence: {e}");
+            }
+        });
+    }
+}
+
+impl Handler<RoomUsersElsewhere> for ClusterNode {
+    type Result = ResponseFuture<Vec<String>>;
+
+    /// The room's users on the other live nodes. Entries of a node's earlier instance are removed on
+    /// the way; those of a node not (yet) seen live are left alone (it may have just joined).
+    fn handle(&mut self, q: RoomUsersElsewhere, _: &mut Context<Self>) -> Self::Result {
+        let key = self.s.keys.room(&q.app, &q.room);
+        let (mut con, shared, me) = (self.s.con.clone(), self.s.shared.clone(), self.s.node_id);
+        Box::pin(async move {
+            let mut smembers = redis::cmd("SMEMBERS");
+            smembers.arg(&key);
+            let read = smembers.query_async::<Vec<String>>(&mut con);
+            let entries = match tokio::time::timeout(PRESENCE_WAIT, read).await {
+                Ok(Ok(e)) => e,
+                Ok(Err(e)) => {
+                    log::debug!("cluster room users: {e}");
+                    return Vec::new();
+                }
+                Err(_) => return Vec::new(),
+            };
+            let live: HashMap<u16, String> = shared
+                .members
+                .read()
+                .map(|m| m.iter().map(|m| (m.id, m.token.clone())).collect())
+                .unwrap_or_default();
+            let mut users = Vec::new();
+            let mut stale = Vec::new();
+            for e in entries {
+                let mut parts = e.splitn(3, '\n');
+                let (Some(node), Some(token), Some(user)) = (parts.next(), parts.next(), parts.next()) else {
+                    stale.push(e);
+                    continue;
+                };
+                let Ok(node) = node.parse::<u16>() else {
+                    stale.push(e);
+                    continue;
+                };
+                if node == me {
+                    continue;
+                }
+                match live.get(&node) {
+                    Some(t) if t == token => users.push(user.to_string()),
+                    Some(_) => stale.push(e),
+                    None => {}
+                }
+            }
+            if !stale.is_empty() {
+                let _ = redis::cmd("SREM").arg(&key).arg(&stale).query_async::<()>(&mut con).await;
+            }
+            users
+        })
+    }
+}
+
+impl Handler<Rejoin> for ClusterNode {
+    type Result = ();
+
+    fn handle(&mut self, rejoin: Rejoin, _: &mut Context<Self>) {
+        let users: Vec<String> = self.users.iter().cloned().collect();
+        let rooms: Vec<(String, Vec<String>)> =
+            self.rooms.iter().map(|(k, v)| (k.clone(), v.iter().cloned().collect())).collect();
+        let (mut con, keys, id, ttl) =
+            (self.s.con.clone(), self.s.keys.clone(), self.s.node_id, self.s.ttl.as_secs());
+        let entry = format!("{} {}", self.s.token, self.s.public_url);
+        let catch_up = self.catch_up.clone();
+        // Live messages wait from now on: one that comes once the users are back must not overtake
+        // one that went missing before.
+        if let Some(c) = &catch_up {
+            c.fire(rejoin.since_ms);
+        }
+        actix_rt::spawn(async move {
+            let mut pipe = redis::pipe();
+            pipe.cmd("SET").arg(keys.node(id)).arg(&entry).arg("EX").arg(ttl).ignore();
+            pipe.cmd("SADD").arg(keys.nodes()).arg(id).ignore();
+            if !users.is_empty() {
+                pipe.cmd("SADD").arg(keys.users(id)).arg(&users).ignore();
+                pipe.cmd("EXPIRE").arg(keys.users(id)).arg(ttl).ignore();
+            }
+            for (room, entries) in &rooms {
+                pipe.cmd("SADD").arg(room).arg(entries).ignore();
+            }
+            if let Err(e) = pipe.query_async::<()>(&mut con).await {
+                log::debug!("cluster rejoin: {e}");
+            }
+            // Messages stored from now on are published here; the rest is in the store.
+            if let Some(c) = catch_up {
+                c.fire(rejoin.since_ms);
             }
         });
     }
@@ -366,21 +757,44 @@ impl Handler<Leave> for ClusterNode {
     fn handle(&mut self, _: Leave, ctx: &mut Context<Self>) -> Self::Result {
         ctx.stop();
         let (mut con, keys, id) = (self.s.con.clone(), self.s.keys.clone(), self.s.node_id);
+        let rooms = std::mem::take(&mut self.rooms);
         Box::pin(async move {
-            let res: redis::RedisResult<()> = redis::pipe()
-                .cmd("DEL")
-                .arg(keys.node(id))
-                .arg(keys.users(id))
-                .ignore()
-                .cmd("SREM")
-                .arg(keys.nodes())
-                .arg(id)
-                .ignore()
-                .query_async(&mut con)
-                .await;
+            let mut pipe = redis::pipe();
+            pipe.cmd("DEL").arg(keys.node(id)).arg(keys.users(id)).ignore();
+            pipe.cmd("SREM").arg(keys.nodes()).arg(id).ignore();
+            for (room, entries) in &rooms {
+                let entries: Vec<&String> = entries.iter().collect();
+                pipe.cmd("SREM").arg(room).arg(entries).ignore();
+            }
+            let res: redis::RedisResult<()> = pipe.query_async(&mut con).await;
             if let Err(e) = res {
                 log::warn!("cluster: leaving: {e}");
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Sequences;
+
+    #[test]
+    fn sequences_find_gaps_per_sender_and_restart_with_a_new_instance() {
+        let mut s = Sequences::default();
+        // (from, token, seq, arrival ms, missing since)
+        let table = [
+            (1, "a", 5, 100, None), // first seen: starts there
+            (1, "a", 6, 110, None),
+            (2, "b", 1, 120, None),      // another node, its own sequence
+            (1, "a", 8, 130, Some(110)), // 7 went missing after the one that came at 110
+            (1, "a", 9, 140, None),
+            (2, "b", 2, 150, None),
+            (1, "c", 1, 160, None), // node 1 restarted: a new instance
+            (1, "c", 2, 170, None),
+            (1, "c", 2, 180, Some(170)), // not the next one
+        ];
+        for (i, (from, token, seq, at, want)) in table.into_iter().enumerate() {
+            assert_eq!(s.in_order(from, token, seq, at), want, "row {i}");
+        }
     }
 }

@@ -93,12 +93,80 @@ impl actix::Message for RemoteDelivery {
 }
 
 /// A user came online on this node (its first connection) or went offline (its last one left).
+/// Answered once the cluster has it (or gave up waiting): a session reads its offline replay only
+/// after that, so a message stored on another node is either in the replay or published here.
 pub struct Presence {
     pub key: UserKey,
     pub online: bool,
 }
 impl actix::Message for Presence {
     type Result = ();
+}
+
+/// What the nodes of a cluster tell each other besides stored messages.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum ClusterEvent {
+    /// A persistent group's members changed (on the node that took the call).
+    MembersChanged { app: String, group: String, added: Vec<String>, removed: Vec<String> },
+    /// A connection with a device key logged in: older connections of the user with that key, on
+    /// every node, give it their place.
+    DeviceAttached { app: String, user: String, device: String },
+}
+impl actix::Message for ClusterEvent {
+    type Result = ();
+}
+
+/// A [`ClusterEvent`] from another node.
+pub struct RemoteEvent(pub ClusterEvent);
+impl actix::Message for RemoteEvent {
+    type Result = ();
+}
+
+/// This node may have missed messages of other nodes stored from `since_ms` (Unix milliseconds) on
+/// (its channel dropped, a node's messages came with a gap, a node did not know this one): every
+/// online session reads them from the store, leaving out what it handed over already.
+pub struct CatchUp {
+    pub since_ms: u64,
+}
+impl actix::Message for CatchUp {
+    type Result = ();
+}
+
+/// A user joined a live room on this node (its first connection there) or left it (its last).
+pub struct RoomPresence {
+    pub app: String,
+    pub room: String,
+    pub user: String,
+    pub present: bool,
+}
+impl actix::Message for RoomPresence {
+    type Result = ();
+}
+
+/// The users in a live room on the other nodes of the cluster (in no order).
+pub struct RoomUsersElsewhere {
+    pub app: String,
+    pub room: String,
+}
+impl actix::Message for RoomUsersElsewhere {
+    type Result = Vec<String>;
+}
+
+/// Where a cluster link reaches this node's core.
+pub struct ClusterInbound {
+    pub deliveries: Recipient<RemoteDelivery>,
+    pub events: Recipient<RemoteEvent>,
+    pub catch_up: Recipient<CatchUp>,
+}
+
+/// Where the core reaches its cluster link.
+pub struct ClusterOutbound {
+    pub messages: Recipient<Outbound>,
+    pub presence: Recipient<Presence>,
+    pub events: Recipient<ClusterEvent>,
+    pub room_presence: Recipient<RoomPresence>,
+    pub room_users: Recipient<RoomUsersElsewhere>,
 }
 
 /// Control events from the core to a connection.

@@ -7,9 +7,13 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use super::group::{Group, GroupLinks, GroupSubmit, MemberOnline, MembersChanged};
-use super::session::{AttachConn, FlushWatermarks, SessionDeliver, SessionLinks, UserSession};
+use super::session::{
+    AttachConn, CatchUpSession, DropDevice, FlushWatermarks, SessionDeliver, SessionLinks, UserSession,
+};
 use super::writer::{Persist, Persisted, StoreWriter};
-use super::{ConnHandle, CoreError, Origin, Presence, RemoteDelivery, Scope};
+use super::{
+    CatchUp, ClusterEvent, ConnHandle, CoreError, Origin, Presence, RemoteDelivery, RemoteEvent, Scope,
+};
 use crate::domain::message::{Draft, GroupKey, SharedMessage, Target, UserKey};
 use crate::store::Store;
 
@@ -108,11 +112,21 @@ pub struct Registry {
     rooms: Recipient<Persisted>,
     /// A cluster's presence, told when users come and go on this node.
     presence: Option<Recipient<Presence>>,
+    /// A cluster's events: membership and device changes made on this node.
+    events: Option<Recipient<ClusterEvent>>,
 }
 
 impl Registry {
     pub fn new(writer: Addr<StoreWriter>, store: Store, rooms: Recipient<Persisted>) -> Self {
-        Registry { writer, store, users: HashMap::new(), groups: HashMap::new(), rooms, presence: None }
+        Registry {
+            writer,
+            store,
+            users: HashMap::new(),
+            groups: HashMap::new(),
+            rooms,
+            presence: None,
+            events: None,
+        }
     }
 
     fn tell_presence(&self, key: &UserKey, online: bool) {
@@ -138,6 +152,25 @@ impl Registry {
         g
     }
 
+    fn tell_cluster(&self, event: ClusterEvent) {
+        if let Some(e) = &self.events {
+            e.do_send(event);
+        }
+    }
+
+    /// Hands a membership change to the group's actor here, if it runs.
+    fn members_changed(&self, key: &GroupKey, added: Vec<String>, removed: Vec<String>) {
+        let Some(group) = self.groups.get(key) else { return };
+        let added = added
+            .into_iter()
+            .map(|u| {
+                let s = self.session(&key.app, &u).map(|s| s.clone().recipient());
+                (u, s)
+            })
+            .collect();
+        group.do_send(MembersChanged { added, removed });
+    }
+
     fn session(&self, app: &str, user: &str) -> Option<&Addr<UserSession>> {
         // Lookups by borrowed parts would need a custom key; ids are short, so build the key.
         self.users.get(&UserKey::new(app, user)).map(|e| &e.addr)
@@ -157,14 +190,19 @@ impl Handler<Attach> for Registry {
             announce: me.clone().recipient(),
             idle: me.recipient(),
             watermarks: self.writer.clone().recipient(),
+            presence: self.presence.clone(),
         };
         let store = self.store.clone();
         let start = |key: &UserKey| SessionEntry {
             addr: UserSession::new(key.clone(), links.clone(), store.clone()).start(),
             attaches: 0,
         };
-        if !self.users.contains_key(&msg.key) {
-            self.tell_presence(&msg.key, true);
+        if let Some(device) = &msg.conn.device {
+            self.tell_cluster(ClusterEvent::DeviceAttached {
+                app: msg.key.app.clone(),
+                user: msg.key.user.clone(),
+                device: device.clone(),
+            });
         }
         let entry = self.users.entry(msg.key.clone()).or_insert_with_key(start);
         if !entry.addr.connected() {
@@ -296,16 +334,13 @@ impl Handler<MembershipChanged> for Registry {
     type Result = ();
 
     fn handle(&mut self, msg: MembershipChanged, _: &mut Self::Context) {
-        let Some(group) = self.groups.get(&msg.key) else { return };
-        let added = msg
-            .added
-            .into_iter()
-            .map(|u| {
-                let s = self.session(&msg.key.app, &u).map(|s| s.clone().recipient());
-                (u, s)
-            })
-            .collect();
-        group.do_send(MembersChanged { added, removed: msg.removed });
+        self.tell_cluster(ClusterEvent::MembersChanged {
+            app: msg.key.app.clone(),
+            group: msg.key.group.clone(),
+            added: msg.added.clone(),
+            removed: msg.removed.clone(),
+        });
+        self.members_changed(&msg.key, msg.added, msg.removed);
     }
 }
 
@@ -332,20 +367,55 @@ impl Handler<FlushSessions> for Registry {
     }
 }
 
-/// From now on, tell `0` when users come and go on this node (a cluster's presence).
-pub struct SetPresence(pub Recipient<Presence>);
-impl actix::Message for SetPresence {
+/// From now on, tell a cluster when users come and go on this node (`presence`; each session tells
+/// it when it starts) and what changes here that the other nodes must know (`events`).
+pub struct LinkCluster {
+    pub presence: Recipient<Presence>,
+    pub events: Recipient<ClusterEvent>,
+}
+impl actix::Message for LinkCluster {
     type Result = ();
 }
 
-impl Handler<SetPresence> for Registry {
+impl Handler<LinkCluster> for Registry {
     type Result = ();
 
-    fn handle(&mut self, msg: SetPresence, _: &mut Self::Context) {
+    fn handle(&mut self, msg: LinkCluster, _: &mut Self::Context) {
         for key in self.users.keys() {
-            msg.0.do_send(Presence { key: key.clone(), online: true });
+            msg.presence.do_send(Presence { key: key.clone(), online: true });
         }
-        self.presence = Some(msg.0);
+        self.presence = Some(msg.presence);
+        self.events = Some(msg.events);
+    }
+}
+
+impl Handler<RemoteEvent> for Registry {
+    type Result = ();
+
+    /// A change made on another node.
+    fn handle(&mut self, msg: RemoteEvent, _: &mut Self::Context) {
+        match msg.0 {
+            ClusterEvent::MembersChanged { app, group, added, removed } => {
+                self.members_changed(&GroupKey::new(app, group), added, removed);
+            }
+            ClusterEvent::DeviceAttached { app, user, device } => {
+                if let Some(s) = self.session(&app, &user) {
+                    s.do_send(DropDevice { device });
+                }
+            }
+        }
+    }
+}
+
+impl Handler<CatchUp> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: CatchUp, _: &mut Self::Context) {
+        let after = crate::domain::ids::min_id_at(msg.since_ms).saturating_sub(1);
+        log::info!("catching {} sessions up on messages stored since {}", self.users.len(), msg.since_ms);
+        for e in self.users.values() {
+            e.addr.do_send(CatchUpSession { after });
+        }
     }
 }
 

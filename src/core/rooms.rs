@@ -11,7 +11,7 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use super::writer::{Persist, Persisted};
-use super::{CoreError, Deliver, FrameSlot, Origin};
+use super::{CoreError, Deliver, FrameSlot, Origin, RoomPresence};
 use crate::domain::message::{ConnId, Draft, SharedMessage, Target};
 
 /// The room an app-wide broadcast leaves out.
@@ -124,10 +124,27 @@ impl actix::Message for Publish {
     type Result = Result<SharedMessage, CoreError>;
 }
 
+/// From now on, tell a cluster when users join and leave rooms here.
+pub struct LinkRoomPresence(pub Recipient<RoomPresence>);
+impl actix::Message for LinkRoomPresence {
+    type Result = ();
+}
+
+/// Sorts user ids as `online` lists them: integer ids in numeric order first, then the others;
+/// each once.
+pub fn sort_user_ids(users: &mut Vec<String>) {
+    users.sort_by_cached_key(|u| (u.parse::<i64>().map_err(|_| ()), u.clone()));
+    users.dedup();
+}
+
 pub struct Rooms {
     writer: Recipient<Persist>,
     /// Members of each (app, room).
     rooms: HashMap<(String, String), HashMap<ConnId, RoomMember>>,
+    /// Connections of each user in each (app, room).
+    room_users: HashMap<(String, String), HashMap<String, usize>>,
+    /// A cluster, told when a user's first connection joins a room and its last leaves.
+    presence: Option<Recipient<RoomPresence>>,
     /// Connections of each (app, user), in rooms or not.
     users: HashMap<(String, String), HashMap<ConnId, RoomMember>>,
     /// What each connection joined: its app, user and rooms.
@@ -136,7 +153,38 @@ pub struct Rooms {
 
 impl Rooms {
     pub fn new(writer: Recipient<Persist>) -> Self {
-        Rooms { writer, rooms: HashMap::new(), users: HashMap::new(), joined: HashMap::new() }
+        Rooms {
+            writer,
+            rooms: HashMap::new(),
+            room_users: HashMap::new(),
+            presence: None,
+            users: HashMap::new(),
+            joined: HashMap::new(),
+        }
+    }
+
+    fn tell(&self, app: &str, room: &str, user: &str, present: bool) {
+        if let Some(p) = &self.presence {
+            p.do_send(RoomPresence { app: app.into(), room: room.into(), user: user.into(), present });
+        }
+    }
+}
+
+impl Handler<LinkRoomPresence> for Rooms {
+    type Result = ();
+
+    fn handle(&mut self, msg: LinkRoomPresence, _: &mut Self::Context) {
+        for ((app, room), users) in &self.room_users {
+            for user in users.keys() {
+                msg.0.do_send(RoomPresence {
+                    app: app.clone(),
+                    room: room.clone(),
+                    user: user.clone(),
+                    present: true,
+                });
+            }
+        }
+        self.presence = Some(msg.0);
     }
 }
 
@@ -152,11 +200,23 @@ impl Handler<JoinRooms> for Rooms {
         let user = msg.member.user.clone();
         self.users.entry((msg.app.clone(), user.clone())).or_default().insert(conn, msg.member.clone());
         let entry = self.joined.entry(conn).or_insert_with(|| (msg.app.clone(), user, Vec::new()));
+        let mut joined = Vec::new();
         for room in msg.rooms {
-            self.rooms.entry((msg.app.clone(), room.clone())).or_default().insert(conn, msg.member.clone());
+            let key = (msg.app.clone(), room.clone());
+            let new = self.rooms.entry(key.clone()).or_default().insert(conn, msg.member.clone()).is_none();
+            if new {
+                let n = self.room_users.entry(key).or_default().entry(msg.member.user.clone()).or_insert(0);
+                *n += 1;
+                if *n == 1 {
+                    joined.push(room.clone());
+                }
+            }
             if !entry.2.contains(&room) {
                 entry.2.push(room);
             }
+        }
+        for room in joined {
+            self.tell(&msg.app, &room, &msg.member.user, true);
         }
     }
 }
@@ -168,11 +228,28 @@ impl Handler<LeaveRooms> for Rooms {
         let Some((app, user, rooms)) = self.joined.remove(&msg.conn) else { return };
         for room in rooms {
             let key = (app.clone(), room);
-            if let Some(members) = self.rooms.get_mut(&key) {
-                members.remove(&msg.conn);
-                if members.is_empty() {
-                    self.rooms.remove(&key);
+            let Some(members) = self.rooms.get_mut(&key) else { continue };
+            if members.remove(&msg.conn).is_none() {
+                continue;
+            }
+            if members.is_empty() {
+                self.rooms.remove(&key);
+            }
+            let mut left = false;
+            if let Some(users) = self.room_users.get_mut(&key) {
+                if let Some(n) = users.get_mut(&user) {
+                    *n -= 1;
+                    if *n == 0 {
+                        users.remove(&user);
+                        left = true;
+                    }
                 }
+                if users.is_empty() {
+                    self.room_users.remove(&key);
+                }
+            }
+            if left {
+                self.tell(&key.0, &key.1, &user, false);
             }
         }
         let key = (app, user);
@@ -207,13 +284,11 @@ impl Handler<RoomUsers> for Rooms {
 
     fn handle(&mut self, msg: RoomUsers, _: &mut Self::Context) -> Vec<String> {
         let mut users: Vec<String> = self
-            .rooms
+            .room_users
             .get(&(msg.app, msg.room))
-            .map(|members| members.values().map(|m| m.user.clone()).collect())
+            .map(|users| users.keys().cloned().collect())
             .unwrap_or_default();
-        // Integer ids in numeric order first, then the others; equal ids end up side by side.
-        users.sort_by_cached_key(|u| (u.parse::<i64>().map_err(|_| ()), u.clone()));
-        users.dedup();
+        sort_user_ids(&mut users);
         users
     }
 }

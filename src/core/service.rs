@@ -7,8 +7,10 @@ use std::sync::Arc;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use super::registry::{Attach, FlushSessions, MembershipChanged, Registry, SetPresence, Submit, WhoIsOnline};
-use super::rooms::{JoinRooms, LeaveRooms, Publish, PublishAcked, Repoint, RoomMember, RoomUsers, Rooms};
+use super::registry::{Attach, FlushSessions, LinkCluster, MembershipChanged, Registry, Submit, WhoIsOnline};
+use super::rooms::{
+    JoinRooms, LeaveRooms, LinkRoomPresence, Publish, PublishAcked, Repoint, RoomMember, RoomUsers, Rooms,
+};
 use super::session::UserSession;
 use super::writer::{Flush, GetStats, SetCluster, StoreWriter, WriterStats};
 use super::{ConnHandle, CoreError, Origin};
@@ -48,6 +50,8 @@ pub struct Core {
     registry: Addr<Registry>,
     writer: Addr<StoreWriter>,
     rooms: Addr<Rooms>,
+    /// The cluster's view of live rooms on the other nodes, once linked.
+    rooms_elsewhere: std::sync::Arc<std::sync::OnceLock<Recipient<super::RoomUsersElsewhere>>>,
 }
 
 impl From<StoreError> for CoreError {
@@ -81,19 +85,21 @@ impl Core {
         });
         // The arbiter lives as long as the process.
         std::mem::forget(arbiter);
-        Core { store, registry, writer, rooms }
+        Core { store, registry, writer, rooms, rooms_elsewhere: Default::default() }
     }
 
-    /// Links the core to a cluster: every stored message goes to `outbound`, users coming and going
-    /// to `presence`; returns where the other nodes' messages come in.
-    pub fn attach_cluster(
-        &self,
-        outbound: Recipient<super::Outbound>,
-        presence: Recipient<super::Presence>,
-    ) -> Recipient<super::RemoteDelivery> {
-        self.writer.do_send(SetCluster(outbound));
-        self.registry.do_send(SetPresence(presence));
-        self.registry.clone().recipient()
+    /// Links the core to a cluster: every stored message, users coming and going, and membership and
+    /// device changes go to `link`; returns where the other nodes' messages and events come in.
+    pub fn attach_cluster(&self, link: super::ClusterOutbound) -> super::ClusterInbound {
+        self.writer.do_send(SetCluster(link.messages));
+        self.registry.do_send(LinkCluster { presence: link.presence, events: link.events });
+        self.rooms.do_send(LinkRoomPresence(link.room_presence));
+        let _ = self.rooms_elsewhere.set(link.room_users);
+        super::ClusterInbound {
+            deliveries: self.registry.clone().recipient(),
+            events: self.registry.clone().recipient(),
+            catch_up: self.registry.clone().recipient(),
+        }
     }
 
     /// Attaches a connection as `key`; the session starts its offline replay to it.
@@ -131,7 +137,15 @@ impl Core {
 
     /// The users with a connection in a live room.
     pub async fn room_users(&self, app: &str, room: &str) -> Vec<String> {
-        self.rooms.send(RoomUsers { app: app.to_string(), room: room.to_string() }).await.unwrap_or_default()
+        let here = self.rooms.send(RoomUsers { app: app.to_string(), room: room.to_string() });
+        let Some(cluster) = self.rooms_elsewhere.get() else { return here.await.unwrap_or_default() };
+        let elsewhere =
+            cluster.send(super::RoomUsersElsewhere { app: app.to_string(), room: room.to_string() });
+        let (here, elsewhere) = futures_util::future::join(here, elsewhere).await;
+        let mut users = here.unwrap_or_default();
+        users.extend(elsewhere.unwrap_or_default());
+        super::rooms::sort_user_ids(&mut users);
+        users
     }
 
     /// Stores a message and delivers it to live rooms; the future answers once stored. The message is

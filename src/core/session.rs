@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 
 use super::registry::{AnnounceOnline, SessionIdle};
 use super::writer::SaveWatermarks;
-use super::{ConnEvent, ConnHandle, Deliver};
+use super::{ConnEvent, ConnHandle, Deliver, Presence};
 use crate::domain::message::{ConnId, ConvKind, SharedMessage, UserKey};
 use crate::metrics::METRICS;
 use crate::store::messages::{conversations_of, replay_page, Watermark};
@@ -68,6 +68,24 @@ impl actix::Message for SessionDeliver {
     type Result = ();
 }
 
+/// Connections with this device key logged in on another node of the cluster: they go.
+pub struct DropDevice {
+    pub device: String,
+}
+impl actix::Message for DropDevice {
+    type Result = ();
+}
+
+/// Messages of other nodes stored from id `after` on may have been lost on their way here: every
+/// connection reads them from the store, leaving out what it was handed (as a replay, live messages
+/// held meanwhile).
+pub struct CatchUpSession {
+    pub after: i64,
+}
+impl actix::Message for CatchUpSession {
+    type Result = ();
+}
+
 /// Write dirty watermarks now; answers when they are stored.
 pub struct FlushWatermarks;
 impl actix::Message for FlushWatermarks {
@@ -89,38 +107,70 @@ struct Replay {
 struct ConnEntry {
     handle: ConnHandle,
     replay: Option<Replay>,
-    /// Per conversation, the highest id the finished replay handed over: a live copy of a message
-    /// the replay already found in the store (it can arrive after the replay ends) is not sent twice.
-    replayed_upto: HashMap<String, i64>,
+    /// Per conversation and per node that stored them, the highest id handed to the connection
+    /// (others' messages, by replay or live). A node's messages of a conversation come in id order,
+    /// so anything at or below this is a copy of something handed over already (a live copy of a
+    /// replayed message, a replayed copy of a live one during a catch-up).
+    handed: HashMap<String, Vec<(u16, i64)>>,
+    /// Where the connection's first replay started, per conversation: a catch-up never goes below
+    /// (what lies there was for the user's other devices).
+    floor: HashMap<String, i64>,
+    /// A catch-up was asked for during a replay (from this id on): another replay follows it.
+    catch_up_after_replay: Option<i64>,
 }
 
 impl ConnEntry {
-    /// Whether the finished replay already handed `m` over. Live messages of a conversation come in
-    /// id order, so a conversation's entry goes at its first newer message and, once every entry has
-    /// gone, live deliveries pay nothing for this.
-    fn replayed_already(&mut self, m: &crate::domain::message::Message) -> bool {
-        if self.replayed_upto.is_empty() {
+    fn new(handle: ConnHandle) -> ConnEntry {
+        ConnEntry {
+            handle,
+            replay: None,
+            handed: HashMap::new(),
+            floor: HashMap::new(),
+            catch_up_after_replay: None,
+        }
+    }
+
+    fn handed_upto(&self, m: &crate::domain::message::Message) -> Option<i64> {
+        let node = crate::domain::ids::node_of(m.id);
+        self.handed.get(&m.conv)?.iter().find(|(n, _)| *n == node).map(|(_, id)| *id)
+    }
+
+    /// Whether `m` goes to the connection (noting it when it does): the user's own messages always
+    /// do (they are never replayed); others' unless handed over already.
+    fn take(&mut self, m: &crate::domain::message::Message, own: bool) -> bool {
+        if own {
+            return true;
+        }
+        if self.handed_upto(m).is_some_and(|upto| m.id <= upto) {
             return false;
         }
-        match self.replayed_upto.get(&m.conv) {
-            Some(&upto) if m.id <= upto => true,
-            Some(_) => {
-                self.replayed_upto.remove(&m.conv);
-                false
+        let node = crate::domain::ids::node_of(m.id);
+        match self.handed.get_mut(&m.conv) {
+            Some(v) => match v.iter_mut().find(|(n, _)| *n == node) {
+                Some(e) => e.1 = m.id,
+                None => v.push((node, m.id)),
+            },
+            None => {
+                self.handed.insert(m.conv.clone(), vec![(node, m.id)]);
             }
-            None => false,
         }
+        true
     }
 }
 
 /// Where a session sends what it has to say: to the registry (it is online in its groups; it has no
-/// connection left) and to the store writer (watermarks).
+/// connection left), to the store writer (watermarks) and, in a cluster, to the cluster's presence
+/// (it is online on this node; answered once the other nodes can see it).
 #[derive(Clone)]
 pub struct SessionLinks {
     pub announce: Recipient<AnnounceOnline>,
     pub idle: Recipient<SessionIdle>,
     pub watermarks: Recipient<SaveWatermarks>,
+    pub presence: Option<Recipient<Presence>>,
 }
+
+/// The session's presence in the cluster, registered once; every replay waits for it.
+type Registration = futures_util::future::Shared<futures_util::future::BoxFuture<'static, ()>>;
 
 pub struct UserSession {
     key: UserKey,
@@ -132,6 +182,7 @@ pub struct UserSession {
     attaches_seen: u64,
     announced: bool,
     flush_scheduled: bool,
+    registration: Option<Registration>,
 }
 
 impl UserSession {
@@ -146,6 +197,7 @@ impl UserSession {
             attaches_seen: 0,
             announced: false,
             flush_scheduled: false,
+            registration: None,
         }
     }
 
@@ -200,9 +252,34 @@ impl UserSession {
         }
     }
 
-    fn start_replay(&mut self, conn: ConnId, ctx: &mut Context<Self>) {
+    /// The session's presence in the cluster: registered on the first call, ready at once without a
+    /// cluster.
+    fn registration(&mut self) -> Registration {
+        use futures_util::FutureExt;
+        let (links, key) = (&self.links, &self.key);
+        self.registration
+            .get_or_insert_with(|| {
+                let presence = links.presence.clone();
+                let key = key.clone();
+                async move {
+                    if let Some(p) = presence {
+                        let _ = p.send(Presence { key, online: true }).await;
+                    }
+                }
+                .boxed()
+                .shared()
+            })
+            .clone()
+    }
+
+    /// Starts a replay to `conn`: from its watermarks (a login), or, for a catch-up, from `catch_up`
+    /// (an id: what was stored from then on may not have come), leaving out what it was handed.
+    fn start_replay(&mut self, conn: ConnId, catch_up: Option<i64>, ctx: &mut Context<Self>) {
+        let registered = self.registration();
         let Some(entry) = self.conns.get_mut(&conn) else { return };
-        let previous = entry.replay.take().map(|r| r.positions).unwrap_or_default();
+        if entry.replay.is_some() {
+            return;
+        }
         entry.replay = Some(Replay {
             positions: HashMap::new(),
             exhausted: HashSet::new(),
@@ -212,13 +289,16 @@ impl UserSession {
         });
         let (app, user) = (self.key.app.clone(), self.key.user.clone());
         let store = self.store.clone();
-        let fut = async move { store.run(move |c| conversations_of(c, &app, &user)).await };
+        let fut = async move {
+            registered.await;
+            store.run(move |c| conversations_of(c, &app, &user)).await
+        };
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
             let convs = match res {
                 Ok(convs) => convs,
                 Err(e) => {
                     log::error!("replay for {}: {e}", act.key.user);
-                    act.finish_replay(conn);
+                    act.finish_replay(conn, ctx);
                     return;
                 }
             };
@@ -229,24 +309,27 @@ impl UserSession {
                 let session = ctx.address().recipient();
                 act.links.announce.do_send(AnnounceOnline { key: act.key.clone(), session, groups });
             }
+            let Some(entry) = act.conns.get_mut(&conn) else { return };
             let mut positions = HashMap::new();
             for c in convs {
-                let mut upto = c.delivered_upto;
-                if let Some(&mem) = act.delivered.get(&c.conv) {
-                    upto = upto.max(mem);
-                }
-                if let Some(&prev) = previous.get(&c.conv) {
-                    upto = upto.max(prev);
-                }
+                let upto = match catch_up {
+                    Some(after) => entry.floor.get(&c.conv).map_or(after, |&floor| floor.max(after)),
+                    None => {
+                        let mem = act.delivered.get(&c.conv).copied().unwrap_or(0);
+                        c.delivered_upto.max(mem)
+                    }
+                };
                 positions.insert(c.conv, upto);
             }
-            let resume = act.conns.get(&conn).and_then(|e| e.handle.resume.clone());
-            if let Some((conv, after)) = resume {
-                if positions.contains_key(&conv) && previous.is_empty() {
-                    positions.insert(conv, after);
+            if catch_up.is_none() {
+                if let Some((conv, after)) = entry.handle.resume.clone() {
+                    if positions.contains_key(&conv) {
+                        positions.insert(conv, after);
+                    }
                 }
+                entry.floor = positions.clone();
             }
-            if let Some(r) = act.conns.get_mut(&conn).and_then(|e| e.replay.as_mut()) {
+            if let Some(r) = entry.replay.as_mut() {
                 r.positions = positions;
                 act.next_page(conn, ctx);
             }
@@ -262,49 +345,53 @@ impl UserSession {
             .map(|(k, v)| (k.clone(), *v))
             .collect();
         if after.is_empty() {
-            self.finish_replay(conn);
+            self.finish_replay(conn, ctx);
             return;
         }
         let (app, user) = (self.key.app.clone(), self.key.user.clone());
         let store = self.store.clone();
         let fut = async move { store.run(move |c| replay_page(c, &app, &user, &after, REPLAY_PAGE)).await };
-        ctx.spawn(fut.into_actor(self).map(move |res, act, _| {
+        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
             let Some(entry) = act.conns.get_mut(&conn) else { return };
             let page = match res {
                 Ok(page) => page,
                 Err(e) => {
                     log::error!("replay page for {}: {e}", act.key.user);
-                    act.finish_replay(conn);
+                    act.finish_replay(conn, ctx);
                     return;
                 }
             };
             let full = page.messages.len() as i64 >= REPLAY_PAGE;
             METRICS.replayed.inc_by(page.messages.len() as u64);
-            if let Some(r) = entry.replay.as_mut() {
+            if let Some(mut r) = entry.replay.take() {
                 r.exhausted.extend(page.exhausted);
                 for m in page.messages {
                     r.positions.insert(m.conv.clone(), m.id);
-                    entry.handle.deliver.do_send(Deliver::single(std::sync::Arc::new(m), true));
+                    if entry.take(&m, false) {
+                        entry.handle.deliver.do_send(Deliver::single(std::sync::Arc::new(m), true));
+                    }
                 }
+                entry.replay = Some(r);
             }
             if full {
                 entry.handle.events.do_send(ConnEvent::ReplayPaused);
             } else {
-                act.finish_replay(conn);
+                act.finish_replay(conn, ctx);
             }
         }));
     }
 
-    fn finish_replay(&mut self, conn: ConnId) {
+    fn finish_replay(&mut self, conn: ConnId, ctx: &mut Context<Self>) {
         let Some(entry) = self.conns.get_mut(&conn) else { return };
         let Some(replay) = entry.replay.take() else { return };
         for msg in replay.buffer {
-            let seen = replay.positions.get(&msg.conv).copied().unwrap_or(i64::MIN);
-            if msg.sender == self.key.user || msg.id > seen {
+            if entry.take(&msg, msg.sender == self.key.user) {
                 entry.handle.deliver.do_send(Deliver::single(msg, false));
             }
         }
-        entry.replayed_upto = replay.positions;
+        if let Some(after) = entry.catch_up_after_replay.take() {
+            self.start_replay(conn, Some(after), ctx);
+        }
     }
 
     /// The last connection left: store the watermarks, then ask the registry to forget this session
@@ -371,8 +458,8 @@ impl Handler<AttachConn> for UserSession {
             }
         }
         let id = msg.conn.id;
-        self.conns.insert(id, ConnEntry { handle: msg.conn, replay: None, replayed_upto: HashMap::new() });
-        self.start_replay(id, ctx);
+        self.conns.insert(id, ConnEntry::new(msg.conn));
+        self.start_replay(id, None, ctx);
     }
 }
 
@@ -427,10 +514,48 @@ impl Handler<SessionDeliver> for UserSession {
                 }
                 None => {
                     // Replays leave out the user's own messages, so only others' can have come that way.
-                    if m.sender == self.key.user || !entry.replayed_already(m) {
+                    if entry.take(m, m.sender == self.key.user) {
                         entry.handle.deliver.do_send(Deliver::single(m.clone(), false));
                     }
                 }
+            }
+        }
+    }
+}
+
+impl Handler<DropDevice> for UserSession {
+    type Result = ();
+
+    fn handle(&mut self, msg: DropDevice, ctx: &mut Self::Context) {
+        let older: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, e)| e.handle.device.as_deref() == Some(msg.device.as_str()))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in older {
+            if let Some(e) = self.conns.remove(&id) {
+                e.handle.events.do_send(ConnEvent::Replaced);
+            }
+        }
+        if self.conns.is_empty() && self.attaches_seen > 0 {
+            self.begin_idle(ctx);
+        }
+    }
+}
+
+impl Handler<CatchUpSession> for UserSession {
+    type Result = ();
+
+    fn handle(&mut self, msg: CatchUpSession, ctx: &mut Self::Context) {
+        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        for id in ids {
+            let Some(entry) = self.conns.get_mut(&id) else { continue };
+            if entry.replay.is_some() {
+                let after = entry.catch_up_after_replay.map_or(msg.after, |a| a.min(msg.after));
+                entry.catch_up_after_replay = Some(after);
+            } else {
+                self.start_replay(id, Some(msg.after), ctx);
             }
         }
     }

@@ -11,10 +11,11 @@ use super::group::{Group, GroupLinks, GroupSubmit, MembersChanged};
 use super::registry::{AnnounceOnline, GroupGone, OnlineSessions, SessionIdle};
 use super::rooms::{Audience, JoinRooms, Publish, Repoint, RoomMember, Rooms};
 use super::session::{
-    AttachConn, Delivered, FlushWatermarks, ReplayNext, SessionDeliver, SessionLinks, UserSession,
+    AttachConn, CatchUpSession, Delivered, DropDevice, FlushWatermarks, ReplayNext, SessionDeliver,
+    SessionLinks, UserSession,
 };
 use super::writer::{Persist, Persisted, SaveWatermarks};
-use super::{ConnEvent, ConnHandle, CoreError, Deliver, Origin};
+use super::{ConnEvent, ConnHandle, CoreError, Deliver, Origin, Presence};
 use crate::domain::message::{ConnId, Draft, GroupKey, Message, SharedMessage, Target, UserKey};
 use crate::store::groups::{create_group, NewGroup};
 use crate::store::messages::write_batch;
@@ -168,7 +169,11 @@ fn session_links() -> StubSessionLinks {
     let (announce, announced) = recorder::<AnnounceOnline>();
     let (save, watermarks) = recorder::<SaveWatermarks>();
     let idle = RegistryStub { online: Vec::new() }.start().recipient();
-    StubSessionLinks { links: SessionLinks { announce, idle, watermarks: save }, announced, watermarks }
+    StubSessionLinks {
+        links: SessionLinks { announce, idle, watermarks: save, presence: None },
+        announced,
+        watermarks,
+    }
 }
 
 fn payloads(d: &[Deliver]) -> Vec<String> {
@@ -289,6 +294,98 @@ async fn delivered_reports_move_watermarks_forward_only() {
     session.do_send(FlushWatermarks);
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(links.watermarks.take().iter().all(|s| s.watermarks.is_empty()));
+}
+
+#[actix_rt::test]
+async fn a_catch_up_hands_over_what_the_store_has_beyond_what_each_connection_got() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (store, _) = store_with_history(&dir, 5).await;
+    let links = session_links();
+    let session = UserSession::new(UserKey::new(APP, "u"), links.links.clone(), store.clone()).start();
+    let conn = stub_conn(11, 1 << 20);
+    session.do_send(AttachConn { conn: conn.handle.clone() });
+    eventually("the replay", || conn.delivered.len() == 5).await;
+    conn.delivered.take();
+    // 6 comes live; 7 and 8 are stored but their live copies are lost (another node's publish).
+    let stored = |m: Message| {
+        let store = store.clone();
+        async move { store.run(move |c| write_batch(c, &[&m], &[], &[])).await.expect("stored") }
+    };
+    let six = message(6, "s", "m5");
+    stored(six.clone()).await;
+    session.do_send(SessionDeliver { msg: Arc::new(six), origin: None });
+    eventually("the live one", || conn.delivered.len() == 1).await;
+    conn.delivered.take();
+    stored(message(7, "s", "m6")).await;
+    stored(message(8, "s", "m7")).await;
+
+    session.do_send(CatchUpSession { after: 0 });
+    // 8's live copy turns up during the catch-up after all: still once.
+    session.do_send(SessionDeliver { msg: Arc::new(message(8, "s", "m7")), origin: None });
+    eventually("the missed ones", || conn.delivered.len() >= 2).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(payloads(&conn.delivered.take()), ["m6", "m7"], "only what the connection missed, once");
+
+    // A catch-up with nothing missed hands over nothing.
+    session.do_send(CatchUpSession { after: 0 });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(conn.delivered.len(), 0);
+
+    // Ids name the node that stored them: node 2's later message came live, node 1's earlier one was
+    // lost on its way. The catch-up finds it although a later id of the conversation was handed over.
+    let from_node = |ms: i64, node: i64, p: &str| message((ms << 12) | (node << 8), "s", p);
+    stored(from_node(1000, 1, "lost")).await;
+    let later = from_node(1001, 2, "later");
+    stored(later.clone()).await;
+    session.do_send(SessionDeliver { msg: Arc::new(later), origin: None });
+    eventually("node 2's message", || conn.delivered.len() == 1).await;
+    assert_eq!(payloads(&conn.delivered.take()), ["later"]);
+    session.do_send(CatchUpSession { after: 0 });
+    eventually("node 1's message", || conn.delivered.len() == 1).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(payloads(&conn.delivered.take()), ["lost"]);
+}
+
+#[actix_rt::test]
+async fn a_device_logged_in_elsewhere_replaces_this_one_and_a_login_waits_for_presence() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (store, _) = store_with_history(&dir, 3).await;
+    // A presence that answers only when let go.
+    struct SlowPresence(Option<tokio::sync::oneshot::Receiver<()>>);
+    impl Actor for SlowPresence {
+        type Context = Context<Self>;
+    }
+    impl Handler<Presence> for SlowPresence {
+        type Result = ResponseFuture<()>;
+        fn handle(&mut self, _: Presence, _: &mut Context<Self>) -> Self::Result {
+            let wait = self.0.take();
+            Box::pin(async move {
+                if let Some(w) = wait {
+                    let _ = w.await;
+                }
+            })
+        }
+    }
+    let (release, wait) = tokio::sync::oneshot::channel();
+    let mut links = session_links();
+    links.links.presence = Some(SlowPresence(Some(wait)).start().recipient());
+    let session = UserSession::new(UserKey::new(APP, "u"), links.links.clone(), store).start();
+    let mut phone = stub_conn(12, 1 << 20);
+    phone.handle.device = Some("android".into());
+    let web = stub_conn(13, 1 << 20);
+    session.do_send(AttachConn { conn: phone.handle.clone() });
+    session.do_send(AttachConn { conn: web.handle.clone() });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(phone.delivered.len() + web.delivered.len(), 0, "no replay before the cluster knows");
+    let _ = release.send(());
+    eventually("the replays", || phone.delivered.len() == 3 && web.delivered.len() == 3).await;
+
+    session.do_send(DropDevice { device: "android".into() });
+    eventually("the phone is told", || phone.events.len() == 1).await;
+    assert!(matches!(phone.events.take()[..], [ConnEvent::Replaced]));
+    session.do_send(SessionDeliver { msg: Arc::new(message(50, "s", "after")), origin: None });
+    eventually("the web connection still gets messages", || web.delivered.len() == 4).await;
+    assert_eq!(phone.delivered.len(), 3, "the replaced one gets nothing more");
 }
 
 #[actix_rt::test]

@@ -657,9 +657,72 @@ pub fn redis_url() -> String {
         .unwrap_or_else(|| "redis://127.0.0.1:6379".into())
 }
 
+/// A Redis server of a test's own, on a free port, keeping nothing on disk: it can be killed and
+/// started again on the same port.
+pub struct TestRedis {
+    pub port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl TestRedis {
+    /// `None` (skipped) when `redis-server` is not installed.
+    pub fn start() -> Option<TestRedis> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+        let mut r = TestRedis { port, child: None };
+        r.restart();
+        r.child.is_some().then_some(r)
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server (again) and waits until it answers.
+    pub fn restart(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        let Ok(child) = child else { return };
+        self.child = Some(child);
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("redis-server on port {} does not answer", self.port);
+    }
+
+    /// Kills the server outright (its data goes with it).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// Nodes of one cluster: a database of their own on MariaDB, a key prefix of their own in Redis.
 pub struct TestCluster {
     pub nodes: Vec<TestServer>,
+    pub redis: String,
     pub prefix: String,
     pub database_url: String,
     _db: MysqlDb,
@@ -669,10 +732,16 @@ impl TestCluster {
     /// `n` nodes (ids 1..=n), each with `toml` added to its configuration; `None` (skipped) without
     /// MariaDB.
     pub fn start(n: u16, toml: &str) -> Option<TestCluster> {
+        Self::start_on(&redis_url(), n, toml)
+    }
+
+    /// The same, on the Redis at `redis`.
+    pub fn start_on(redis: &str, n: u16, toml: &str) -> Option<TestCluster> {
         let Some(Backend::Mysql(admin)) = Backend::mysql() else { return None };
         let (db, database_url) = MysqlDb::create(&admin);
         let prefix = format!("wsimtest{}x{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
-        let mut c = TestCluster { nodes: Vec::new(), prefix, database_url, _db: db };
+        let mut c =
+            TestCluster { nodes: Vec::new(), redis: redis.to_string(), prefix, database_url, _db: db };
         for id in 1..=n {
             c.add_node(id, toml);
         }
@@ -688,9 +757,11 @@ impl TestCluster {
     pub fn add_node(&mut self, id: u16, toml: &str) {
         let config = self.config(toml);
         let id = id.to_string();
-        let redis = redis_url();
-        let node =
-            TestServer::start_node(&self.database_url, &config, &["--redis-url", &redis, "--node-id", &id]);
+        let node = TestServer::start_node(
+            &self.database_url,
+            &config,
+            &["--redis-url", &self.redis, "--node-id", &id],
+        );
         self.nodes.push(node);
     }
 }
