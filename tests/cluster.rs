@@ -389,3 +389,46 @@ async fn a_node_that_just_joined_gets_what_is_sent_to_its_users_before_the_other
     alice.send("text_bob_later_unicast_e");
     assert!(bob.recv().await.starts_with("text_alice_later_unicast_"));
 }
+
+#[actix_rt::test]
+async fn group_messages_go_only_to_nodes_with_members_online() {
+    const RECEIVED: &str = "wsim_cluster_received_total";
+    let Some(c) = TestCluster::start(3, "") else { return };
+    all_see(&c.nodes, 3).await;
+    let (n1, n2, n3) = (&c.nodes[0], &c.nodes[1], &c.nodes[2]);
+    let v = n1.get_json("/creategrp?creator=alice&members=bob").await;
+    let gid = v["data"]["groupid"].as_str().expect("group id").to_string();
+    let alice = n1.login("alice").await;
+    let mut bob = n2.login("bob").await;
+    let carol = n3.login("carol").await;
+    // Let the nodes' hellos (sync) go by before counting.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (r2, r3) = (n2.metric(RECEIVED).await, n3.metric(RECEIVED).await);
+    for i in 0..5 {
+        alice.send(&format!("text_{gid}_m{i}_group_e"));
+    }
+    for i in 0..5 {
+        assert!(bob.recv().await.contains(&format!("_m{i}_group_")));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(n2.metric(RECEIVED).await - r2, 5.0, "node 2 has a member online");
+    assert_eq!(n3.metric(RECEIVED).await - r3, 0.0, "node 3 has none: nothing published to it");
+
+    // carol, online on node 3, is added on node 1: the next message goes to node 3 too.
+    let v = n1.get_json(&format!("/addmembers?groupid={gid}&members=carol")).await;
+    assert_eq!(v["code"], 1, "{v}");
+    let mut carol = carol;
+    alice.send(&format!("text_{gid}_welcome_group_e"));
+    let f = carol.recv().await;
+    assert!(f.starts_with(&format!("text_alice_welcome_group_{gid}_")), "{f}");
+    assert!(bob.recv().await.contains("_welcome_group_"));
+    // carol leaves: node 3 has no member online again.
+    carol.close().await;
+    n3.wait_metric("wsim_connections_open{frontend=\"wsim\"}", 0.0).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r3 = n3.metric(RECEIVED).await;
+    alice.send(&format!("text_{gid}_bye_group_e"));
+    assert!(bob.recv().await.contains("_bye_group_"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(n3.metric(RECEIVED).await - r3, 0.0);
+}

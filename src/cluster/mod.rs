@@ -69,6 +69,10 @@ impl Keys {
     fn users(&self, id: u16) -> String {
         format!("{}:users:{id}", self.prefix)
     }
+    /// The groups with members online on a node ("<app>\n<group>"), with the TTL.
+    fn groups(&self, id: u16) -> String {
+        format!("{}:groups:{id}", self.prefix)
+    }
     /// A node's channel.
     fn inbox(&self, id: u16) -> String {
         format!("{}:inbox:{id}", self.prefix)
@@ -155,6 +159,7 @@ impl Cluster {
         let inbound = core.attach_cluster(crate::core::ClusterOutbound {
             messages: node.clone().recipient(),
             presence: node.clone().recipient(),
+            groups_online: node.clone().recipient(),
             events: node.clone().recipient(),
             room_presence: node.clone().recipient(),
             room_users: node.clone().recipient(),

@@ -14,8 +14,8 @@ use tokio::sync::mpsc;
 
 use super::{Keys, Member, Shared};
 use crate::core::{
-    CatchUp, ClusterEvent, ClusterInbound, Outbound, Presence, RemoteDelivery, RemoteEvent, RoomPresence,
-    RoomUsersElsewhere, Scope,
+    CatchUp, ClusterEvent, ClusterInbound, GroupsOnline, Outbound, Presence, RemoteDelivery, RemoteEvent,
+    RoomPresence, RoomUsersElsewhere, Scope,
 };
 use crate::domain::message::Message;
 use crate::metrics::METRICS;
@@ -207,6 +207,10 @@ pub(super) struct ClusterNode {
     users: HashSet<String>,
     /// This node's entries in live rooms: room key -> entries.
     rooms: HashMap<String, HashSet<String>>,
+    /// The groups of each user online here ("<app>\n<user>" -> "<app>\n<group>"), and how many
+    /// users online here each group has: those with any are in `<p>:groups:<id>`.
+    user_groups: HashMap<String, HashSet<String>>,
+    group_counts: HashMap<String, usize>,
     publish: Option<mpsc::Sender<Publication>>,
     /// A publication was dropped before it got a sequence number: the publisher skips one for every
     /// node, so that they see the gap.
@@ -218,6 +222,10 @@ fn user_entry(app: &str, user: &str) -> String {
     format!("{app}\n{user}")
 }
 
+fn group_entry(app: &str, group: &str) -> String {
+    format!("{app}\n{group}")
+}
+
 impl ClusterNode {
     pub fn new(s: NodeSettings) -> ClusterNode {
         ClusterNode {
@@ -226,6 +234,8 @@ impl ClusterNode {
             last_heartbeat_ms: Arc::new(AtomicU64::new(crate::domain::ids::now_ms())),
             users: HashSet::new(),
             rooms: HashMap::new(),
+            user_groups: HashMap::new(),
+            group_counts: HashMap::new(),
             publish: None,
             lost: Arc::new(AtomicBool::new(false)),
             catch_up: None,
@@ -265,6 +275,10 @@ impl ClusterNode {
                 .cmd("EXPIRE")
                 .arg(keys.users(id))
                 .arg(ttl)
+                .cmd("EXPIRE")
+                .arg(keys.groups(id))
+                .arg(ttl)
+                .ignore()
                 .cmd("SMEMBERS")
                 .arg(keys.nodes())
                 .query_async(&mut con)
@@ -389,7 +403,10 @@ impl ClusterNode {
                                     }
                                     deliveries.do_send(RemoteDelivery { msg: Arc::new(msg), scope })
                                 }
-                                BodyIn::Event(ev) => events.do_send(RemoteEvent(ev)),
+                                BodyIn::Event(ev) => {
+                                    me.do_send(ApplyEvent(ev.clone()));
+                                    events.do_send(RemoteEvent(ev))
+                                }
                                 BodyIn::Sync { since_ms } => {
                                     log::info!(
                                         "cluster: node {} publishes here from now on; catching up",
@@ -454,6 +471,11 @@ impl ClusterNode {
                 let out = match publication {
                     Publication::Refresh => continue,
                     Publication::Event(ev) => {
+                        if let ClusterEvent::MembersChanged { app, group, added, .. } = &ev {
+                            // Users added now and online elsewhere get the group's next messages: their
+                            // nodes' interest is written before anything later is published.
+                            Self::add_interest(&mut con, &keys, &others, app, group, added).await;
+                        }
                         let Ok(body) = serde_json::to_string(&BodyOut::Event(&ev)) else { continue };
                         Self::send(&mut con, &keys, &token, me, &others, &body, &mut next_seq).await;
                         continue;
@@ -494,7 +516,27 @@ impl ClusterNode {
                             }
                         }
                     }
-                    Scope::Group | Scope::Room => others,
+                    Scope::Group => {
+                        let entry = group_entry(&out.msg.app, &out.msg.conv);
+                        let mut pipe = redis::pipe();
+                        for &n in &others {
+                            pipe.cmd("SISMEMBER").arg(keys.groups(n)).arg(&entry);
+                        }
+                        match bounded(pipe.query_async::<Vec<bool>>(&mut con)).await {
+                            Ok(hits) => {
+                                others.iter().zip(hits).filter(|(_, h)| *h).map(|(&n, _)| n).collect()
+                            }
+                            Err(e) => {
+                                log::warn!("cluster: group lookup: {e}");
+                                METRICS.cluster_dropped.inc();
+                                for &n in &others {
+                                    *next_seq.entry(n).or_insert(1) += 1;
+                                }
+                                continue;
+                            }
+                        }
+                    }
+                    Scope::Room => others,
                 };
                 if targets.is_empty() {
                     continue;
@@ -506,6 +548,39 @@ impl ClusterNode {
                 Self::send(&mut con, &keys, &token, me, &targets, &body, &mut next_seq).await;
             }
         });
+    }
+
+    /// Adds `group` to the interest of every node in `nodes` where one of `users` is online.
+    async fn add_interest(
+        con: &mut ConnectionManager,
+        keys: &Keys,
+        nodes: &[u16],
+        app: &str,
+        group: &str,
+        users: &[String],
+    ) {
+        if users.is_empty() || nodes.is_empty() {
+            return;
+        }
+        let entries: Vec<String> = users.iter().map(|u| user_entry(app, u)).collect();
+        let mut pipe = redis::pipe();
+        for &n in nodes {
+            pipe.cmd("SMISMEMBER").arg(keys.users(n)).arg(&entries);
+        }
+        let Ok(hits) = bounded(pipe.query_async::<Vec<Vec<bool>>>(con)).await else { return };
+        let mut pipe = redis::pipe();
+        let mut any = false;
+        for (&n, hit) in nodes.iter().zip(hits) {
+            if hit.iter().any(|h| *h) {
+                pipe.cmd("SADD").arg(keys.groups(n)).arg(group_entry(app, group)).ignore();
+                any = true;
+            }
+        }
+        if any {
+            if let Err(e) = bounded(pipe.query_async::<()>(con)).await {
+                log::debug!("cluster: group interest: {e}");
+            }
+        }
     }
 
     /// Publishes `body` to each of `targets` in one round trip, each with its next sequence number
@@ -580,6 +655,7 @@ impl Handler<ClusterEvent> for ClusterNode {
     type Result = ();
 
     fn handle(&mut self, ev: ClusterEvent, _: &mut Context<Self>) {
+        self.apply_membership(&ev);
         self.queue(Publication::Event(ev));
     }
 }
@@ -608,6 +684,8 @@ impl Handler<Presence> for ClusterNode {
             "SADD"
         } else {
             self.users.remove(&entry);
+            let groups: Vec<String> = self.user_groups.remove(&entry).into_iter().flatten().collect();
+            self.drop_interest(groups);
             "SREM"
         };
         let done = actix_rt::spawn(async move {
@@ -629,6 +707,115 @@ impl Handler<Presence> for ClusterNode {
         Box::pin(async move {
             let _ = tokio::time::timeout(PRESENCE_WAIT, done).await;
         })
+    }
+}
+
+impl ClusterNode {
+    /// Counts `groups` for `user` (online here); answers the groups that had no user here until now.
+    fn add_groups(&mut self, user: &str, groups: impl IntoIterator<Item = String>) -> Vec<String> {
+        let mine = self.user_groups.entry(user.to_string()).or_default();
+        let mut new = Vec::new();
+        for g in groups {
+            if mine.insert(g.clone()) {
+                let n = self.group_counts.entry(g.clone()).or_insert(0);
+                *n += 1;
+                if *n == 1 {
+                    new.push(g);
+                }
+            }
+        }
+        new
+    }
+
+    /// Uncounts `groups` (of a user who left or was removed); those with no user here left go.
+    fn drop_interest(&mut self, groups: Vec<String>) {
+        let mut gone = Vec::new();
+        for g in groups {
+            if let Some(n) = self.group_counts.get_mut(&g) {
+                *n -= 1;
+                if *n == 0 {
+                    self.group_counts.remove(&g);
+                    gone.push(g);
+                }
+            }
+        }
+        if gone.is_empty() {
+            return;
+        }
+        let (mut con, key) = (self.s.con.clone(), self.s.keys.groups(self.s.node_id));
+        actix_rt::spawn(async move {
+            if let Err(e) = bounded(redis::cmd("SREM").arg(&key).arg(&gone).query_async::<()>(&mut con)).await
+            {
+                log::debug!("cluster: group interest: {e}");
+            }
+        });
+    }
+
+    /// Writes new interest in `groups` (awaited by logins, bounded by [`PRESENCE_WAIT`]).
+    fn write_interest(&self, groups: Vec<String>) -> impl std::future::Future<Output = ()> + 'static {
+        let (mut con, key, ttl) =
+            (self.s.con.clone(), self.s.keys.groups(self.s.node_id), self.s.ttl.as_secs());
+        async move {
+            if groups.is_empty() {
+                return;
+            }
+            let mut pipe = redis::pipe();
+            pipe.cmd("SADD").arg(&key).arg(&groups).ignore();
+            pipe.cmd("EXPIRE").arg(&key).arg(ttl).ignore();
+            match tokio::time::timeout(PRESENCE_WAIT, pipe.query_async::<()>(&mut con)).await {
+                Ok(Err(e)) => log::debug!("cluster: group interest: {e}"),
+                Err(_) => log::debug!("cluster: group interest: timed out"),
+                Ok(Ok(())) => {}
+            }
+        }
+    }
+
+    /// Follows a membership change in the interest of this node.
+    fn apply_membership(&mut self, event: &ClusterEvent) {
+        let ClusterEvent::MembersChanged { app, group, added, removed } = event else { return };
+        let entry = group_entry(app, group);
+        let mut new = Vec::new();
+        for u in added {
+            let user = user_entry(app, u);
+            if self.users.contains(&user) {
+                new.extend(self.add_groups(&user, [entry.clone()]));
+            }
+        }
+        let mut dropped = Vec::new();
+        for u in removed {
+            if let Some(mine) = self.user_groups.get_mut(&user_entry(app, u)) {
+                if mine.remove(&entry) {
+                    dropped.push(entry.clone());
+                }
+            }
+        }
+        self.drop_interest(dropped);
+        actix_rt::spawn(self.write_interest(new));
+    }
+}
+
+impl Handler<GroupsOnline> for ClusterNode {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, g: GroupsOnline, _: &mut Context<Self>) -> Self::Result {
+        let user = user_entry(&g.key.app, &g.key.user);
+        let entries: Vec<String> = g.groups.iter().map(|gr| group_entry(&g.key.app, gr)).collect();
+        let new = self.add_groups(&user, entries);
+        Box::pin(self.write_interest(new))
+    }
+}
+
+/// A change made on another node, for this node's group interest.
+struct ApplyEvent(ClusterEvent);
+impl actix::Message for ApplyEvent {
+    type Result = ();
+}
+
+impl Handler<ApplyEvent> for ClusterNode {
+    type Result = ();
+
+    fn handle(&mut self, e: ApplyEvent, _: &mut Context<Self>) {
+        self.apply_membership(&e.0);
     }
 }
 
@@ -720,6 +907,7 @@ impl Handler<Rejoin> for ClusterNode {
         let users: Vec<String> = self.users.iter().cloned().collect();
         let rooms: Vec<(String, Vec<String>)> =
             self.rooms.iter().map(|(k, v)| (k.clone(), v.iter().cloned().collect())).collect();
+        let groups: Vec<String> = self.group_counts.keys().cloned().collect();
         let (mut con, keys, id, ttl) =
             (self.s.con.clone(), self.s.keys.clone(), self.s.node_id, self.s.ttl.as_secs());
         let entry = format!("{} {}", self.s.token, self.s.public_url);
@@ -736,6 +924,10 @@ impl Handler<Rejoin> for ClusterNode {
             if !users.is_empty() {
                 pipe.cmd("SADD").arg(keys.users(id)).arg(&users).ignore();
                 pipe.cmd("EXPIRE").arg(keys.users(id)).arg(ttl).ignore();
+            }
+            if !groups.is_empty() {
+                pipe.cmd("SADD").arg(keys.groups(id)).arg(&groups).ignore();
+                pipe.cmd("EXPIRE").arg(keys.groups(id)).arg(ttl).ignore();
             }
             for (room, entries) in &rooms {
                 pipe.cmd("SADD").arg(room).arg(entries).ignore();
@@ -760,7 +952,7 @@ impl Handler<Leave> for ClusterNode {
         let rooms = std::mem::take(&mut self.rooms);
         Box::pin(async move {
             let mut pipe = redis::pipe();
-            pipe.cmd("DEL").arg(keys.node(id)).arg(keys.users(id)).ignore();
+            pipe.cmd("DEL").arg(keys.node(id)).arg(keys.users(id)).arg(keys.groups(id)).ignore();
             pipe.cmd("SREM").arg(keys.nodes()).arg(id).ignore();
             for (room, entries) in &rooms {
                 let entries: Vec<&String> = entries.iter().collect();

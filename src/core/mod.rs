@@ -103,6 +103,16 @@ impl actix::Message for Presence {
     type Result = ();
 }
 
+/// A user who came online on this node is a member of these groups: the cluster publishes their
+/// messages here from now on (answered once it does, or gave up waiting).
+pub struct GroupsOnline {
+    pub key: UserKey,
+    pub groups: Vec<String>,
+}
+impl actix::Message for GroupsOnline {
+    type Result = ();
+}
+
 /// What the nodes of a cluster tell each other besides stored messages.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -164,6 +174,7 @@ pub struct ClusterInbound {
 pub struct ClusterOutbound {
     pub messages: Recipient<Outbound>,
     pub presence: Recipient<Presence>,
+    pub groups_online: Recipient<GroupsOnline>,
     pub events: Recipient<ClusterEvent>,
     pub room_presence: Recipient<RoomPresence>,
     pub room_users: Recipient<RoomUsersElsewhere>,

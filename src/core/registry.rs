@@ -12,7 +12,8 @@ use super::session::{
 };
 use super::writer::{Persist, Persisted, StoreWriter};
 use super::{
-    CatchUp, ClusterEvent, ConnHandle, CoreError, Origin, Presence, RemoteDelivery, RemoteEvent, Scope,
+    CatchUp, ClusterEvent, ConnHandle, CoreError, GroupsOnline, Origin, Presence, RemoteDelivery,
+    RemoteEvent, Scope,
 };
 use crate::domain::message::{Draft, GroupKey, SharedMessage, Target, UserKey};
 use crate::store::Store;
@@ -114,6 +115,8 @@ pub struct Registry {
     presence: Option<Recipient<Presence>>,
     /// A cluster's events: membership and device changes made on this node.
     events: Option<Recipient<ClusterEvent>>,
+    /// A cluster's record of the groups with members online on this node.
+    groups_online: Option<Recipient<GroupsOnline>>,
 }
 
 impl Registry {
@@ -126,6 +129,7 @@ impl Registry {
             rooms,
             presence: None,
             events: None,
+            groups_online: None,
         }
     }
 
@@ -191,6 +195,7 @@ impl Handler<Attach> for Registry {
             idle: me.recipient(),
             watermarks: self.writer.clone().recipient(),
             presence: self.presence.clone(),
+            groups_online: self.groups_online.clone(),
         };
         let store = self.store.clone();
         let start = |key: &UserKey| SessionEntry {
@@ -371,6 +376,7 @@ impl Handler<FlushSessions> for Registry {
 /// it when it starts) and what changes here that the other nodes must know (`events`).
 pub struct LinkCluster {
     pub presence: Recipient<Presence>,
+    pub groups_online: Recipient<GroupsOnline>,
     pub events: Recipient<ClusterEvent>,
 }
 impl actix::Message for LinkCluster {
@@ -385,6 +391,7 @@ impl Handler<LinkCluster> for Registry {
             msg.presence.do_send(Presence { key: key.clone(), online: true });
         }
         self.presence = Some(msg.presence);
+        self.groups_online = Some(msg.groups_online);
         self.events = Some(msg.events);
     }
 }

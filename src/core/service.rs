@@ -92,7 +92,11 @@ impl Core {
     /// device changes go to `link`; returns where the other nodes' messages and events come in.
     pub fn attach_cluster(&self, link: super::ClusterOutbound) -> super::ClusterInbound {
         self.writer.do_send(SetCluster(link.messages));
-        self.registry.do_send(LinkCluster { presence: link.presence, events: link.events });
+        self.registry.do_send(LinkCluster {
+            presence: link.presence,
+            groups_online: link.groups_online,
+            events: link.events,
+        });
         self.rooms.do_send(LinkRoomPresence(link.room_presence));
         let _ = self.rooms_elsewhere.set(link.room_users);
         super::ClusterInbound {

@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 
 use super::registry::{AnnounceOnline, SessionIdle};
 use super::writer::SaveWatermarks;
-use super::{ConnEvent, ConnHandle, Deliver, Presence};
+use super::{ConnEvent, ConnHandle, Deliver, GroupsOnline, Presence};
 use crate::domain::message::{ConnId, ConvKind, SharedMessage, UserKey};
 use crate::metrics::METRICS;
 use crate::store::messages::{conversations_of, replay_page, Watermark};
@@ -167,6 +167,7 @@ pub struct SessionLinks {
     pub idle: Recipient<SessionIdle>,
     pub watermarks: Recipient<SaveWatermarks>,
     pub presence: Option<Recipient<Presence>>,
+    pub groups_online: Option<Recipient<GroupsOnline>>,
 }
 
 /// The session's presence in the cluster, registered once; every replay waits for it.
@@ -289,9 +290,18 @@ impl UserSession {
         });
         let (app, user) = (self.key.app.clone(), self.key.user.clone());
         let store = self.store.clone();
+        // The first replay tells the cluster the user's groups (and waits for it) before it reads.
+        let groups_link = if self.announced { None } else { self.links.groups_online.clone() };
+        let key = self.key.clone();
         let fut = async move {
             registered.await;
-            store.run(move |c| conversations_of(c, &app, &user)).await
+            let convs = store.run(move |c| conversations_of(c, &app, &user)).await?;
+            if let Some(link) = groups_link {
+                let groups =
+                    convs.iter().filter(|c| c.kind == ConvKind::Group).map(|c| c.conv.clone()).collect();
+                let _ = link.send(GroupsOnline { key, groups }).await;
+            }
+            Ok::<_, crate::store::StoreError>(convs)
         };
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
             let convs = match res {

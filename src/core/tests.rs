@@ -170,7 +170,7 @@ fn session_links() -> StubSessionLinks {
     let (save, watermarks) = recorder::<SaveWatermarks>();
     let idle = RegistryStub { online: Vec::new() }.start().recipient();
     StubSessionLinks {
-        links: SessionLinks { announce, idle, watermarks: save, presence: None },
+        links: SessionLinks { announce, idle, watermarks: save, presence: None, groups_online: None },
         announced,
         watermarks,
     }

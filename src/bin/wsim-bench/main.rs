@@ -61,7 +61,8 @@ struct Args {
     /// idle | ring | group
     #[arg(value_enum)]
     scenario: Scenario,
-    /// Server address (host:port on this machine)
+    /// Server address (host:port on this machine); several, comma-separated, for the nodes of a
+    /// cluster: user i connects to the (i mod n)-th, so neighbours in a ring are on different nodes
     #[arg(long, default_value = "127.0.0.1:6060")]
     server: String,
     /// The front-end protocol to drive
@@ -88,9 +89,9 @@ struct Args {
     /// Payload bytes per message
     #[arg(long, default_value_t = 100)]
     payload: usize,
-    /// The server's pid, for its CPU time and memory
+    /// The server's pid, for its CPU time and memory (several, comma-separated: their sum)
     #[arg(long)]
-    server_pid: Option<u32>,
+    server_pid: Option<String>,
     /// Raise the rate step by step until p99 > 100 ms or a message is lost
     #[arg(long)]
     find_knee: bool,
@@ -246,6 +247,9 @@ struct Conn {
 
 struct Bench {
     args: Args,
+    /// The server addresses (cluster nodes) and their pids.
+    servers: Vec<String>,
+    pids: Vec<u32>,
     proto: Rc<dyn Protocol>,
     stats: Rc<RefCell<Stats>>,
     users: Vec<String>,
@@ -265,7 +269,8 @@ impl Bench {
         for (i, user) in self.users.iter().enumerate() {
             tokio::time::sleep_until(next).await;
             next += gap;
-            let (server, proto, user) = (self.args.server.clone(), self.proto.clone(), user.clone());
+            let server = self.servers[i % self.servers.len()].clone();
+            let (proto, user) = (self.proto.clone(), user.clone());
             let group = self.groups.get(i).cloned().flatten();
             pending.push(tokio::task::spawn_local(async move {
                 connect(&server, proto.as_ref(), &user, group.as_deref()).await
@@ -330,7 +335,7 @@ impl Bench {
         } as u32;
         let per_sender = rate / senders.len().max(1) as f64;
         let duration = Duration::from_secs(self.args.duration);
-        let cpu0 = self.args.server_pid.and_then(procstat::cpu_seconds);
+        let cpu0 = procstat::cpu_seconds_of(&self.pids);
         let started = Instant::now();
         let until = tokio::time::Instant::now() + duration;
         let mut tasks = Vec::new();
@@ -386,7 +391,7 @@ impl Bench {
                 last_progress = Instant::now();
             }
         }
-        let cpu = match (cpu0, self.args.server_pid.and_then(procstat::cpu_seconds)) {
+        let cpu = match (cpu0, procstat::cpu_seconds_of(&self.pids)) {
             (Some(a), Some(b)) => Some(b - a),
             _ => None,
         };
@@ -473,7 +478,17 @@ fn print_header() {
 }
 
 async fn run(args: Args) -> Result<(), String> {
-    check_loopback(&args.server)?;
+    let servers: Vec<String> = args.server.split(',').map(|s| s.trim().to_string()).collect();
+    for s in &servers {
+        check_loopback(s)?;
+    }
+    let pids: Vec<u32> = match &args.server_pid {
+        Some(list) => list
+            .split(',')
+            .map(|p| p.trim().parse::<u32>().map_err(|_| format!("--server-pid: bad pid {p}")))
+            .collect::<Result<_, _>>()?,
+        None => Vec::new(),
+    };
     let (shard, shards) = args
         .shard
         .split_once('/')
@@ -518,6 +533,8 @@ async fn run(args: Args) -> Result<(), String> {
         })
         .collect();
     let mut bench = Bench {
+        servers,
+        pids,
         proto,
         stats: Rc::new(RefCell::new(Stats::default())),
         users,
@@ -526,7 +543,7 @@ async fn run(args: Args) -> Result<(), String> {
         note: notes,
         args,
     };
-    let rss0 = bench.args.server_pid.and_then(procstat::rss_bytes);
+    let rss0 = procstat::rss_bytes_of(&bench.pids);
     eprintln!("opening {n} connections");
     let t0 = Instant::now();
     bench.open().await?;
@@ -535,10 +552,10 @@ async fn run(args: Args) -> Result<(), String> {
     match bench.args.scenario {
         Scenario::Idle => {
             tokio::time::sleep(Duration::from_secs(2)).await;
-            let rss1 = bench.args.server_pid.and_then(procstat::rss_bytes);
-            let cpu0 = bench.args.server_pid.and_then(procstat::cpu_seconds);
+            let rss1 = procstat::rss_bytes_of(&bench.pids);
+            let cpu0 = procstat::cpu_seconds_of(&bench.pids);
             tokio::time::sleep(Duration::from_secs(bench.args.duration)).await;
-            let cpu1 = bench.args.server_pid.and_then(procstat::cpu_seconds);
+            let cpu1 = procstat::cpu_seconds_of(&bench.pids);
             let per_conn = match (rss0, rss1) {
                 (Some(a), Some(b)) => {
                     let open = bench.conns.iter().filter(|c| c.is_some()).count();
@@ -581,7 +598,7 @@ async fn run(args: Args) -> Result<(), String> {
                     let members: Vec<String> = bench.users[room * g..(room + 1) * g].to_vec();
                     let gid = match bench.proto.create_group_request(&members) {
                         Some((path, body)) => {
-                            let answer = http_request(&bench.args.server, "POST", &path, &body).await?;
+                            let answer = http_request(&bench.servers[0], "POST", &path, &body).await?;
                             bench
                                 .proto
                                 .group_id_from_response(&answer)
