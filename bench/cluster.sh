@@ -16,11 +16,12 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 BIN="$CARGO_TARGET_DIR/release"
 TMP="$(mktemp -d)"
 DB="wsim_cluster_bench_$$"
-REDIS_PORT=$((40000 + RANDOM % 10000))
+REDIS_PORT=$((10000 + RANDOM % 9000))
 PIDS=()
 PORTS=()
 
 cleanup() {
+  echo "node warnings and errors:"; (cat "$TMP"/n*/err 2>/dev/null || true) | grep -E "WARN|ERROR" | sed 's/^\[[^]]*Z //' | sort | uniq -c | sort -rn | head || true
   for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
   redis-cli -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
@@ -40,7 +41,7 @@ start_nodes() {
   printf '[cluster]\nkey_prefix = "bench%s"\n' "$$$n" >"$TMP/wsim.toml"
   PIDS=(); PORTS=()
   for i in $(seq "$n"); do
-    port=$((20000 + RANDOM % 20000))
+    port=$((20000 + RANDOM % 12000))
     mkdir -p "$TMP/n$i"
     RUST_LOG=warn "$BIN/wsim" --listen "127.0.0.1:$port" --public-url "http://127.0.0.1:$port" \
       --database-url "mysql://root@127.0.0.1:3306/$DB" --data-dir "$TMP/n$i" --config "$TMP/wsim.toml" \
@@ -48,7 +49,7 @@ start_nodes() {
     PIDS+=($!); PORTS+=("$port")
     for _ in $(seq 100); do grep -q listening "$TMP/n$i/out" 2>/dev/null && break; sleep 0.1; done
   done
-  sleep 2 # every node sees the others
+  sleep 7 # every node sees the others (heartbeats every node_ttl_secs / 3 = 5 s)
 }
 
 stop_nodes() {
@@ -69,17 +70,20 @@ if [ "$MODE" = idle ]; then
   # spreads its users over every node.
   gens=()
   for s in $(seq 0 $((NODES - 1))); do
-    "$BIN/wsim-bench" idle --connections "$total" --shard "$s/$NODES" --connect-rate 600 --duration 30 \
+    "$BIN/wsim-bench" idle --connections "$total" --shard "$s/$NODES" --connect-rate "${CONNECT_RATE:-150}" --duration 120 \
       --server "$(servers)" --label "cluster-$NODES" >"$TMP/gen$s.log" 2>&1 &
     gens+=($!)
   done
   for _ in $(seq 600); do
-    done_n=$(grep -l "connections logged in" "$TMP"/gen*.log 2>/dev/null | wc -l)
+    done_n=$( (grep -l "connections logged in" "$TMP"/gen*.log 2>/dev/null || true) | wc -l)
     [ "$done_n" -ge "$NODES" ] && break
     sleep 1
   done
-  sleep 5
+  sleep 12 # two heartbeats: a node whose presence writes failed has written them again
   rss1=$(rss_sum); redis1=$(redis_used)
+  for port in "${PORTS[@]}"; do
+    curl -s "http://127.0.0.1:$port/metrics" | grep -E '^wsim_(connections_open\{frontend="wsim"\}|users_online) ' | tr '\n' ' '; echo
+  done
   online=$(redis-cli -p "$REDIS_PORT" --scan --pattern "bench$$$NODES:users:*" | while read -r k; do redis-cli -p "$REDIS_PORT" scard "$k"; done | awk '{s+=$1} END {print s+0}')
   for g in "${gens[@]}"; do wait "$g" || true; done
   grep -h "^note" "$TMP"/gen*.log || true

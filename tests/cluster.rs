@@ -431,4 +431,13 @@ async fn group_messages_go_only_to_nodes_with_members_online() {
     assert!(bob.recv().await.contains("_bye_group_"));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(n3.metric(RECEIVED).await - r3, 0.0);
+
+    // A group created while its members are online elsewhere reaches them at once.
+    let mut dave = n3.login("dave").await;
+    let v = n2.get_json("/creategrp?creator=bob&members=alice,dave").await;
+    let gid2 = v["data"]["groupid"].as_str().expect("group id").to_string();
+    alice.send(&format!("text_{gid2}_new group_group_e"));
+    let f = dave.recv().await;
+    assert!(f.starts_with(&format!("text_alice_new group_group_{gid2}_")), "{f}");
+    assert!(bob.recv().await.contains("_new group_group_"));
 }

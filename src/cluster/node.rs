@@ -203,6 +203,9 @@ pub(super) struct ClusterNode {
     last_seen: Arc<std::sync::Mutex<HashMap<u16, std::time::Instant>>>,
     /// When a heartbeat last went through (Unix milliseconds).
     last_heartbeat_ms: Arc<AtomicU64>,
+    /// When a write of this node's users or groups first failed since the last heartbeat (Unix
+    /// milliseconds; 0: none): the heartbeat writes them all again and catches up from then.
+    presence_failed_at: Arc<AtomicU64>,
     /// Users online here ("<app>\n<user>").
     users: HashSet<String>,
     /// This node's entries in live rooms: room key -> entries.
@@ -222,6 +225,11 @@ fn user_entry(app: &str, user: &str) -> String {
     format!("{app}\n{user}")
 }
 
+/// Remembers the first failure since the flag was last taken.
+fn note_failure(failed_at: &AtomicU64) {
+    let _ = failed_at.compare_exchange(0, crate::domain::ids::now_ms(), Ordering::AcqRel, Ordering::Acquire);
+}
+
 fn group_entry(app: &str, group: &str) -> String {
     format!("{app}\n{group}")
 }
@@ -232,6 +240,7 @@ impl ClusterNode {
             s,
             last_seen: Default::default(),
             last_heartbeat_ms: Arc::new(AtomicU64::new(crate::domain::ids::now_ms())),
+            presence_failed_at: Arc::new(AtomicU64::new(0)),
             users: HashSet::new(),
             rooms: HashMap::new(),
             user_groups: HashMap::new(),
@@ -262,6 +271,11 @@ impl ClusterNode {
         let last_seen = self.last_seen.clone();
         let grace = self.s.ttl;
         let last_ok = self.last_heartbeat_ms.clone();
+        let failed_at = self.presence_failed_at.swap(0, Ordering::AcqRel);
+        if failed_at != 0 {
+            log::warn!("cluster: writing this node's users and groups to Redis again (a write failed)");
+            ctx.address().do_send(Rejoin { since_ms: failed_at });
+        }
         actix_rt::spawn(async move {
             let refreshed: redis::RedisResult<((), (), i64, Vec<u16>)> = redis::pipe()
                 .cmd("SET")
@@ -688,6 +702,8 @@ impl Handler<Presence> for ClusterNode {
             self.drop_interest(groups);
             "SREM"
         };
+        let failed_at = self.presence_failed_at.clone();
+        let online = p.online;
         let done = actix_rt::spawn(async move {
             let res: redis::RedisResult<()> = redis::pipe()
                 .cmd(cmd)
@@ -702,6 +718,9 @@ impl Handler<Presence> for ClusterNode {
                 .await;
             if let Err(e) = res {
                 log::debug!("cluster presence: {e}");
+                if online {
+                    note_failure(&failed_at);
+                }
             }
         });
         Box::pin(async move {
@@ -755,17 +774,21 @@ impl ClusterNode {
     fn write_interest(&self, groups: Vec<String>) -> impl std::future::Future<Output = ()> + 'static {
         let (mut con, key, ttl) =
             (self.s.con.clone(), self.s.keys.groups(self.s.node_id), self.s.ttl.as_secs());
+        let failed_at = self.presence_failed_at.clone();
+        let done = (!groups.is_empty()).then(|| {
+            actix_rt::spawn(async move {
+                let mut pipe = redis::pipe();
+                pipe.cmd("SADD").arg(&key).arg(&groups).ignore();
+                pipe.cmd("EXPIRE").arg(&key).arg(ttl).ignore();
+                if let Err(e) = pipe.query_async::<()>(&mut con).await {
+                    log::debug!("cluster: group interest: {e}");
+                    note_failure(&failed_at);
+                }
+            })
+        });
         async move {
-            if groups.is_empty() {
-                return;
-            }
-            let mut pipe = redis::pipe();
-            pipe.cmd("SADD").arg(&key).arg(&groups).ignore();
-            pipe.cmd("EXPIRE").arg(&key).arg(ttl).ignore();
-            match tokio::time::timeout(PRESENCE_WAIT, pipe.query_async::<()>(&mut con)).await {
-                Ok(Err(e)) => log::debug!("cluster: group interest: {e}"),
-                Err(_) => log::debug!("cluster: group interest: timed out"),
-                Ok(Ok(())) => {}
+            if let Some(done) = done {
+                let _ = tokio::time::timeout(PRESENCE_WAIT, done).await;
             }
         }
     }

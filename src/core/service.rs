@@ -179,7 +179,7 @@ impl Core {
     /// Creates a group (a conversation, in gateway terms).
     pub async fn create_group(&self, app: &str, spec: GroupSpec) -> Result<Group, CoreError> {
         let app = app.to_string();
-        Ok(self
+        let group: Group = self
             .store
             .run(move |c| {
                 groups::create_group(
@@ -196,7 +196,14 @@ impl Core {
                     },
                 )
             })
-            .await?)
+            .await?;
+        // Its members are new members: live routing (and a cluster's nodes) follow at once.
+        self.registry.do_send(MembershipChanged {
+            key: GroupKey::new(group.app.clone(), group.id.clone()),
+            added: group.members.clone(),
+            removed: Vec::new(),
+        });
+        Ok(group)
     }
 
     /// Sets or clears the archived flag; returns how many of the conversations exist.

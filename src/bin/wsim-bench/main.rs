@@ -239,6 +239,19 @@ async fn http_request(server: &str, method: &str, path: &str, body: &str) -> Res
     text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).ok_or_else(|| "bad HTTP answer".to_string())
 }
 
+/// Reads a connection's frames (answering pings) and records the deliveries.
+fn spawn_reader(stats: Rc<RefCell<Stats>>, proto: Rc<dyn Protocol>, idx: u32, mut source: Source) {
+    tokio::task::spawn_local(async move {
+        while let Some(Ok(msg)) = source.next().await {
+            if let Message::Text(t) = msg {
+                if let Some(payload) = proto.delivery_payload(&t) {
+                    stats.borrow_mut().record(idx, payload, now_us());
+                }
+            }
+        }
+    });
+}
+
 /// A logged-in connection's write half, with its user index.
 struct Conn {
     idx: u32,
@@ -270,10 +283,14 @@ impl Bench {
             tokio::time::sleep_until(next).await;
             next += gap;
             let server = self.servers[i % self.servers.len()].clone();
-            let (proto, user) = (self.proto.clone(), user.clone());
+            let (proto, user, stats) = (self.proto.clone(), user.clone(), self.stats.clone());
             let group = self.groups.get(i).cloned().flatten();
             pending.push(tokio::task::spawn_local(async move {
-                connect(&server, proto.as_ref(), &user, group.as_deref()).await
+                // Read (and so answer the server's pings) from the start, as a real client does: the
+                // first connections of a long connect phase would otherwise go silent.
+                let (sink, source) = connect(&server, proto.as_ref(), &user, group.as_deref()).await?;
+                spawn_reader(stats, proto, i as u32, source);
+                Ok::<_, String>(sink)
             }));
             if i % 1000 == 999 {
                 eprintln!("  {} connections opening", i + 1);
@@ -283,10 +300,7 @@ impl Bench {
         let mut first_error = None;
         for (i, p) in pending.into_iter().enumerate() {
             match p.await.map_err(|e| e.to_string()).and_then(|r| r) {
-                Ok((sink, source)) => {
-                    self.spawn_reader(i as u32, source);
-                    self.conns.push(Some(Conn { idx: i as u32, sink }));
-                }
+                Ok(sink) => self.conns.push(Some(Conn { idx: i as u32, sink })),
                 Err(e) => {
                     failures += 1;
                     first_error.get_or_insert(e);
@@ -306,19 +320,6 @@ impl Bench {
             return Err("more than 10% of the connections failed".into());
         }
         Ok(())
-    }
-
-    fn spawn_reader(&self, idx: u32, mut source: Source) {
-        let (stats, proto) = (self.stats.clone(), self.proto.clone());
-        tokio::task::spawn_local(async move {
-            while let Some(Ok(msg)) = source.next().await {
-                if let Message::Text(t) = msg {
-                    if let Some(payload) = proto.delivery_payload(&t) {
-                        stats.borrow_mut().record(idx, payload, now_us());
-                    }
-                }
-            }
-        });
     }
 
     fn received(&self, phase: usize) -> u64 {
