@@ -110,14 +110,7 @@ async fn gateway_longweb_and_gru_messages_cross_nodes() {
     let (n1, n2, n3) = (&c.nodes[0], &c.nodes[1], &c.nodes[2]);
 
     // Gateway: a conversation; alice sends on node 1, bob's notify is on node 2.
-    let v = n1
-        .post_json(
-            "/inner/create_conversation",
-            json!({"conversation_type": 1, "sessions": ["alice", "bob"]}),
-            None,
-        )
-        .await;
-    let conv = v["data"]["ConversationId"].as_str().expect("id").to_string();
+    let conv = n1.create_conversation(1, &["alice", "bob"]).await;
     let (alice, bob) = (n1.gateway_token("alice", 1).await, n2.gateway_token("bob", 1).await);
     let mut bob_ws = n2.ws(&format!("/notify?token={bob}&protoc=ws")).await;
     n2.wait_metric("wsim_connections_open{frontend=\"gateway\"}", 1.0).await;
@@ -229,14 +222,7 @@ async fn a_newer_notify_and_membership_changes_reach_every_node() {
     let (n1, n2) = (&c.nodes[0], &c.nodes[1]);
 
     // Gateway: bob's notify on node 2, then a newer one (same platform) on node 1.
-    let v = n1
-        .post_json(
-            "/inner/create_conversation",
-            json!({"conversation_type": 1, "sessions": ["alice", "bob"]}),
-            None,
-        )
-        .await;
-    let conv = v["data"]["ConversationId"].as_str().expect("id").to_string();
+    let conv = n1.create_conversation(1, &["alice", "bob"]).await;
     let mut older = n2.ws(&format!("/notify?token={}&protoc=ws", n2.gateway_token("bob", 1).await)).await;
     n2.wait_metric("wsim_connections_open{frontend=\"gateway\"}", 1.0).await;
     let mut newer = n1.ws(&format!("/notify?token={}&protoc=ws", n1.gateway_token("bob", 1).await)).await;

@@ -225,6 +225,37 @@ fn user_entry(app: &str, user: &str) -> String {
     format!("{app}\n{user}")
 }
 
+/// Adds `members` to (`SADD`) or removes them from (`SREM`) the set `key` and renews its TTL, on a task
+/// of its own (it completes even when nobody waits any more); the future answers when it is done or
+/// after [`PRESENCE_WAIT`]. A failure is logged and, with `failed_at`, remembered for the heartbeat.
+fn write_set(
+    mut con: ConnectionManager,
+    cmd: &'static str,
+    key: String,
+    members: Vec<String>,
+    ttl: u64,
+    failed_at: Option<Arc<AtomicU64>>,
+) -> impl std::future::Future<Output = ()> + 'static {
+    let done = (!members.is_empty()).then(|| {
+        actix_rt::spawn(async move {
+            let mut pipe = redis::pipe();
+            pipe.cmd(cmd).arg(&key).arg(&members).ignore();
+            pipe.cmd("EXPIRE").arg(&key).arg(ttl).ignore();
+            if let Err(e) = pipe.query_async::<()>(&mut con).await {
+                log::debug!("cluster: {cmd} {key}: {e}");
+                if let Some(f) = &failed_at {
+                    note_failure(f);
+                }
+            }
+        })
+    });
+    async move {
+        if let Some(done) = done {
+            let _ = tokio::time::timeout(PRESENCE_WAIT, done).await;
+        }
+    }
+}
+
 /// Remembers the first failure since the flag was last taken.
 fn note_failure(failed_at: &AtomicU64) {
     let _ = failed_at.compare_exchange(0, crate::domain::ids::now_ms(), Ordering::AcqRel, Ordering::Acquire);
@@ -339,7 +370,7 @@ impl ClusterNode {
                     redis::cmd("SREM").arg(keys.nodes()).arg(&gone).query_async(&mut con).await;
             }
             let now = std::time::Instant::now();
-            let targets: Vec<u16> = match last_seen.lock() {
+            let mut targets: Vec<u16> = match last_seen.lock() {
                 Ok(mut seen) => {
                     for m in &live {
                         seen.insert(m.id, now);
@@ -349,6 +380,7 @@ impl ClusterNode {
                 }
                 Err(_) => live.iter().map(|m| m.id).filter(|&n| n != id).collect(),
             };
+            targets.sort_unstable();
             if let Ok(mut t) = shared.targets.write() {
                 *t = targets;
             }
@@ -455,11 +487,11 @@ impl ClusterNode {
             // The next sequence number for each node.
             let mut next_seq: HashMap<u16, u64> = HashMap::new();
             // The nodes published to at the last publication, and when each node that left them did.
-            let mut publishing_to: HashSet<u16> = HashSet::new();
+            let mut publishing_to: Vec<u16> = Vec::new();
             let mut left_at: HashMap<u16, u64> = HashMap::new();
             while let Some(publication) = rx.recv().await {
-                let mut others: Vec<u16> = shared.targets.read().map(|t| t.clone()).unwrap_or_default();
-                others.sort_unstable();
+                // Sorted by the heartbeat that wrote them.
+                let others: Vec<u16> = shared.targets.read().map(|t| t.clone()).unwrap_or_default();
                 if lost.swap(false, Ordering::AcqRel) {
                     for &n in &others {
                         *next_seq.entry(n).or_insert(1) += 1;
@@ -467,17 +499,17 @@ impl ClusterNode {
                 }
                 // A node this one did not publish to until now may have missed messages stored
                 // meanwhile (its users were online there before this node knew of it): tell it.
-                let now = crate::domain::ids::now_ms();
-                for gone in publishing_to.iter().filter(|n| !others.contains(n)) {
-                    left_at.insert(*gone, now);
-                }
-                for n in others.iter().copied().filter(|n| !publishing_to.contains(n)) {
-                    let sync = BodyOut::Sync { since_ms: left_at.remove(&n) };
-                    let Ok(body) = serde_json::to_string(&sync) else { continue };
-                    Self::send(&mut con, &keys, &token, me, &[n], &body, &mut next_seq).await;
-                }
-                if publishing_to.len() != others.len() || others.iter().any(|n| !publishing_to.contains(n)) {
-                    publishing_to = others.iter().copied().collect();
+                if publishing_to != others {
+                    let now = crate::domain::ids::now_ms();
+                    for gone in publishing_to.iter().filter(|n| !others.contains(n)) {
+                        left_at.insert(*gone, now);
+                    }
+                    for n in others.iter().copied().filter(|n| !publishing_to.contains(n)) {
+                        let sync = BodyOut::Sync { since_ms: left_at.remove(&n) };
+                        let Ok(body) = serde_json::to_string(&sync) else { continue };
+                        Self::send(&mut con, &keys, &token, me, &[n], &body, &mut next_seq).await;
+                    }
+                    publishing_to = others.clone();
                 }
                 if others.is_empty() {
                     continue;
@@ -691,8 +723,7 @@ impl Handler<Presence> for ClusterNode {
     /// Answers once Redis has it, or after [`PRESENCE_WAIT`].
     fn handle(&mut self, p: Presence, _: &mut Context<Self>) -> Self::Result {
         let entry = user_entry(&p.key.app, &p.key.user);
-        let (mut con, key, ttl) =
-            (self.s.con.clone(), self.s.keys.users(self.s.node_id), self.s.ttl.as_secs());
+        let (con, key, ttl) = (self.s.con.clone(), self.s.keys.users(self.s.node_id), self.s.ttl.as_secs());
         let cmd = if p.online {
             self.users.insert(entry.clone());
             "SADD"
@@ -702,30 +733,9 @@ impl Handler<Presence> for ClusterNode {
             self.drop_interest(groups);
             "SREM"
         };
-        let failed_at = self.presence_failed_at.clone();
-        let online = p.online;
-        let done = actix_rt::spawn(async move {
-            let res: redis::RedisResult<()> = redis::pipe()
-                .cmd(cmd)
-                .arg(&key)
-                .arg(&entry)
-                .ignore()
-                .cmd("EXPIRE")
-                .arg(&key)
-                .arg(ttl)
-                .ignore()
-                .query_async(&mut con)
-                .await;
-            if let Err(e) = res {
-                log::debug!("cluster presence: {e}");
-                if online {
-                    note_failure(&failed_at);
-                }
-            }
-        });
-        Box::pin(async move {
-            let _ = tokio::time::timeout(PRESENCE_WAIT, done).await;
-        })
+        // A user missing from Redis is written again by the heartbeat; one left there goes with its TTL.
+        let failed_at = p.online.then(|| self.presence_failed_at.clone());
+        Box::pin(write_set(con, cmd, key, vec![entry], ttl, failed_at))
     }
 }
 
@@ -772,25 +782,8 @@ impl ClusterNode {
 
     /// Writes new interest in `groups` (awaited by logins, bounded by [`PRESENCE_WAIT`]).
     fn write_interest(&self, groups: Vec<String>) -> impl std::future::Future<Output = ()> + 'static {
-        let (mut con, key, ttl) =
-            (self.s.con.clone(), self.s.keys.groups(self.s.node_id), self.s.ttl.as_secs());
-        let failed_at = self.presence_failed_at.clone();
-        let done = (!groups.is_empty()).then(|| {
-            actix_rt::spawn(async move {
-                let mut pipe = redis::pipe();
-                pipe.cmd("SADD").arg(&key).arg(&groups).ignore();
-                pipe.cmd("EXPIRE").arg(&key).arg(ttl).ignore();
-                if let Err(e) = pipe.query_async::<()>(&mut con).await {
-                    log::debug!("cluster: group interest: {e}");
-                    note_failure(&failed_at);
-                }
-            })
-        });
-        async move {
-            if let Some(done) = done {
-                let _ = tokio::time::timeout(PRESENCE_WAIT, done).await;
-            }
-        }
+        let (con, key, ttl) = (self.s.con.clone(), self.s.keys.groups(self.s.node_id), self.s.ttl.as_secs());
+        write_set(con, "SADD", key, groups, ttl, Some(self.presence_failed_at.clone()))
     }
 
     /// Follows a membership change in the interest of this node.

@@ -130,31 +130,29 @@ impl ConnEntry {
         }
     }
 
-    fn handed_upto(&self, m: &crate::domain::message::Message) -> Option<i64> {
-        let node = crate::domain::ids::node_of(m.id);
-        self.handed.get(&m.conv)?.iter().find(|(n, _)| *n == node).map(|(_, id)| *id)
-    }
-
     /// Whether `m` goes to the connection (noting it when it does): the user's own messages always
     /// do (they are never replayed); others' unless handed over already.
     fn take(&mut self, m: &crate::domain::message::Message, own: bool) -> bool {
         if own {
             return true;
         }
-        if self.handed_upto(m).is_some_and(|upto| m.id <= upto) {
-            return false;
-        }
+        // One lookup per delivery: this runs for every live message.
         let node = crate::domain::ids::node_of(m.id);
-        match self.handed.get_mut(&m.conv) {
-            Some(v) => match v.iter_mut().find(|(n, _)| *n == node) {
-                Some(e) => e.1 = m.id,
-                None => v.push((node, m.id)),
-            },
+        let Some(by_node) = self.handed.get_mut(&m.conv) else {
+            self.handed.insert(m.conv.clone(), vec![(node, m.id)]);
+            return true;
+        };
+        match by_node.iter_mut().find(|(n, _)| *n == node) {
+            Some((_, upto)) if m.id <= *upto => false,
+            Some((_, upto)) => {
+                *upto = m.id;
+                true
+            }
             None => {
-                self.handed.insert(m.conv.clone(), vec![(node, m.id)]);
+                by_node.push((node, m.id));
+                true
             }
         }
-        true
     }
 }
 

@@ -467,6 +467,18 @@ impl TestServer {
     }
 
     /// A gateway token for `session` (from `/inner/get_token`).
+    /// Creates a gateway conversation of `sessions` through `/inner/create_conversation`; its id.
+    pub async fn create_conversation(&self, conversation_type: i64, sessions: &[&str]) -> String {
+        let v = self
+            .post_json(
+                "/inner/create_conversation",
+                serde_json::json!({"conversation_type": conversation_type, "sessions": sessions}),
+                None,
+            )
+            .await;
+        v["data"]["ConversationId"].as_str().expect("conversation id").to_string()
+    }
+
     pub async fn gateway_token(&self, session: &str, platform: i64) -> String {
         let v = self
             .post_json(
