@@ -427,3 +427,57 @@ async fn group_messages_go_only_to_nodes_with_members_online() {
     assert!(f.starts_with(&format!("text_alice_new group_group_{gid2}_")), "{f}");
     assert!(bob.recv().await.contains("_new group_group_"));
 }
+
+#[actix_rt::test]
+async fn room_messages_go_only_to_nodes_with_their_rooms_or_users() {
+    use serde_json::json;
+    const RECEIVED: &str = "wsim_cluster_received_total";
+    let longweb = "[longweb]\nallowips = [\"127.0.0.1\"]\n[[longweb.apps]]\nappid = \"900\"\nname = \"x\"\ntimeout = 5\n";
+    let Some(c) = TestCluster::start(3, longweb) else { return };
+    all_see(&c.nodes, 3).await;
+    let (n1, n2, n3) = (&c.nodes[0], &c.nodes[1], &c.nodes[2]);
+    // u2 in room g on node 2, u3 in room h on node 3.
+    let mut s2 = n2.ws("/ws/onsocket?appid=900&groupid=g&userid=u2").await;
+    let mut s3 = n3.ws("/ws/onsocket?appid=900&groupid=h&userid=u3").await;
+    c.wait_room_interest(2, "r\n900\ng", true).await;
+    c.wait_room_interest(3, "u\n900\nu3", true).await;
+    // Let the nodes' hellos (sync) go by before counting.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let received = || async { (n2.metric(RECEIVED).await, n3.metric(RECEIVED).await) };
+    let push = |group: &str, user: &str, content: &str| {
+        json!({"AppID": "900", "GroupID": "x", "ToAppID": "900", "ToGroupID": group, "ToUserID": user,
+               "MessageLevel": "0", "Content": content})
+    };
+    // (room, user, content, published to node 2, to node 3)
+    let table = [
+        ("g", "", "to room g", 1.0, 0.0),
+        ("h", "", "to room h", 0.0, 1.0),
+        ("", "u3", "to u3 anywhere", 0.0, 1.0),
+        ("", "", "to every room", 1.0, 1.0),
+        ("nobody", "", "to an empty room", 0.0, 0.0),
+    ];
+    for (room, user, content, to2, to3) in table {
+        let before = received().await;
+        assert_eq!(n1.post_json("/sendmessage", push(room, user, content), None).await["RetCode"], 0);
+        if to2 > 0.0 {
+            assert_eq!(s2.recv().await, content);
+        }
+        if to3 > 0.0 {
+            assert_eq!(s3.recv().await, content);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let after = received().await;
+        assert_eq!((after.0 - before.0, after.1 - before.1), (to2, to3), "{content}");
+    }
+    s2.expect_silence(Duration::from_millis(100)).await;
+    s3.expect_silence(Duration::from_millis(100)).await;
+    // u3 leaves: node 3 has no room of the app any more, a broadcast skips it.
+    s3.close().await;
+    c.wait_room_interest(3, "a\n900", false).await;
+    let before = received().await;
+    assert_eq!(n1.post_json("/sendmessage", push("", "", "after u3 left"), None).await["RetCode"], 0);
+    assert_eq!(s2.recv().await, "after u3 left");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = received().await;
+    assert_eq!((after.0 - before.0, after.1 - before.1), (1.0, 0.0));
+}

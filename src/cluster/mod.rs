@@ -1,7 +1,8 @@
 //! Several wsim nodes as one service, on Redis. Redis holds who is alive (each node's entry, with a
 //! TTL its heartbeat refreshes), who is online where (each node's set of users, with the same TTL),
 //! and one pub/sub channel per node. A message stored on one node goes, once, to each other node that
-//! has recipients online (direct messages: by presence; group and room messages: to every live node),
+//! has recipients online (direct messages: by the users online there; group messages: by the groups
+//! with a member online there; room messages: by the rooms, users and apps with a connection there),
 //! which delivers it through its own registry and rooms. The store stays the source of truth: the
 //! messages are written before anything is published, so what pub/sub loses is replayed from the
 //! store by watermarks.
@@ -17,6 +18,7 @@
 //! `core` and `domain`, never a front-end.
 
 mod node;
+mod publisher;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -72,6 +74,11 @@ impl Keys {
     /// The groups with members online on a node ("<app>\n<group>"), with the TTL.
     fn groups(&self, id: u16) -> String {
         format!("{}:groups:{id}", self.prefix)
+    }
+    /// The live rooms with connections on a node, the users with connections in them, and the apps
+    /// with any (see `publisher::room_target_entry`), with the TTL.
+    fn rooms(&self, id: u16) -> String {
+        format!("{}:rooms:{id}", self.prefix)
     }
     /// A node's channel.
     fn inbox(&self, id: u16) -> String {

@@ -12,6 +12,7 @@ use futures_util::StreamExt;
 use redis::aio::ConnectionManager;
 use tokio::sync::mpsc;
 
+use super::publisher::{room_app_entry, room_entry, room_user_entry, Publication, Publisher};
 use super::{Keys, Member, Shared};
 use crate::core::{
     CatchUp, ClusterEvent, ClusterInbound, GroupsOnline, Outbound, Presence, RemoteDelivery, RemoteEvent,
@@ -40,7 +41,9 @@ const CATCH_UP_MARGIN_MS: u64 = 15_000;
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// A Redis command, failed after [`COMMAND_TIMEOUT`].
-async fn bounded<T>(cmd: impl std::future::Future<Output = redis::RedisResult<T>>) -> redis::RedisResult<T> {
+pub(super) async fn bounded<T>(
+    cmd: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> redis::RedisResult<T> {
     match tokio::time::timeout(COMMAND_TIMEOUT, cmd).await {
         Ok(r) => r,
         Err(_) => {
@@ -85,7 +88,7 @@ impl actix::Message for Rejoin {
 /// What travels between nodes, after the envelope (`{"from":…,"token":…,"seq":…,"body":…}`).
 #[derive(serde::Serialize)]
 #[serde(rename_all = "snake_case")]
-enum BodyOut<'a> {
+pub(super) enum BodyOut<'a> {
     Message {
         scope: Scope,
         msg: &'a Message,
@@ -112,16 +115,6 @@ struct EnvelopeIn {
     token: String,
     seq: u64,
     body: BodyIn,
-}
-
-/// What waits to be published.
-enum Publication {
-    /// A stored message: to the nodes with recipients online.
-    Message(Outbound),
-    /// A change: to every other node.
-    Event(ClusterEvent),
-    /// The heartbeat refreshed the nodes to publish to.
-    Refresh,
 }
 
 /// The heartbeat refreshed the nodes to publish to.
@@ -210,6 +203,8 @@ pub(super) struct ClusterNode {
     users: HashSet<String>,
     /// This node's entries in live rooms: room key -> entries.
     rooms: HashMap<String, HashSet<String>>,
+    /// This node's room interest (`<p>:rooms:<id>`): entry -> how many users here it stands for.
+    room_interest: HashMap<String, usize>,
     /// The groups of each user online here ("<app>\n<user>" -> "<app>\n<group>"), and how many
     /// users online here each group has: those with any are in `<p>:groups:<id>`.
     user_groups: HashMap<String, HashSet<String>>,
@@ -221,7 +216,7 @@ pub(super) struct ClusterNode {
     catch_up: Option<CatchUpTrigger>,
 }
 
-fn user_entry(app: &str, user: &str) -> String {
+pub(super) fn user_entry(app: &str, user: &str) -> String {
     format!("{app}\n{user}")
 }
 
@@ -261,7 +256,7 @@ fn note_failure(failed_at: &AtomicU64) {
     let _ = failed_at.compare_exchange(0, crate::domain::ids::now_ms(), Ordering::AcqRel, Ordering::Acquire);
 }
 
-fn group_entry(app: &str, group: &str) -> String {
+pub(super) fn group_entry(app: &str, group: &str) -> String {
     format!("{app}\n{group}")
 }
 
@@ -274,6 +269,7 @@ impl ClusterNode {
             presence_failed_at: Arc::new(AtomicU64::new(0)),
             users: HashSet::new(),
             rooms: HashMap::new(),
+            room_interest: HashMap::new(),
             user_groups: HashMap::new(),
             group_counts: HashMap::new(),
             publish: None,
@@ -322,6 +318,10 @@ impl ClusterNode {
                 .arg(ttl)
                 .cmd("EXPIRE")
                 .arg(keys.groups(id))
+                .arg(ttl)
+                .ignore()
+                .cmd("EXPIRE")
+                .arg(keys.rooms(id))
                 .arg(ttl)
                 .ignore()
                 .cmd("SMEMBERS")
@@ -476,187 +476,19 @@ impl ClusterNode {
         });
     }
 
-    /// Publishes stored messages and events, one at a time in the order they came.
+    /// Starts the task that publishes what this node stores.
     fn start_publisher(&mut self) {
-        let (tx, mut rx) = mpsc::channel::<Publication>(PUBLISH_QUEUE);
+        let (tx, rx) = mpsc::channel::<Publication>(PUBLISH_QUEUE);
         self.publish = Some(tx);
-        let (mut con, keys, shared, me) =
-            (self.s.con.clone(), self.s.keys.clone(), self.s.shared.clone(), self.s.node_id);
-        let (token, lost) = (self.s.token.clone(), self.lost.clone());
-        actix_rt::spawn(async move {
-            // The next sequence number for each node.
-            let mut next_seq: HashMap<u16, u64> = HashMap::new();
-            // The nodes published to at the last publication, and when each node that left them did.
-            let mut publishing_to: Vec<u16> = Vec::new();
-            let mut left_at: HashMap<u16, u64> = HashMap::new();
-            while let Some(publication) = rx.recv().await {
-                // Sorted by the heartbeat that wrote them.
-                let others: Vec<u16> = shared.targets.read().map(|t| t.clone()).unwrap_or_default();
-                if lost.swap(false, Ordering::AcqRel) {
-                    for &n in &others {
-                        *next_seq.entry(n).or_insert(1) += 1;
-                    }
-                }
-                // A node this one did not publish to until now may have missed messages stored
-                // meanwhile (its users were online there before this node knew of it): tell it.
-                if publishing_to != others {
-                    let now = crate::domain::ids::now_ms();
-                    for gone in publishing_to.iter().filter(|n| !others.contains(n)) {
-                        left_at.insert(*gone, now);
-                    }
-                    for n in others.iter().copied().filter(|n| !publishing_to.contains(n)) {
-                        let sync = BodyOut::Sync { since_ms: left_at.remove(&n) };
-                        let Ok(body) = serde_json::to_string(&sync) else { continue };
-                        Self::send(&mut con, &keys, &token, me, &[n], &body, &mut next_seq).await;
-                    }
-                    publishing_to = others.clone();
-                }
-                if others.is_empty() {
-                    continue;
-                }
-                let out = match publication {
-                    Publication::Refresh => continue,
-                    Publication::Event(ev) => {
-                        if let ClusterEvent::MembersChanged { app, group, added, .. } = &ev {
-                            // Users added now and online elsewhere get the group's next messages: their
-                            // nodes' interest is written before anything later is published.
-                            Self::add_interest(&mut con, &keys, &others, app, group, added).await;
-                        }
-                        let Ok(body) = serde_json::to_string(&BodyOut::Event(&ev)) else { continue };
-                        Self::send(&mut con, &keys, &token, me, &others, &body, &mut next_seq).await;
-                        continue;
-                    }
-                    Publication::Message(out) => out,
-                };
-                log::trace!("cluster: publishing {} ({:?}) to one of {others:?}", out.msg.id, out.scope);
-                let targets = match out.scope {
-                    Scope::Direct => {
-                        let m = &out.msg;
-                        let mut users = vec![user_entry(&m.app, &m.recipient)];
-                        if m.sender != m.recipient {
-                            users.push(user_entry(&m.app, &m.sender));
-                        }
-                        let mut pipe = redis::pipe();
-                        for &n in &others {
-                            for u in &users {
-                                pipe.cmd("SISMEMBER").arg(keys.users(n)).arg(u);
-                            }
-                        }
-                        match bounded(pipe.query_async::<Vec<bool>>(&mut con)).await {
-                            Ok(hits) => others
-                                .iter()
-                                .enumerate()
-                                .filter(|(i, _)| {
-                                    hits[i * users.len()..(i + 1) * users.len()].iter().any(|h| *h)
-                                })
-                                .map(|(_, &n)| n)
-                                .collect(),
-                            Err(e) => {
-                                log::warn!("cluster: presence lookup: {e}");
-                                METRICS.cluster_dropped.inc();
-                                // Every node may have had a recipient: let them all see a gap.
-                                for &n in &others {
-                                    *next_seq.entry(n).or_insert(1) += 1;
-                                }
-                                continue;
-                            }
-                        }
-                    }
-                    Scope::Group => {
-                        let entry = group_entry(&out.msg.app, &out.msg.conv);
-                        let mut pipe = redis::pipe();
-                        for &n in &others {
-                            pipe.cmd("SISMEMBER").arg(keys.groups(n)).arg(&entry);
-                        }
-                        match bounded(pipe.query_async::<Vec<bool>>(&mut con)).await {
-                            Ok(hits) => {
-                                others.iter().zip(hits).filter(|(_, h)| *h).map(|(&n, _)| n).collect()
-                            }
-                            Err(e) => {
-                                log::warn!("cluster: group lookup: {e}");
-                                METRICS.cluster_dropped.inc();
-                                for &n in &others {
-                                    *next_seq.entry(n).or_insert(1) += 1;
-                                }
-                                continue;
-                            }
-                        }
-                    }
-                    Scope::Room => others,
-                };
-                if targets.is_empty() {
-                    continue;
-                }
-                let Ok(body) = serde_json::to_string(&BodyOut::Message { scope: out.scope, msg: &out.msg })
-                else {
-                    continue;
-                };
-                Self::send(&mut con, &keys, &token, me, &targets, &body, &mut next_seq).await;
-            }
-        });
-    }
-
-    /// Adds `group` to the interest of every node in `nodes` where one of `users` is online.
-    async fn add_interest(
-        con: &mut ConnectionManager,
-        keys: &Keys,
-        nodes: &[u16],
-        app: &str,
-        group: &str,
-        users: &[String],
-    ) {
-        if users.is_empty() || nodes.is_empty() {
-            return;
-        }
-        let entries: Vec<String> = users.iter().map(|u| user_entry(app, u)).collect();
-        let mut pipe = redis::pipe();
-        for &n in nodes {
-            pipe.cmd("SMISMEMBER").arg(keys.users(n)).arg(&entries);
-        }
-        let Ok(hits) = bounded(pipe.query_async::<Vec<Vec<bool>>>(con)).await else { return };
-        let mut pipe = redis::pipe();
-        let mut any = false;
-        for (&n, hit) in nodes.iter().zip(hits) {
-            if hit.iter().any(|h| *h) {
-                pipe.cmd("SADD").arg(keys.groups(n)).arg(group_entry(app, group)).ignore();
-                any = true;
-            }
-        }
-        if any {
-            if let Err(e) = bounded(pipe.query_async::<()>(con)).await {
-                log::debug!("cluster: group interest: {e}");
-            }
-        }
-    }
-
-    /// Publishes `body` to each of `targets` in one round trip, each with its next sequence number
-    /// (taken even when the publish fails, so that the node sees the gap).
-    async fn send(
-        con: &mut ConnectionManager,
-        keys: &Keys,
-        token: &str,
-        me: u16,
-        targets: &[u16],
-        body: &str,
-        next_seq: &mut HashMap<u16, u64>,
-    ) {
-        let mut pipe = redis::pipe();
-        for &n in targets {
-            let seq = next_seq.entry(n).or_insert(1);
-            let payload = format!("{{\"from\":{me},\"token\":\"{token}\",\"seq\":{seq},\"body\":{body}}}");
-            *seq += 1;
-            pipe.cmd("PUBLISH").arg(keys.inbox(n)).arg(payload).ignore();
-        }
-        match bounded(pipe.query_async::<()>(con)).await {
-            Ok(()) => {
-                log::trace!("cluster: published to {targets:?}");
-                METRICS.cluster_published.inc_by(targets.len() as u64);
-            }
-            Err(e) => {
-                log::warn!("cluster: publishing: {e}");
-                METRICS.cluster_dropped.inc();
-            }
-        }
+        let publisher = Publisher::new(
+            self.s.con.clone(),
+            self.s.keys.clone(),
+            self.s.shared.clone(),
+            self.s.node_id,
+            self.s.token.clone(),
+            self.lost.clone(),
+        );
+        actix_rt::spawn(publisher.run(rx));
     }
 }
 
@@ -836,12 +668,45 @@ impl Handler<ApplyEvent> for ClusterNode {
 }
 
 impl Handler<RoomPresence> for ClusterNode {
-    type Result = ();
+    type Result = ResponseFuture<()>;
 
-    fn handle(&mut self, p: RoomPresence, _: &mut Context<Self>) {
-        let key = self.s.keys.room(&p.app, &p.room);
-        let entry = format!("{}\n{}\n{}", self.s.node_id, self.s.token, p.user);
-        let cmd = if p.present {
+    /// Answers once the node's room interest has it in Redis (or after [`PRESENCE_WAIT`]).
+    fn handle(&mut self, p: RoomPresence, _: &mut Context<Self>) -> Self::Result {
+        let interest = match &p.room {
+            Some(room) => {
+                self.room_member(&p.app, room, &p.user, p.present);
+                vec![room_entry(&p.app, room), room_app_entry(&p.app)]
+            }
+            None => vec![room_user_entry(&p.app, &p.user)],
+        };
+        let (mut new, mut gone) = (Vec::new(), Vec::new());
+        for entry in interest {
+            if p.present {
+                let n = self.room_interest.entry(entry.clone()).or_insert(0);
+                *n += 1;
+                if *n == 1 {
+                    new.push(entry);
+                }
+            } else if let Some(n) = self.room_interest.get_mut(&entry) {
+                *n -= 1;
+                if *n == 0 {
+                    self.room_interest.remove(&entry);
+                    gone.push(entry);
+                }
+            }
+        }
+        let (con, key, ttl) = (self.s.con.clone(), self.s.keys.rooms(self.s.node_id), self.s.ttl.as_secs());
+        actix_rt::spawn(write_set(con.clone(), "SREM", key.clone(), gone, ttl, None));
+        Box::pin(write_set(con, "SADD", key, new, ttl, Some(self.presence_failed_at.clone())))
+    }
+}
+
+impl ClusterNode {
+    /// Follows a user coming to or leaving a live room here in the room's entry (`online` on any node).
+    fn room_member(&mut self, app: &str, room: &str, user: &str, present: bool) {
+        let key = self.s.keys.room(app, room);
+        let entry = format!("{}\n{}\n{}", self.s.node_id, self.s.token, user);
+        let cmd = if present {
             self.rooms.entry(key.clone()).or_default().insert(entry.clone());
             "SADD"
         } else {
@@ -855,7 +720,7 @@ impl Handler<RoomPresence> for ClusterNode {
         };
         let mut con = self.s.con.clone();
         actix_rt::spawn(async move {
-            if let Err(e) = redis::cmd(cmd).arg(&key).arg(&entry).query_async::<()>(&mut con).await {
+            if let Err(e) = bounded(redis::cmd(cmd).arg(&key).arg(&entry).query_async::<()>(&mut con)).await {
                 log::debug!("cluster room presence: {e}");
             }
         });
@@ -924,6 +789,7 @@ impl Handler<Rejoin> for ClusterNode {
         let rooms: Vec<(String, Vec<String>)> =
             self.rooms.iter().map(|(k, v)| (k.clone(), v.iter().cloned().collect())).collect();
         let groups: Vec<String> = self.group_counts.keys().cloned().collect();
+        let room_interest: Vec<String> = self.room_interest.keys().cloned().collect();
         let (mut con, keys, id, ttl) =
             (self.s.con.clone(), self.s.keys.clone(), self.s.node_id, self.s.ttl.as_secs());
         let entry = format!("{} {}", self.s.token, self.s.public_url);
@@ -944,6 +810,10 @@ impl Handler<Rejoin> for ClusterNode {
             if !groups.is_empty() {
                 pipe.cmd("SADD").arg(keys.groups(id)).arg(&groups).ignore();
                 pipe.cmd("EXPIRE").arg(keys.groups(id)).arg(ttl).ignore();
+            }
+            if !room_interest.is_empty() {
+                pipe.cmd("SADD").arg(keys.rooms(id)).arg(&room_interest).ignore();
+                pipe.cmd("EXPIRE").arg(keys.rooms(id)).arg(ttl).ignore();
             }
             for (room, entries) in &rooms {
                 pipe.cmd("SADD").arg(room).arg(entries).ignore();
@@ -968,7 +838,12 @@ impl Handler<Leave> for ClusterNode {
         let rooms = std::mem::take(&mut self.rooms);
         Box::pin(async move {
             let mut pipe = redis::pipe();
-            pipe.cmd("DEL").arg(keys.node(id)).arg(keys.users(id)).arg(keys.groups(id)).ignore();
+            pipe.cmd("DEL")
+                .arg(keys.node(id))
+                .arg(keys.users(id))
+                .arg(keys.groups(id))
+                .arg(keys.rooms(id))
+                .ignore();
             pipe.cmd("SREM").arg(keys.nodes()).arg(id).ignore();
             for (room, entries) in &rooms {
                 let entries: Vec<&String> = entries.iter().collect();

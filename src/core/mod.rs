@@ -143,10 +143,12 @@ impl actix::Message for CatchUp {
     type Result = ();
 }
 
-/// A user joined a live room on this node (its first connection there) or left it (its last).
+/// A user joined a live room on this node (its first connection there) or left it (its last); with no
+/// room, the user's first connection in the app's rooms on this node came (or its last went). Answered
+/// once the cluster knows (bounded), so that a join can wait until messages from other nodes find it.
 pub struct RoomPresence {
     pub app: String,
-    pub room: String,
+    pub room: Option<String>,
     pub user: String,
     pub present: bool,
 }

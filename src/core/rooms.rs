@@ -60,6 +60,7 @@ pub struct JoinRooms {
     pub rooms: Vec<String>,
     pub member: RoomMember,
 }
+/// Answered once the connection is in the rooms and, with a cluster, the other nodes know it.
 impl actix::Message for JoinRooms {
     type Result = ();
 }
@@ -163,9 +164,26 @@ impl Rooms {
         }
     }
 
-    fn tell(&self, app: &str, room: &str, user: &str, present: bool) {
-        if let Some(p) = &self.presence {
-            p.do_send(RoomPresence { app: app.into(), room: room.into(), user: user.into(), present });
+    /// Tells the cluster (if any) that `user` came to or left `room` (`None`: the app's rooms) here;
+    /// the answer comes once the cluster knows it.
+    fn tell(
+        &self,
+        app: &str,
+        room: Option<&str>,
+        user: &str,
+        present: bool,
+    ) -> Option<impl std::future::Future<Output = ()> + 'static> {
+        let p = self.presence.as_ref()?;
+        let presence =
+            RoomPresence { app: app.into(), room: room.map(Into::into), user: user.into(), present };
+        if present {
+            let told = p.send(presence);
+            Some(async move {
+                let _ = told.await;
+            })
+        } else {
+            p.do_send(presence);
+            None
         }
     }
 }
@@ -178,11 +196,14 @@ impl Handler<LinkRoomPresence> for Rooms {
             for user in users.keys() {
                 msg.0.do_send(RoomPresence {
                     app: app.clone(),
-                    room: room.clone(),
+                    room: Some(room.clone()),
                     user: user.clone(),
                     present: true,
                 });
             }
+        }
+        for (app, user) in self.users.keys() {
+            msg.0.do_send(RoomPresence { app: app.clone(), room: None, user: user.clone(), present: true });
         }
         self.presence = Some(msg.0);
     }
@@ -193,12 +214,14 @@ impl Actor for Rooms {
 }
 
 impl Handler<JoinRooms> for Rooms {
-    type Result = ();
+    type Result = ResponseFuture<()>;
 
-    fn handle(&mut self, msg: JoinRooms, _: &mut Self::Context) {
+    fn handle(&mut self, msg: JoinRooms, _: &mut Self::Context) -> Self::Result {
         let conn = msg.member.conn;
         let user = msg.member.user.clone();
-        self.users.entry((msg.app.clone(), user.clone())).or_default().insert(conn, msg.member.clone());
+        let conns = self.users.entry((msg.app.clone(), user.clone())).or_default();
+        let first_in_app = conns.is_empty();
+        conns.insert(conn, msg.member.clone());
         let entry = self.joined.entry(conn).or_insert_with(|| (msg.app.clone(), user, Vec::new()));
         let mut joined = Vec::new();
         for room in msg.rooms {
@@ -215,9 +238,16 @@ impl Handler<JoinRooms> for Rooms {
                 entry.2.push(room);
             }
         }
-        for room in joined {
-            self.tell(&msg.app, &room, &msg.member.user, true);
+        let mut told = Vec::new();
+        if first_in_app {
+            told.extend(self.tell(&msg.app, None, &msg.member.user, true));
         }
+        for room in joined {
+            told.extend(self.tell(&msg.app, Some(&room), &msg.member.user, true));
+        }
+        Box::pin(async move {
+            futures_util::future::join_all(told).await;
+        })
     }
 }
 
@@ -249,7 +279,7 @@ impl Handler<LeaveRooms> for Rooms {
                 }
             }
             if left {
-                self.tell(&key.0, &key.1, &user, false);
+                self.tell(&key.0, Some(&key.1), &user, false);
             }
         }
         let key = (app, user);
@@ -257,6 +287,7 @@ impl Handler<LeaveRooms> for Rooms {
             conns.remove(&msg.conn);
             if conns.is_empty() {
                 self.users.remove(&key);
+                self.tell(&key.0, None, &key.1, false);
             }
         }
     }

@@ -124,9 +124,19 @@ impl Core {
         async move { rx.await.map_err(|_| CoreError::Busy)? }
     }
 
-    /// Puts a connection into live rooms of an app.
-    pub fn join_rooms(&self, app: &str, rooms: Vec<String>, member: RoomMember) {
-        self.rooms.do_send(JoinRooms { app: app.to_string(), rooms, member });
+    /// Puts a connection into live rooms of an app. The join is queued when this is called; the
+    /// future answers once it is in effect on every node (with a cluster: once the other nodes
+    /// publish the rooms' messages here, bounded by a second).
+    pub fn join_rooms(
+        &self,
+        app: &str,
+        rooms: Vec<String>,
+        member: RoomMember,
+    ) -> impl std::future::Future<Output = ()> + 'static {
+        let joined = self.rooms.send(JoinRooms { app: app.to_string(), rooms, member });
+        async move {
+            let _ = joined.await;
+        }
     }
 
     /// Takes a connection out of every live room.

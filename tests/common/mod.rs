@@ -765,6 +765,28 @@ impl TestCluster {
         format!("[cluster]\nkey_prefix = \"{}\"\nnode_ttl_secs = 3\n{toml}", self.prefix)
     }
 
+    /// Waits (at most 5 s) until node `id`'s room interest in Redis has `entry` (`present`) or not.
+    pub async fn wait_room_interest(&self, id: u16, entry: &str, present: bool) {
+        let client = redis::Client::open(self.redis.as_str()).expect("redis url");
+        let con = client.get_multiplexed_async_connection().await.expect("redis");
+        let key = format!("{}:rooms:{id}", self.prefix);
+        let held = eventually(Duration::from_secs(5), || {
+            let mut con = con.clone();
+            let (key, entry) = (key.clone(), entry.to_string());
+            async move {
+                let is: bool = redis::cmd("SISMEMBER")
+                    .arg(&key)
+                    .arg(&entry)
+                    .query_async(&mut con)
+                    .await
+                    .unwrap_or(false);
+                is == present
+            }
+        })
+        .await;
+        assert!(held, "node {id}: {entry:?} in its room interest should be {present}");
+    }
+
     /// Starts node `id`.
     pub fn add_node(&mut self, id: u16, toml: &str) {
         let config = self.config(toml);

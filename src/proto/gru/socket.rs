@@ -273,10 +273,15 @@ where
     let sock = act.socket();
     leave(&gru, sock);
     sock.groups = a.group.iter().cloned().collect();
-    gru.core.join_rooms(GRU_APP, sock.groups.clone(), m);
+    let joined = gru.core.join_rooms(GRU_APP, sock.groups.clone(), m);
     let data = json!({"userType": events::user_type_name(&user_type)});
     sock.user = Some(GruUser { id: a.id, name: a.name, user_type, group: a.group });
-    reply(act, ctx, "auth_result", events::result(0, "", Some(data)), ack);
+    // Answered once the groups' messages find the socket on every node.
+    ctx.wait(
+        joined
+            .into_actor(act)
+            .map(move |_, act, ctx| reply(act, ctx, "auth_result", events::result(0, "", Some(data)), ack)),
+    );
 }
 
 /// The authenticated user, or the `-1` answer to `event`.
@@ -310,9 +315,11 @@ where
         return refuse(act, ctx, "subscribe_result", (code::BAD_PAYLOAD, "too many groups"), ack);
     }
     sock.groups.extend(new.iter().cloned());
-    gru.core.join_rooms(GRU_APP, new, m);
+    let in_effect = gru.core.join_rooms(GRU_APP, new, m);
     let joined: Vec<Value> = sock.groups.iter().map(|g| events::id_value(g)).collect();
-    reply(act, ctx, "subscribe_result", events::result(0, "", Some(json!(joined))), ack);
+    ctx.wait(in_effect.into_actor(act).map(move |_, act, ctx| {
+        reply(act, ctx, "subscribe_result", events::result(0, "", Some(json!(joined))), ack)
+    }));
 }
 
 fn msg<A>(act: &mut A, ctx: &mut A::Context, arg: Option<&Value>, ack: Option<u64>)

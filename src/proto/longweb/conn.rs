@@ -109,7 +109,8 @@ impl Actor for LongwebWs {
                     verified,
                     deliver: ctx.address().recipient(),
                 };
-                act.state.core.join_rooms(&act.req.appid, act.req.groups.clone(), member);
+                let joined = act.state.core.join_rooms(&act.req.appid, act.req.groups.clone(), member);
+                ctx.wait(joined.into_actor(act));
             }
             Err(refusal) => {
                 delivery::text(act, ctx, refusal.to_string());

@@ -83,7 +83,8 @@ impl Actor for PollBox {
             verified: self.verified,
             deliver: ctx.address().recipient(),
         };
-        self.core.join_rooms(&self.app, vec![self.group.clone()], member);
+        // Deliveries wait until the box is in its room everywhere.
+        ctx.wait(self.core.join_rooms(&self.app, vec![self.group.clone()], member).into_actor(self));
         let check = (self.idle_after / 4).max(Duration::from_secs(1));
         ctx.run_interval(check, |act, ctx| {
             if !act.waiting.waiting() && act.last_poll.elapsed() > act.idle_after {
