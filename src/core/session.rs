@@ -321,7 +321,12 @@ impl UserSession {
             let mut positions = HashMap::new();
             for c in convs {
                 let upto = match catch_up {
-                    Some(after) => entry.floor.get(&c.conv).map_or(after, |&floor| floor.max(after)),
+                    // A conversation joined since this connection's replay: nothing from before the
+                    // user joined it.
+                    Some(after) => entry
+                        .floor
+                        .get(&c.conv)
+                        .map_or_else(|| after.max(joined_floor(c.joined_us)), |&floor| floor.max(after)),
                     None => {
                         let mem = act.delivered.get(&c.conv).copied().unwrap_or(0);
                         c.delivered_upto.max(mem)
@@ -550,6 +555,12 @@ impl Handler<DropDevice> for UserSession {
             self.begin_idle(ctx);
         }
     }
+}
+
+/// The highest id a message stored before `joined_us` could have (a catch-up starts after it).
+fn joined_floor(joined_us: i64) -> i64 {
+    let ms = u64::try_from(joined_us / 1000).unwrap_or(0);
+    crate::domain::ids::min_id_at(ms).saturating_sub(1)
 }
 
 impl Handler<CatchUpSession> for UserSession {

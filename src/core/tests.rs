@@ -347,6 +347,32 @@ async fn a_catch_up_hands_over_what_the_store_has_beyond_what_each_connection_go
 }
 
 #[actix_rt::test]
+async fn a_catch_up_hands_a_new_member_nothing_from_before_it_joined() {
+    use crate::domain::ids::{min_id_at, now_ms};
+    let dir = tempfile::tempdir().expect("tmp");
+    let (store, _) = store_with_history(&dir, 0).await;
+    let links = session_links();
+    // x is online, not yet a member of g.
+    let session = UserSession::new(UserKey::new(APP, "x"), links.links.clone(), store.clone()).start();
+    let conn = stub_conn(12, 1 << 20);
+    session.do_send(AttachConn { conn: conn.handle.clone() });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let write = |m: Message| {
+        let store = store.clone();
+        async move { store.run(move |c| write_batch(c, &[&m], &[], &[])).await.expect("stored") }
+    };
+    let now = now_ms();
+    write(message(min_id_at(now - 2_000), "s", "before x joined")).await;
+    store.run(|c| crate::store::groups::add_members(c, APP, "g", &["x".to_string()])).await.expect("x joins");
+    write(message(min_id_at(now + 2_000), "s", "after x joined")).await;
+    // A catch-up from well before (a node's channel dropped): only what x may see.
+    session.do_send(CatchUpSession { after: min_id_at(now - 15_000) });
+    eventually("the catch-up", || conn.delivered.len() >= 1).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(payloads(&conn.delivered.take()), ["after x joined"]);
+}
+
+#[actix_rt::test]
 async fn a_device_logged_in_elsewhere_replaces_this_one_and_a_login_waits_for_presence() {
     let dir = tempfile::tempdir().expect("tmp");
     let (store, _) = store_with_history(&dir, 3).await;

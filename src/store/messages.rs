@@ -180,11 +180,13 @@ pub struct ConvState {
     pub kind: ConvKind,
     /// Highest message id already delivered to the user.
     pub delivered_upto: i64,
+    /// When the user joined the conversation (microseconds since the Unix epoch).
+    pub joined_us: i64,
 }
 
 /// Every conversation (group or direct) the user belongs to, with its watermark.
 pub fn conversations_of(conn: &mut DbConn, app: &str, user: &str) -> Result<Vec<ConvState>, StoreError> {
-    let rows: Vec<(String, i32, i64)> = db_run!(conn: {
+    let rows: Vec<(String, i32, i64, i64)> = db_run!(conn: {
         conv_members::table
             .inner_join(
                 conversations::table.on(conversations::app
@@ -193,15 +195,16 @@ pub fn conversations_of(conn: &mut DbConn, app: &str, user: &str) -> Result<Vec<
             )
             .filter(conv_members::app.eq(app).and(conv_members::user_id.eq(user)))
             .filter(conversations::deleted.eq(false))
-            .select((conv_members::conv, conversations::kind, conv_members::delivered_upto))
+            .select((conv_members::conv, conversations::kind, conv_members::delivered_upto, conv_members::joined_us))
             .load(conn)?
     });
     Ok(rows
         .into_iter()
-        .map(|(conv, kind, delivered_upto)| ConvState {
+        .map(|(conv, kind, delivered_upto, joined_us)| ConvState {
             conv,
             kind: ConvKind::from_i32(kind),
             delivered_upto,
+            joined_us,
         })
         .collect())
 }
