@@ -77,7 +77,7 @@ fn spawn_reloader(path: Option<std::path::PathBuf>, state: Arc<LongwebState>) {
             };
             let loaded = actix_web::rt::task::spawn_blocking(move || {
                 Settings::read_file(&path)
-                    .and_then(|f| crate::config::LongwebSettings::from_file(&f.longweb))
+                    .and_then(|f| crate::config::LongwebSettings::from_config(&f.longweb))
                     .map_err(|e| e.to_string())
             })
             .await;
