@@ -5,7 +5,7 @@ mod common;
 
 use common::Backend;
 use wsim::core::service::CoreSettings;
-use wsim::core::{Core, Draft, Origin, Target};
+use wsim::core::{ConvKey, Core, Draft, Origin, Target, UserKey};
 use wsim::store::Store;
 
 on_both_backends!(a_burst_costs_few_transactions);
@@ -56,7 +56,10 @@ async fn a_burst_costs_few_transactions(b: Backend) {
         stats.messages,
         stats.batches
     );
-    let history = core.direct_history("default", "b", "a", i64::MAX, 5000).await.expect("history");
+    let history = core
+        .history_before(&ConvKey::direct(&UserKey::new("default", "b"), "a"), i64::MAX, 5000)
+        .await
+        .expect("history");
     assert_eq!(history.len(), n);
     assert_eq!(history[0].payload, "m0");
     assert_eq!(history[n - 1].payload, format!("m{}", n - 1));

@@ -18,7 +18,7 @@ mod tests;
 
 use actix::prelude::*;
 
-pub use crate::domain::message::{ConnId, Draft, GroupKey, Message, SharedMessage, Target, UserKey};
+pub use crate::domain::message::{ConnId, ConvKey, Draft, GroupKey, Message, SharedMessage, Target, UserKey};
 pub use service::Core;
 
 /// Why the core refused something.

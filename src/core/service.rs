@@ -17,7 +17,7 @@ use super::{ConnHandle, CoreError, Origin};
 use crate::domain::group::Group;
 use crate::domain::ids::{now_us, IdGen};
 use crate::domain::message::HistoryEnd;
-use crate::domain::message::{direct_conv_id, ConnId, Draft, GroupKey, Message, SharedMessage, UserKey};
+use crate::domain::message::{ConnId, ConvKey, Draft, GroupKey, Message, SharedMessage, UserKey};
 use crate::domain::user::Profile;
 use crate::store::groups::{self, NewGroup};
 use crate::store::{messages, users, Store, StoreError};
@@ -231,15 +231,14 @@ impl Core {
     /// range, oldest first.
     pub async fn history_range(
         &self,
-        app: &str,
-        conv: &str,
+        key: &ConvKey,
         lo: Option<i64>,
         hi: Option<i64>,
         end: HistoryEnd,
         limit: i64,
     ) -> Result<Vec<Message>, CoreError> {
-        let (app, conv) = (app.to_string(), conv.to_string());
-        Ok(self.store.run(move |c| messages::history_range(c, &app, &conv, lo, hi, end, limit)).await?)
+        let k = key.clone();
+        Ok(self.store.run(move |c| messages::history_range(c, &k.app, &k.conv, lo, hi, end, limit)).await?)
     }
 
     /// One stored message by id.
@@ -249,32 +248,28 @@ impl Core {
     }
 
     /// The newest message of a conversation.
-    pub async fn last_message(&self, app: &str, conv: &str) -> Result<Option<Message>, CoreError> {
-        let (app, conv) = (app.to_string(), conv.to_string());
-        Ok(self.store.run(move |c| messages::last_message(c, &app, &conv)).await?)
+    pub async fn last_message(&self, key: &ConvKey) -> Result<Option<Message>, CoreError> {
+        let k = key.clone();
+        Ok(self.store.run(move |c| messages::last_message(c, &k.app, &k.conv)).await?)
     }
 
-    pub async fn group(&self, app: &str, group: &str) -> Result<Option<Group>, CoreError> {
-        let (app, group) = (app.to_string(), group.to_string());
-        Ok(self.store.run(move |c| groups::group(c, &app, &group)).await?)
+    pub async fn group(&self, key: &GroupKey) -> Result<Option<Group>, CoreError> {
+        let k = key.clone();
+        Ok(self.store.run(move |c| groups::group(c, &k.app, &k.group)).await?)
     }
 
-    pub async fn groups_of(&self, app: &str, user: &str) -> Result<Vec<Group>, CoreError> {
-        let (app, user) = (app.to_string(), user.to_string());
-        Ok(self.store.run(move |c| groups::groups_of(c, &app, &user)).await?)
+    /// The groups `key`'s user is a member of.
+    pub async fn groups_of(&self, key: &UserKey) -> Result<Vec<Group>, CoreError> {
+        let k = key.clone();
+        Ok(self.store.run(move |c| groups::groups_of(c, &k.app, &k.user)).await?)
     }
 
     /// Adds members; returns those that were new. Live routing follows at once.
-    pub async fn add_members(
-        &self,
-        app: &str,
-        group: &str,
-        users: Vec<String>,
-    ) -> Result<Vec<String>, CoreError> {
-        let (a, g) = (app.to_string(), group.to_string());
-        let added = self.store.run(move |c| groups::add_members(c, &a, &g, &users)).await?;
+    pub async fn add_members(&self, key: &GroupKey, users: Vec<String>) -> Result<Vec<String>, CoreError> {
+        let k = key.clone();
+        let added = self.store.run(move |c| groups::add_members(c, &k.app, &k.group, &users)).await?;
         self.registry.do_send(MembershipChanged {
-            key: GroupKey::new(app, group),
+            key: key.clone(),
             added: added.clone(),
             removed: Vec::new(),
         });
@@ -282,16 +277,11 @@ impl Core {
     }
 
     /// Removes members; returns those that were members. Live routing follows at once.
-    pub async fn remove_members(
-        &self,
-        app: &str,
-        group: &str,
-        users: Vec<String>,
-    ) -> Result<Vec<String>, CoreError> {
-        let (a, g) = (app.to_string(), group.to_string());
-        let removed = self.store.run(move |c| groups::remove_members(c, &a, &g, &users)).await?;
+    pub async fn remove_members(&self, key: &GroupKey, users: Vec<String>) -> Result<Vec<String>, CoreError> {
+        let k = key.clone();
+        let removed = self.store.run(move |c| groups::remove_members(c, &k.app, &k.group, &users)).await?;
         self.registry.do_send(MembershipChanged {
-            key: GroupKey::new(app, group),
+            key: key.clone(),
             added: Vec::new(),
             removed: removed.clone(),
         });
@@ -300,21 +290,20 @@ impl Core {
 
     pub async fn edit_group(
         &self,
-        app: &str,
-        group: &str,
+        key: &GroupKey,
         name: Option<String>,
         notice: Option<String>,
     ) -> Result<(), CoreError> {
-        let (app, group) = (app.to_string(), group.to_string());
+        let k = key.clone();
         Ok(self
             .store
-            .run(move |c| groups::edit_group(c, &app, &group, name.as_deref(), notice.as_deref()))
+            .run(move |c| groups::edit_group(c, &k.app, &k.group, name.as_deref(), notice.as_deref()))
             .await?)
     }
 
-    pub async fn set_group_snap(&self, app: &str, group: &str, snap: &str) -> Result<(), CoreError> {
-        let (app, group, snap) = (app.to_string(), group.to_string(), snap.to_string());
-        Ok(self.store.run(move |c| groups::set_snap(c, &app, &group, &snap)).await?)
+    pub async fn set_group_snap(&self, key: &GroupKey, snap: &str) -> Result<(), CoreError> {
+        let (k, snap) = (key.clone(), snap.to_string());
+        Ok(self.store.run(move |c| groups::set_snap(c, &k.app, &k.group, &snap)).await?)
     }
 
     pub async fn set_profile(
@@ -349,29 +338,15 @@ impl Core {
         Ok(self.store.run(move |c| users::profiles(c, &app, &ids)).await?)
     }
 
-    /// Up to `limit` messages of a group sent before `before_us`, oldest first.
-    pub async fn group_history(
+    /// Up to `limit` messages of a conversation sent before `before_us`, oldest first.
+    pub async fn history_before(
         &self,
-        app: &str,
-        group: &str,
+        key: &ConvKey,
         before_us: i64,
         limit: i64,
     ) -> Result<Vec<Message>, CoreError> {
-        let (app, conv) = (app.to_string(), group.to_string());
-        Ok(self.store.run(move |c| messages::history_before(c, &app, &conv, before_us, limit)).await?)
-    }
-
-    /// Up to `limit` messages between two users sent before `before_us`, oldest first.
-    pub async fn direct_history(
-        &self,
-        app: &str,
-        a: &str,
-        b: &str,
-        before_us: i64,
-        limit: i64,
-    ) -> Result<Vec<Message>, CoreError> {
-        let (app, conv) = (app.to_string(), direct_conv_id(a, b));
-        Ok(self.store.run(move |c| messages::history_before(c, &app, &conv, before_us, limit)).await?)
+        let k = key.clone();
+        Ok(self.store.run(move |c| messages::history_before(c, &k.app, &k.conv, before_us, limit)).await?)
     }
 
     pub fn now_us() -> i64 {

@@ -41,6 +41,26 @@ impl GroupKey {
     }
 }
 
+/// A conversation within its app: a group's, or the direct one between two users (see
+/// [`direct_conv_id`]); what history and last-message queries name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ConvKey {
+    pub app: String,
+    pub conv: String,
+}
+
+impl ConvKey {
+    /// A group's conversation.
+    pub fn group(key: &GroupKey) -> Self {
+        ConvKey { app: key.app.clone(), conv: key.group.clone() }
+    }
+
+    /// The direct conversation between `user` and `peer` (in `user`'s app).
+    pub fn direct(user: &UserKey, peer: &str) -> Self {
+        ConvKey { app: user.app.clone(), conv: direct_conv_id(&user.user, peer) }
+    }
+}
+
 /// The kinds of conversation the store knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConvKind {

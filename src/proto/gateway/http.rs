@@ -12,8 +12,8 @@ use super::{msg, msgid};
 use crate::core::service::GroupSpec;
 use crate::core::{Draft, Origin, Target};
 use crate::domain::group::Group;
-use crate::domain::message::valid_id;
 use crate::domain::message::HistoryEnd;
+use crate::domain::message::{valid_id, ConvKey, GroupKey, UserKey};
 
 /// Highest conversation type (4 bits in a MsgId).
 pub const MAX_CONV_TYPE: i64 = 15;
@@ -63,7 +63,7 @@ fn inner_allowed(state: &GatewayState, req: &HttpRequest) -> Result<(), GatewayE
 
 async fn existing(state: &GatewayState, id: &str) -> Result<Group, GatewayError> {
     check_id(id, "conversation_id")?;
-    state.core.group(&state.app, id).await?.ok_or(GatewayError::NotFound)
+    state.core.group(&GroupKey::new(&state.app, id)).await?.ok_or(GatewayError::NotFound)
 }
 
 async fn member_of(state: &GatewayState, id: &str, sid: &str) -> Result<Group, GatewayError> {
@@ -177,7 +177,7 @@ pub async fn join_conversation(
             let sid = session_of(&state, &req)?;
             let p: ConversationRef = parse(&body)?;
             existing(&state, &p.conversation_id).await?;
-            state.core.add_members(&state.app, &p.conversation_id, vec![sid]).await?;
+            state.core.add_members(&GroupKey::new(&state.app, &p.conversation_id), vec![sid]).await?;
             Ok(Some(json!({"ConversationId": p.conversation_id})))
         }
         .await,
@@ -194,7 +194,7 @@ pub async fn leave_conversation(
             let sid = session_of(&state, &req)?;
             let p: ConversationRef = parse(&body)?;
             member_of(&state, &p.conversation_id, &sid).await?;
-            state.core.remove_members(&state.app, &p.conversation_id, vec![sid]).await?;
+            state.core.remove_members(&GroupKey::new(&state.app, &p.conversation_id), vec![sid]).await?;
             Ok(Some(json!({"ConversationId": p.conversation_id})))
         }
         .await,
@@ -225,7 +225,7 @@ pub async fn get_joined(state: web::Data<GatewayState>, req: HttpRequest, body: 
             if p.session_id.as_deref().is_some_and(|s| !s.is_empty() && s != sid) {
                 return Err(GatewayError::NotAllowed);
             }
-            let groups = state.core.groups_of(&state.app, &sid).await?;
+            let groups = state.core.groups_of(&UserKey::new(&state.app, &sid)).await?;
             let ids: Vec<String> = groups.into_iter().map(|g| g.id).collect();
             Ok(Some(json!({"Conversations": ids})))
         }
@@ -243,7 +243,8 @@ pub async fn conversation_detail(
             let sid = session_of(&state, &req)?;
             let p: ConversationRef = parse(&body)?;
             let g = member_of(&state, &p.conversation_id, &sid).await?;
-            let last = state.core.last_message(&state.app, &g.id).await?;
+            let last =
+                state.core.last_message(&ConvKey { app: state.app.clone(), conv: g.id.clone() }).await?;
             let (last_id, last_time, last_sender) = match &last {
                 Some(m) => (msg::msg_id(m), m.sent_us, m.sender.clone()),
                 None => (String::new(), 0, String::new()),
@@ -272,7 +273,8 @@ pub async fn lastone_msgid(
             let sid = session_of(&state, &req)?;
             let p: ConversationRef = parse(&body)?;
             let g = member_of(&state, &p.conversation_id, &sid).await?;
-            let last = state.core.last_message(&state.app, &g.id).await?;
+            let last =
+                state.core.last_message(&ConvKey { app: state.app.clone(), conv: g.id.clone() }).await?;
             let id = last.map(|m| msg::msg_id(&m)).unwrap_or_default();
             Ok(Some(json!({"MsgId": id})))
         }
@@ -310,7 +312,7 @@ pub async fn inner_kickout(
             let p: ConversationSessions = parse(&body)?;
             check_sessions(&p.sessions)?;
             existing(&state, &p.conversation_id).await?;
-            state.core.remove_members(&state.app, &p.conversation_id, p.sessions).await?;
+            state.core.remove_members(&GroupKey::new(&state.app, &p.conversation_id), p.sessions).await?;
             Ok(Some(json!({"ConversationId": p.conversation_id})))
         }
         .await,
@@ -324,7 +326,7 @@ pub async fn inner_join(state: web::Data<GatewayState>, req: HttpRequest, body: 
             let p: ConversationSessions = parse(&body)?;
             check_sessions(&p.sessions)?;
             existing(&state, &p.conversation_id).await?;
-            state.core.add_members(&state.app, &p.conversation_id, p.sessions).await?;
+            state.core.add_members(&GroupKey::new(&state.app, &p.conversation_id), p.sessions).await?;
             Ok(Some(json!({"ConversationId": p.conversation_id})))
         }
         .await,
@@ -450,7 +452,10 @@ async fn history(
         HistoryQuery::Last30 => (None, None, HistoryEnd::Newest, PAGE),
         HistoryQuery::LastOne => (None, None, HistoryEnd::Newest, 1),
     };
-    let mut msgs = state.core.history_range(&state.app, conv, lo, hi, end, limit).await?;
+    let mut msgs = state
+        .core
+        .history_range(&ConvKey { app: state.app.clone(), conv: conv.to_string() }, lo, hi, end, limit)
+        .await?;
     if p.desc {
         msgs.reverse();
     }

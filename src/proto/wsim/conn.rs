@@ -12,7 +12,7 @@ use bytes::BytesMut;
 use super::codec::{self, Scope, Signal};
 use super::render::{error_frame, incoming_frame};
 use crate::core::{next_conn_id, ConnEvent, ConnHandle, Core, CoreError, Deliver, Origin};
-use crate::domain::message::{Draft, Message, Target, UserKey};
+use crate::domain::message::{ConvKey, Draft, GroupKey, Message, Target, UserKey};
 use crate::metrics::METRICS;
 use crate::transport::delivery::{self, WsDelivery, WsFrontend};
 use crate::transport::ws::MAX_FRAME;
@@ -139,7 +139,7 @@ impl EntryConn {
                 let core = self.core.clone();
                 let app = self.settings.app.clone();
                 let slot = self.delivery.inflow_add(MEMBERS_COST);
-                let fut = async move { core.group(&app, &group).await.map(|g| (group, g)) };
+                let fut = async move { core.group(&GroupKey::new(&app, &group)).await.map(|g| (group, g)) };
                 ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
                     act.settled(slot, ctx);
                     match res {
@@ -163,13 +163,12 @@ impl EntryConn {
                 let viewer = user.clone();
                 let slot = self.delivery.inflow_add(RECORDS_COST);
                 let fut = async move {
-                    let group = core.group(&app, &id).await?;
-                    let msgs = match group {
-                        Some(g) if g.members.contains(&user) => {
-                            core.group_history(&app, &id, before_us, RECORDS_LIMIT).await?
-                        }
-                        _ => core.direct_history(&app, &user, &id, before_us, RECORDS_LIMIT).await?,
+                    let group = GroupKey::new(&app, &id);
+                    let conv = match core.group(&group).await? {
+                        Some(g) if g.members.contains(&user) => ConvKey::group(&group),
+                        _ => ConvKey::direct(&UserKey::new(&app, &user), &id),
                     };
+                    let msgs = core.history_before(&conv, before_us, RECORDS_LIMIT).await?;
                     Ok::<_, CoreError>((id, msgs))
                 };
                 ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {

@@ -14,7 +14,7 @@ use super::{snap, WsimState};
 use crate::core::service::GroupSpec;
 use crate::core::CoreError;
 use crate::domain::group::Group;
-use crate::domain::message::{valid_id, UserKey};
+use crate::domain::message::{valid_id, GroupKey, UserKey};
 use crate::domain::user::Profile;
 
 /// Most members one call may name.
@@ -182,7 +182,7 @@ async fn redraw_snap(state: &WsimState, g: &Group) -> String {
         .map(|m| profiles.get(m).map(|p| p.avatar.clone()).unwrap_or_else(|| state.default_avatar.clone()))
         .collect();
     match snap::render_group_snap(&state.snaps, &g.id, &urls).await {
-        Ok(url) => match state.core.set_group_snap(&state.app, &g.id, &url).await {
+        Ok(url) => match state.core.set_group_snap(&GroupKey::new(&state.app, &g.id), &url).await {
             Ok(()) => url,
             Err(_) => g.snap.clone(),
         },
@@ -195,13 +195,13 @@ async fn redraw_snap(state: &WsimState, g: &Group) -> String {
 
 /// Redraws the snap of a group after a membership change.
 async fn redraw_group(state: &WsimState, id: &str) {
-    if let Ok(Some(g)) = state.core.group(&state.app, id).await {
+    if let Ok(Some(g)) = state.core.group(&GroupKey::new(&state.app, id)).await {
         redraw_snap(state, &g).await;
     }
 }
 
 async fn existing_group(state: &WsimState, id: &str) -> Result<Group, ApiError> {
-    state.core.group(&state.app, id).await?.ok_or(ApiError::from(CoreError::NoSuchGroup))
+    state.core.group(&GroupKey::new(&state.app, id)).await?.ok_or(ApiError::from(CoreError::NoSuchGroup))
 }
 
 pub async fn creategrp(state: web::Data<WsimState>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
@@ -236,7 +236,7 @@ pub async fn addmembers(state: web::Data<WsimState>, req: HttpRequest, body: web
             return Err(ApiError::arg("members is required"));
         }
         existing_group(&state, &group).await?;
-        let added = state.core.add_members(&state.app, &group, members).await?;
+        let added = state.core.add_members(&GroupKey::new(&state.app, &group), members).await?;
         if !added.is_empty() {
             redraw_group(&state, &group).await;
         }
@@ -258,7 +258,7 @@ pub async fn delmembers(state: web::Data<WsimState>, req: HttpRequest, body: web
         if members.contains(&g.creator) {
             return Err(ApiError { code: ERR_NOT_ALLOWED, message: "the creator cannot be removed".into() });
         }
-        let removed = state.core.remove_members(&state.app, &group, members).await?;
+        let removed = state.core.remove_members(&GroupKey::new(&state.app, &group), members).await?;
         if !removed.is_empty() {
             redraw_group(&state, &group).await;
         }
@@ -278,7 +278,7 @@ pub async fn editgrp(state: web::Data<WsimState>, req: HttpRequest, body: web::B
             return Err(ApiError::arg("name or notice is required"));
         }
         existing_group(&state, &group).await?;
-        state.core.edit_group(&state.app, &group, name, notice).await?;
+        state.core.edit_group(&GroupKey::new(&state.app, &group), name, notice).await?;
         Ok(None)
     }
     .await;
@@ -289,7 +289,7 @@ pub async fn querymygrps(state: web::Data<WsimState>, req: HttpRequest, body: we
     let result = async {
         let p = Params::from_request(&req, &body)?;
         let user = p.id("userid")?;
-        let groups = state.core.groups_of(&state.app, &user).await?;
+        let groups = state.core.groups_of(&UserKey::new(&state.app, &user)).await?;
         Ok(Some(Value::Array(with_profiles(&state, groups).await?)))
     }
     .await;
@@ -341,7 +341,7 @@ pub async fn setuserinfo(state: web::Data<WsimState>, req: HttpRequest, body: we
             .await?;
         if avatar_changed {
             // Among the first nine members, the avatar shows on the snap: redraw those groups.
-            for g in state.core.groups_of(&state.app, &user).await? {
+            for g in state.core.groups_of(&UserKey::new(&state.app, &user)).await? {
                 if g.members.iter().take(9).any(|m| *m == user) {
                     redraw_snap(&state, &g).await;
                 }
