@@ -399,6 +399,7 @@ impl ClusterNode {
         deliveries: Recipient<RemoteDelivery>,
         events: Recipient<RemoteEvent>,
         catch_up: CatchUpTrigger,
+        ids: Arc<crate::domain::ids::IdGen>,
         me: Addr<Self>,
     ) {
         let (client, channel, shared) =
@@ -443,6 +444,7 @@ impl ClusterNode {
                             log::trace!("cluster: from node {} seq {}", e.from, e.seq);
                             match e.body {
                                 BodyIn::Message { scope, msg } => {
+                                    ids.observe(msg.id);
                                     if scope != Scope::Room && catch_up.pending() {
                                         log::trace!("cluster: {} left to the catch-up", msg.id);
                                         continue;
@@ -509,7 +511,7 @@ impl Handler<Inbound> for ClusterNode {
     fn handle(&mut self, msg: Inbound, ctx: &mut Context<Self>) {
         let trigger = CatchUpTrigger::new(msg.0.catch_up);
         self.catch_up = Some(trigger.clone());
-        self.listen(msg.0.deliveries, msg.0.events, trigger, ctx.address());
+        self.listen(msg.0.deliveries, msg.0.events, trigger, msg.0.ids, ctx.address());
     }
 }
 

@@ -170,6 +170,9 @@ pub struct ClusterInbound {
     pub deliveries: Recipient<RemoteDelivery>,
     pub events: Recipient<RemoteEvent>,
     pub catch_up: Recipient<CatchUp>,
+    /// This node's id generator: every id that comes from another node is observed, so that what is
+    /// stored here later sorts after it (a watermark never hides a message that came after it).
+    pub ids: std::sync::Arc<crate::domain::ids::IdGen>,
 }
 
 /// Where the core reaches its cluster link.

@@ -52,6 +52,7 @@ pub struct Core {
     rooms: Addr<Rooms>,
     /// The cluster's view of live rooms on the other nodes, once linked.
     rooms_elsewhere: std::sync::Arc<std::sync::OnceLock<Recipient<super::RoomUsersElsewhere>>>,
+    ids: Arc<IdGen>,
 }
 
 impl From<StoreError> for CoreError {
@@ -68,7 +69,8 @@ impl Core {
         let arbiter = Arbiter::new();
         let handle = arbiter.handle();
         let (s, w) = (store.clone(), settings.max_batch);
-        let writer = StoreWriter::start_in_arbiter(&handle, move |_| StoreWriter::new(s, ids, w));
+        let writer_ids = ids.clone();
+        let writer = StoreWriter::start_in_arbiter(&handle, move |_| StoreWriter::new(s, writer_ids, w));
         let wr = writer.clone();
         let rooms = Rooms::start_in_arbiter(&handle, move |_| Rooms::new(wr.recipient()));
         let (s, wr, r) = (store.clone(), writer.clone(), rooms.clone().recipient());
@@ -85,7 +87,7 @@ impl Core {
         });
         // The arbiter lives as long as the process.
         std::mem::forget(arbiter);
-        Core { store, registry, writer, rooms, rooms_elsewhere: Default::default() }
+        Core { store, registry, writer, rooms, rooms_elsewhere: Default::default(), ids }
     }
 
     /// Links the core to a cluster: every stored message, users coming and going, and membership and
@@ -103,6 +105,7 @@ impl Core {
             deliveries: self.registry.clone().recipient(),
             events: self.registry.clone().recipient(),
             catch_up: self.registry.clone().recipient(),
+            ids: self.ids.clone(),
         }
     }
 

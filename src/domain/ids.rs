@@ -36,6 +36,15 @@ impl IdGen {
         self.next_at(now_ms())
     }
 
+    /// Ids made from now on are greater than `seen` (an id another node made): a message stored
+    /// here after one that came from elsewhere sorts after it, whatever the two clocks say.
+    pub fn observe(&self, seen: i64) {
+        let Ok(seen) = u64::try_from(seen) else { return };
+        // This node's last id of `seen`'s millisecond: the next one starts the millisecond after.
+        let end_of_ms = (seen & !SEQ_MASK) | (self.node << COUNTER_BITS) | COUNTER_MASK;
+        self.last.fetch_max(end_of_ms, Ordering::AcqRel);
+    }
+
     /// The next id as if the clock read `unix_ms` (the clock may go backwards; ids never do).
     pub fn next_at(&self, unix_ms: u64) -> i64 {
         let now = unix_ms.saturating_sub(EPOCH_MS);
@@ -116,6 +125,23 @@ mod tests {
         assert!(a > 0 && a < 1 << 53, "fits a JavaScript number");
         assert!(min_id_at(t) <= a && a < min_id_at(t + 1));
         assert_eq!(id_from_parts(unix_ms_of(b), seq_of(b)), Some(b));
+    }
+
+    #[test]
+    fn an_id_seen_from_a_node_with_a_clock_ahead_is_overtaken() {
+        // Node 1's clock is 3 s ahead of node 2's.
+        let (fast, slow) = (IdGen::new(1), IdGen::new(2));
+        let t = 1_700_000_000_000;
+        let seen = fast.next_at(t + 3_000);
+        assert!(slow.next_at(t) < seen, "without observing, the slow clock sorts before");
+        slow.observe(seen);
+        let after = [slow.next_at(t), slow.next_at(t + 10), slow.next_at(t + 3_000)];
+        assert!(after.iter().all(|&id| id > seen), "{after:?} after {seen}");
+        assert!(after.windows(2).all(|w| w[0] < w[1]));
+        assert!(after.iter().all(|&id| node_of(id) == 2), "still this node's ids");
+        // An older id changes nothing; a later clock takes over again.
+        slow.observe(seen - 1_000_000);
+        assert_eq!(slow.next_at(t + 5_000), min_id_at(t + 5_000) | (2 << COUNTER_BITS));
     }
 
     #[test]
