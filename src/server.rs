@@ -15,10 +15,11 @@ use crate::metrics::METRICS;
 use crate::proto::gateway::{self, notify::NotifySettings, token::TokenKeys, GatewayState};
 use crate::proto::gru::{self, ticket::Token2, GruState};
 use crate::proto::longweb::{self, LongwebState};
-use crate::proto::wsim::snap::SnapSettings;
+use crate::proto::wsim::snap::{Origin, SnapSettings};
 use crate::proto::wsim::upload::{self, UploadSettings};
 use crate::proto::wsim::{self, conn::ConnSettings, WsimState};
 use crate::store::{Store, StoreError};
+use crate::transport::access::AdminAccess;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -93,7 +94,23 @@ fn spawn_reloader(path: Option<std::path::PathBuf>, state: Arc<LongwebState>) {
     });
 }
 
-async fn metrics() -> HttpResponse {
+/// The origins group snaps may fetch avatars from: `[wsim] avatar_fetch_allow`, and the origin of a
+/// configured default avatar.
+fn avatar_origins(wsim: &crate::config::WsimSettings) -> Result<Vec<Origin>, StartError> {
+    let mut origins = Vec::new();
+    for o in &wsim.avatar_fetch_allow {
+        let origin = Origin::of(o)
+            .ok_or_else(|| StartError::Config(format!("[wsim] avatar_fetch_allow: {o} is not an origin")))?;
+        origins.push(origin);
+    }
+    origins.extend(Origin::of(&wsim.default_avatar));
+    Ok(origins)
+}
+
+async fn metrics(access: web::Data<AdminAccess>, req: actix_web::HttpRequest) -> HttpResponse {
+    if !access.allows(&req) {
+        return HttpResponse::Forbidden().body("forbidden: [admin] allow does not include this address\n");
+    }
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
         .body(METRICS.render())
@@ -165,6 +182,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             public_url: public_url.clone(),
             fetch_timeout: settings.wsim.avatar_fetch_timeout,
             max_avatar_bytes: settings.wsim.avatar_max_bytes,
+            fetch_allow: avatar_origins(&settings.wsim)?,
         },
     });
     let keys = TokenKeys::load(&settings.gateway.jwt_key, &settings.data_dir, settings.gateway.token_ttl)
@@ -223,6 +241,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     let store_data = web::Data::new(store);
     let cluster_data = web::Data::new(cluster.clone());
     let ticket_state = gru_state.clone();
+    let admin_access = web::Data::new(AdminAccess::new(settings.admin_allow.clone()));
 
     let mut server = HttpServer::new(move || {
         App::new()
@@ -238,6 +257,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             })
             .app_data(store_data.clone())
             .app_data(cluster_data.clone())
+            .app_data(admin_access.clone())
             .route("/healthz", web::get().to(healthz))
             .route("/metrics", web::get().to(metrics))
             .configure(wsim::configure(wsim_state.clone()))

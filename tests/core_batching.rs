@@ -8,7 +8,7 @@ use wsim::core::service::CoreSettings;
 use wsim::core::{ConvKey, Core, Draft, Origin, Target, UserKey};
 use wsim::store::Store;
 
-on_both_backends!(a_burst_costs_few_transactions);
+on_both_backends!(a_burst_costs_few_transactions, ids_compare_byte_for_byte_trailing_spaces_included);
 
 /// A direct message from a to b.
 fn a_to_b(payload: String) -> Draft {
@@ -23,9 +23,9 @@ fn a_to_b(payload: String) -> Draft {
     }
 }
 
-async fn a_burst_costs_few_transactions(b: Backend) {
-    let dir = tempfile::tempdir().expect("tmp");
-    let (url, _db) = match &b {
+/// A store of its own on `b` (and the database to drop with it).
+async fn store_on(b: &Backend, dir: &tempfile::TempDir) -> (Store, Option<common::MysqlDb>) {
+    let (url, db) = match b {
         Backend::Sqlite => (format!("sqlite://{}", dir.path().join("t.db").display()), None),
         Backend::Mysql(admin) => {
             let (db, url) = common::MysqlDb::create(admin);
@@ -36,6 +36,12 @@ async fn a_burst_costs_few_transactions(b: Backend) {
         .await
         .expect("join")
         .expect("store");
+    (store, db)
+}
+
+async fn a_burst_costs_few_transactions(b: Backend) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (store, _db) = store_on(&b, &dir).await;
     let core = Core::start(store, &CoreSettings { node_id: 5, max_batch: 1000 });
     let n = 2000;
     let acks: Vec<_> = (0..n)
@@ -93,4 +99,39 @@ async fn the_sqlite_log_stays_bounded() {
     let (_, ()) = futures_util::join!(more, store.checkpoint_bounded(10));
     store.checkpoint_bounded(10).await;
     assert!(wal_len() < grown / 4, "the log was emptied: {} of {grown} bytes", wal_len());
+}
+
+/// Under MariaDB's utf8mb4_bin (PAD SPACE) "bob " equals "bob"; the ids' collation must not pad.
+async fn ids_compare_byte_for_byte_trailing_spaces_included(b: Backend) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (store, _db) = store_on(&b, &dir).await;
+    let core = Core::start(store, &CoreSettings { node_id: 1, max_batch: 100 });
+    core.set_profile(UserKey::new("default", "bob"), Some("Bob".into()), None, "").await.expect("profile");
+    let found =
+        core.profiles("default", vec!["bob".into(), "bob ".into(), "bob  ".into()]).await.expect("profiles");
+    let mut keys: Vec<&String> = found.keys().collect();
+    keys.sort();
+    assert_eq!(keys, ["bob"], "only bob himself");
+    // The same for messages: bob's direct conversation is not "bob "'s.
+    core.submit(
+        Draft {
+            app: "default".into(),
+            sender: "alice".into(),
+            target: Target::User("bob".into()),
+            kind: "text".into(),
+            payload: "for bob".into(),
+            extension: String::new(),
+            status: 0,
+        },
+        Origin::default(),
+    )
+    .await
+    .expect("stored");
+    let alice = UserKey::new("default", "alice");
+    let to_bob = core.history_before(&ConvKey::direct(&alice, "bob"), i64::MAX, 10).await.expect("history");
+    assert_eq!(to_bob.len(), 1);
+    let padded =
+        ConvKey { app: "default".into(), conv: format!("{}{}", ConvKey::direct(&alice, "bob").conv, " ") };
+    let to_padded = core.history_before(&padded, i64::MAX, 10).await.expect("history");
+    assert!(to_padded.is_empty(), "a padded conversation id finds nothing");
 }

@@ -10,7 +10,8 @@ on_both_backends!(
     conversations_lifecycle,
     inner_endpoints,
     tokens_are_checked,
-    entry_messages_reach_gateway_conversations
+    entry_messages_reach_gateway_conversations,
+    wsim_groups_change_members_only_through_their_own_api
 );
 
 async fn conversations_lifecycle(b: Backend) {
@@ -218,4 +219,36 @@ async fn tokens_and_conversations_survive_a_restart() {
     assert_eq!(v["code"], 0, "{v}");
     assert_eq!(v["data"]["Msg"][0]["MsgId"], id.as_str());
     assert_eq!(v["data"]["Msg"][0]["Content"], "kept");
+}
+
+/// A wsim group (sequential decimal id) is a conversation members reach from the gateway, but nobody
+/// joins or leaves it there: a guessed id gives no way in (10003), inner endpoints included.
+async fn wsim_groups_change_members_only_through_their_own_api(b: Backend) {
+    let s = TestServer::start(&b, &[]);
+    let v = s.get_json("/creategrp?creator=alice&members=bob").await;
+    let gid = v["data"]["groupid"].as_str().expect("gid").to_string();
+    let (mallory, bob) = (s.gateway_token("mallory", 1).await, s.gateway_token("bob", 1).await);
+    // (path, body, token)
+    let table = [
+        ("/join_conversation", json!({"conversation_id": gid}), Some(&mallory)),
+        ("/leave_conversation", json!({"conversation_id": gid}), Some(&bob)),
+        ("/inner/join_conversation", json!({"conversation_id": gid, "sessions": ["mallory"]}), None),
+        ("/inner/kickout_conversation", json!({"conversation_id": gid, "sessions": ["bob"]}), None),
+    ];
+    for (path, body, token) in table {
+        let v = s.post_json(path, body, token.map(String::as_str)).await;
+        assert_eq!(v["code"], 10003, "{path}: {v}");
+    }
+    let v = s.get_json(&format!("/grpinfo?groupid={gid}")).await;
+    let members: Vec<&str> = v["data"]["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .filter_map(|m| m["userid"].as_str())
+        .collect();
+    assert_eq!(members, ["alice", "bob"], "{v}");
+    // mallory reads nothing of it either.
+    let v =
+        s.post_json("/get_conversation_last_30_msg", json!({"conversation_id": gid}), Some(&mallory)).await;
+    assert_eq!(v["code"], 10004, "not a member: {v}");
 }

@@ -6,7 +6,11 @@ use std::time::Duration;
 
 use common::{sample, Backend, TestServer};
 
-on_both_backends!(counters_follow_traffic, slow_consumers_are_counted);
+on_both_backends!(
+    counters_follow_traffic,
+    slow_consumers_are_counted,
+    admin_endpoints_answer_allowed_networks_only
+);
 
 async fn scrape(s: &TestServer) -> String {
     let client = awc::Client::default();
@@ -74,4 +78,16 @@ async fn slow_consumers_are_counted(b: Backend) {
         assert!(tokio::time::Instant::now() < deadline, "no slow consumer counted:\n{m}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+async fn admin_endpoints_answer_allowed_networks_only(b: Backend) {
+    // Loopback is allowed by default (every other test scrapes /metrics); here only 10.0.0.0/8 is.
+    let s = TestServer::start_with_config(&b, "[admin]\nallow = [\"10.0.0.0/8\"]\n");
+    let client = awc::Client::default();
+    for path in ["/metrics", "/state"] {
+        let res = client.get(s.url(path)).send().await.expect(path);
+        assert_eq!(res.status().as_u16(), 403, "{path} from 127.0.0.1");
+    }
+    let res = client.get(s.url("/healthz")).send().await.expect("healthz");
+    assert_eq!(res.status().as_u16(), 200, "the rest of the server answers");
 }

@@ -81,6 +81,10 @@ async fn membership_endpoints_and_their_errors(b: Backend) {
         ("/grpinfo?groupid=999999".to_string(), -2),
         ("/grpinfo".to_string(), -1),
         ("/querymygrps".to_string(), -1),
+        // An id with whitespace around it is not the id without it.
+        ("/querymygrps?userid=1%20".to_string(), -1),
+        (format!("/grpinfo?groupid=%20{gid}"), -1),
+        ("/setuserinfo?userid=1%20&nickname=not1".to_string(), -1),
     ] {
         let v = s.get_json(&q).await;
         assert_eq!(v["code"], code, "{q}: {v}");

@@ -3,6 +3,10 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use actix_web::dev::Service;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use common::{Backend, TestServer};
 use image::{Rgb, RgbImage};
@@ -24,22 +28,48 @@ fn near(p: &Rgb<u8>, want: [u8; 3]) -> bool {
     p.0.iter().zip(want).all(|(a, b)| (i16::from(*a) - i16::from(b)).abs() <= 16)
 }
 
-/// A business CDN on an ephemeral port serving one green avatar.
-fn start_cdn() -> String {
+/// A web server on an ephemeral port: `/green.png` (a green avatar) and `/redirect?to=URL` (302);
+/// counts the requests it gets and keeps the last User-Agent.
+struct FakeHost {
+    base: String,
+    hits: Arc<AtomicUsize>,
+    agent: Arc<Mutex<String>>,
+}
+
+fn start_host() -> FakeHost {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let server = HttpServer::new(|| {
-        App::new().route(
-            "/green.png",
-            web::get().to(|| async { HttpResponse::Ok().content_type("image/png").body(png(GREEN)) }),
-        )
+    let (hits, agent) = (Arc::new(AtomicUsize::new(0)), Arc::new(Mutex::new(String::new())));
+    let (h, a) = (hits.clone(), agent.clone());
+    let server = HttpServer::new(move || {
+        let (h, a) = (h.clone(), a.clone());
+        App::new()
+            .wrap_fn(move |req, srv| {
+                h.fetch_add(1, Ordering::SeqCst);
+                let ua = req.headers().get("user-agent").and_then(|v| v.to_str().ok()).unwrap_or("");
+                if let Ok(mut last) = a.lock() {
+                    *last = ua.to_string();
+                }
+                srv.call(req)
+            })
+            .route(
+                "/green.png",
+                web::get().to(|| async { HttpResponse::Ok().content_type("image/png").body(png(GREEN)) }),
+            )
+            .route(
+                "/redirect",
+                web::get().to(|q: web::Query<std::collections::HashMap<String, String>>| async move {
+                    let to = q.get("to").cloned().unwrap_or_default();
+                    HttpResponse::Found().insert_header(("Location", to)).finish()
+                }),
+            )
     })
     .listen(listener)
     .expect("listen")
     .workers(1)
     .run();
     actix_rt::spawn(server);
-    format!("http://{addr}/green.png")
+    FakeHost { base: format!("http://{addr}"), hits, agent }
 }
 
 async fn snap_of(s: &TestServer, gid: &str) -> (String, RgbImage) {
@@ -55,8 +85,11 @@ async fn snap_of(s: &TestServer, gid: &str) -> (String, RgbImage) {
 }
 
 async fn snaps_follow_members_and_avatars(b: Backend) {
-    let s = TestServer::start(&b, &[]);
-    let cdn = start_cdn();
+    // The business CDN is allowed; the "internal" host is not (a private or loopback service).
+    let (cdn_host, internal) = (start_host(), start_host());
+    let s =
+        TestServer::start_with_config(&b, &format!("[wsim]\navatar_fetch_allow = [\"{}\"]\n", cdn_host.base));
+    let cdn = format!("{}/green.png", cdn_host.base);
     let (_, v) = s.upload("/upload/writev2", "file", "red.png", &png(RED)).await;
     let red_url = v["data"].as_str().expect("url").to_string();
     let (_, v) = s.upload("/upload/writev2", "file", "blue.png", &png(BLUE)).await;
@@ -112,4 +145,29 @@ async fn snaps_follow_members_and_avatars(b: Backend) {
     // refreshgrp answers the current snap.
     let v = s.get_json(&format!("/refreshgrp?groupid={gid}")).await;
     assert_eq!(v["data"]["snap"], url4.as_str());
+    let agent = cdn_host.agent.lock().map(|a| a.clone()).unwrap_or_default();
+    assert!(agent.starts_with("wsim/"), "the fetcher says who it is: {agent:?}");
+
+    // Avatars on a host that is not allowed are never fetched, directly or through a redirect from
+    // an allowed one: the tiles stay neutral and the internal host sees no request.
+    let inside = format!("{}/green.png", internal.base);
+    let via_cdn = format!("{}/redirect?to={inside}", cdn_host.base);
+    for (user, avatar) in [("i1", inside.as_str()), ("i2", via_cdn.as_str())] {
+        let v = s.get_json(&format!("/setuserinfo?userid={user}&snap={}", urlencode(avatar))).await;
+        assert_eq!(v["code"], 1, "{v}");
+    }
+    let v = s.get_json("/creategrp?creator=i1&members=i2&name=inside").await;
+    let gid = v["data"]["groupid"].as_str().expect("gid").to_string();
+    let (_, img) = snap_of(&s, &gid).await;
+    assert!(near(img.get_pixel(90, 90), NEUTRAL) && near(img.get_pixel(250, 90), NEUTRAL));
+    assert_eq!(internal.hits.load(Ordering::SeqCst), 0, "the internal host was never asked");
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

@@ -167,6 +167,8 @@ pub struct WsimSettings {
     /// Fetching member avatars for group snaps: timeout and size cap.
     pub avatar_fetch_timeout: Duration,
     pub avatar_max_bytes: usize,
+    /// Origins avatars may be fetched from (`http(s)://host[:port]`).
+    pub avatar_fetch_allow: Vec<String>,
 }
 
 /// The gateway front-end's settings.
@@ -224,6 +226,8 @@ pub struct Settings {
     pub gru: GruSettings,
     /// `None`: a single node.
     pub cluster: Option<ClusterSettings>,
+    /// Who may read `/metrics` and longweb's `/state`.
+    pub admin_allow: Vec<ipnet::IpNet>,
     /// The configuration file, re-read on SIGHUP.
     pub config_path: Option<PathBuf>,
 }
@@ -502,6 +506,19 @@ impl Settings {
                 )?),
                 avatar_max_bytes: usize::try_from(avatar_kib * 1024)
                     .map_err(|_| invalid("wsim.avatar_max_kib", avatar_kib.to_string()))?,
+                avatar_fetch_allow: {
+                    let bad = c.wsim.avatar_fetch_allow.iter().find(|o| {
+                        !(o.starts_with("http://") || o.starts_with("https://"))
+                            || o.trim_end_matches('/').matches('/').count() != 2
+                    });
+                    if let Some(bad) = bad {
+                        return Err(invalid(
+                            "wsim.avatar_fetch_allow",
+                            format!("{bad} (scheme://host[:port])"),
+                        ));
+                    }
+                    c.wsim.avatar_fetch_allow.clone()
+                },
             },
             gateway,
             upload_limits: (
@@ -512,6 +529,7 @@ impl Settings {
             longweb: LongwebSettings::from_config(&c.longweb)?,
             gru: GruSettings::from_config(&c.gru)?,
             cluster,
+            admin_allow: parse_nets("admin.allow", &c.admin.allow)?,
             config_path: None,
         })
     }

@@ -133,6 +133,15 @@ options! {
         pub longweb: LongwebConfig,
         pub gru: GruConfig,
         pub cluster: ClusterConfig,
+        pub admin: AdminConfig,
+    }
+}
+
+options! {
+    /// `[admin]`
+    pub struct AdminConfig in "admin" {
+        /// Networks allowed to read /metrics and longweb's /state (addresses or CIDRs); the others get 403.
+        pub allow: Vec<String> = vec!["127.0.0.0/8".into(), "::1/128".into()],
     }
 }
 
@@ -160,6 +169,9 @@ options! {
         pub avatar_fetch_timeout_secs: i64 = 3,
         /// Largest member avatar accepted for a group snap, KiB.
         pub avatar_max_kib: i64 = 2048,
+        /// Origins (scheme://host[:port]) member avatars may be fetched from to draw group snaps,
+        /// redirects included; this server's own media is always read. Empty: no other.
+        pub avatar_fetch_allow: Vec<String> = Vec::new(),
     }
 }
 
@@ -291,6 +303,7 @@ pub fn all() -> Vec<OptionInfo> {
         LongwebConfig::OPTIONS,
         GruConfig::OPTIONS,
         ClusterConfig::OPTIONS,
+        AdminConfig::OPTIONS,
     ]
     .concat()
 }

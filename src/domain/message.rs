@@ -10,9 +10,14 @@ pub type ConnId = u64;
 pub const MAX_ID_LEN: usize = 64;
 
 /// True when `id` is acceptable as a user, group or app id: 1 to 64 bytes of printable characters
-/// (no control characters).
+/// (no control characters), not starting or ending with whitespace (`"bob "` is not `bob`, and
+/// must not pass for him anywhere).
 pub fn valid_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= MAX_ID_LEN && !id.chars().any(char::is_control)
+    !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && !id.chars().any(char::is_control)
+        && !id.starts_with(char::is_whitespace)
+        && !id.ends_with(char::is_whitespace)
 }
 
 /// A user, within its app (tenant).
@@ -192,6 +197,10 @@ mod tests {
             ("1000001653", true),
             ("张三", true),
             ("a b", true),
+            ("bob ", false),
+            (" bob", false),
+            ("bob\u{3000}", false),
+            ("bob\u{a0}", false),
             ("a\nb", false),
             ("tab\there", false),
             (&"x".repeat(64), true),

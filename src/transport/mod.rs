@@ -1,7 +1,10 @@
 //! Mechanics shared by front-ends: WebSocket start-up with outbound accounting, delivering core
-//! messages over a WebSocket, parking long-poll requests, and rate limits per client address.
+//! messages over a WebSocket, parking long-poll requests, rate limits per client address, and who may
+//! read the administration endpoints.
 
+pub mod access;
 pub mod delivery;
 pub mod longpoll;
 pub mod ratelimit;
+pub mod secret;
 pub mod ws;

@@ -66,6 +66,16 @@ async fn existing(state: &GatewayState, id: &str) -> Result<Group, GatewayError>
     state.core.group(&GroupKey::new(&state.app, id)).await?.ok_or(GatewayError::NotFound)
 }
 
+/// Conversations the gateway created have the ids it gave them (random UUIDs, not guessable); the
+/// others are wsim groups (decimal ids), whose members change only through the wsim group API.
+fn gateway_managed(g: &Group) -> Result<(), GatewayError> {
+    if uuid::Uuid::try_parse(&g.id).is_ok() {
+        Ok(())
+    } else {
+        Err(GatewayError::NotAllowed)
+    }
+}
+
 async fn member_of(state: &GatewayState, id: &str, sid: &str) -> Result<Group, GatewayError> {
     let g = existing(state, id).await?;
     if g.members.iter().any(|m| m == sid) {
@@ -176,7 +186,7 @@ pub async fn join_conversation(
         async {
             let sid = session_of(&state, &req)?;
             let p: ConversationRef = parse(&body)?;
-            existing(&state, &p.conversation_id).await?;
+            gateway_managed(&existing(&state, &p.conversation_id).await?)?;
             state.core.add_members(&GroupKey::new(&state.app, &p.conversation_id), vec![sid]).await?;
             Ok(Some(json!({"ConversationId": p.conversation_id})))
         }
@@ -193,7 +203,7 @@ pub async fn leave_conversation(
         async {
             let sid = session_of(&state, &req)?;
             let p: ConversationRef = parse(&body)?;
-            member_of(&state, &p.conversation_id, &sid).await?;
+            gateway_managed(&member_of(&state, &p.conversation_id, &sid).await?)?;
             state.core.remove_members(&GroupKey::new(&state.app, &p.conversation_id), vec![sid]).await?;
             Ok(Some(json!({"ConversationId": p.conversation_id})))
         }
@@ -311,7 +321,7 @@ pub async fn inner_kickout(
             inner_allowed(&state, &req)?;
             let p: ConversationSessions = parse(&body)?;
             check_sessions(&p.sessions)?;
-            existing(&state, &p.conversation_id).await?;
+            gateway_managed(&existing(&state, &p.conversation_id).await?)?;
             state.core.remove_members(&GroupKey::new(&state.app, &p.conversation_id), p.sessions).await?;
             Ok(Some(json!({"ConversationId": p.conversation_id})))
         }
@@ -325,7 +335,7 @@ pub async fn inner_join(state: web::Data<GatewayState>, req: HttpRequest, body: 
             inner_allowed(&state, &req)?;
             let p: ConversationSessions = parse(&body)?;
             check_sessions(&p.sessions)?;
-            existing(&state, &p.conversation_id).await?;
+            gateway_managed(&existing(&state, &p.conversation_id).await?)?;
             state.core.add_members(&GroupKey::new(&state.app, &p.conversation_id), p.sessions).await?;
             Ok(Some(json!({"ConversationId": p.conversation_id})))
         }

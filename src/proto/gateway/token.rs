@@ -55,21 +55,9 @@ impl TokenKeys {
 
     /// The configured key, or the one kept in `data_dir` (created on first use).
     pub fn load(configured: &str, data_dir: &Path, ttl: Duration) -> Result<TokenKeys, TokenError> {
-        if !configured.is_empty() {
-            return Ok(TokenKeys::new(configured.as_bytes(), ttl));
-        }
-        let path = data_dir.join(KEY_FILE);
-        let shown = path.display().to_string();
-        match std::fs::read_to_string(&path) {
-            Ok(k) if !k.trim().is_empty() => return Ok(TokenKeys::new(k.trim().as_bytes(), ttl)),
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(TokenError::KeyFile(shown, e)),
-        }
-        let key = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
-        std::fs::create_dir_all(data_dir).map_err(|e| TokenError::KeyFile(shown.clone(), e))?;
-        write_private(&path, &key).map_err(|e| TokenError::KeyFile(shown, e))?;
-        Ok(TokenKeys::new(key.as_bytes(), ttl))
+        let key = crate::transport::secret::load_or_create(configured, data_dir, KEY_FILE)
+            .map_err(|e| TokenError::KeyFile(data_dir.join(KEY_FILE).display().to_string(), e))?;
+        Ok(TokenKeys::new(&key, ttl))
     }
 
     pub fn issue(&self, sid: &str, platform: i64) -> Result<String, TokenError> {
@@ -102,19 +90,6 @@ impl TokenKeys {
         };
         self.verify(&token)
     }
-}
-
-#[cfg(unix)]
-fn write_private(path: &Path, key: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
-    f.write_all(key.as_bytes())
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &Path, key: &str) -> std::io::Result<()> {
-    std::fs::write(path, key)
 }
 
 #[cfg(test)]

@@ -97,19 +97,8 @@ impl Token2 {
         data_dir: &Path,
         ttl: Duration,
     ) -> std::io::Result<Token2> {
-        if !configured.is_empty() {
-            return Ok(Token2::new(scheme, configured.as_bytes(), ttl));
-        }
-        let path = data_dir.join("gru-token2.key");
-        if let Ok(k) = std::fs::read_to_string(&path) {
-            if !k.trim().is_empty() {
-                return Ok(Token2::new(scheme, k.trim().as_bytes(), ttl));
-            }
-        }
-        let key = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
-        std::fs::create_dir_all(data_dir)?;
-        std::fs::write(&path, &key)?;
-        Ok(Token2::new(scheme, key.as_bytes(), ttl))
+        let key = crate::transport::secret::load_or_create(configured, data_dir, "gru-token2.key")?;
+        Ok(Token2::new(scheme, &key, ttl))
     }
 
     fn mac(&self, id: &str, name: &str, user_type: &str, exp: u64) -> Option<String> {

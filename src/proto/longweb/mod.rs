@@ -19,6 +19,7 @@ use crate::config::LongwebSettings;
 use crate::core::rooms::{Audience, Publish};
 use crate::core::Core;
 use crate::domain::message::valid_id;
+use crate::transport::access::AdminAccess;
 use callbacks::{text_of, CallLimits};
 use conn::{LongwebWs, SocketRequest};
 
@@ -318,7 +319,16 @@ impl LongwebState {
 }
 
 /// `GET /state`: connection counts per app.
-async fn app_state(state: web::Data<Arc<LongwebState>>) -> HttpResponse {
+async fn app_state(
+    state: web::Data<Arc<LongwebState>>,
+    access: web::Data<AdminAccess>,
+    req: HttpRequest,
+) -> HttpResponse {
+    if !access.allows(&req) {
+        return HttpResponse::Forbidden()
+            .insert_header(ContentType::json())
+            .body(json!({"RetCode": -1, "RetMsg": "not allow ip"}).to_string());
+    }
     let settings = state.settings();
     let counts = state.counts.lock().map(|c| c.clone()).unwrap_or_default();
     let apps: BTreeMap<String, Value> = settings

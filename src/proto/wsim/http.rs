@@ -93,8 +93,10 @@ impl Params {
         self.0.get(name).map(|s| s.trim()).filter(|s| !s.is_empty())
     }
 
+    /// An id parameter as given: one with leading or trailing whitespace is refused, not trimmed
+    /// into somebody else's.
     fn id(&self, name: &str) -> Result<String, ApiError> {
-        match self.get(name) {
+        match self.0.get(name).map(String::as_str).filter(|v| !v.is_empty()) {
             None => Err(ApiError::arg(format!("{name} is required"))),
             Some(v) if valid_id(v) => Ok(v.to_string()),
             Some(_) => Err(ApiError::arg(format!("bad {name}"))),

@@ -82,6 +82,101 @@ pub enum MediaError {
     UnknownType,
     #[error("unreadable or truncated file: {0}")]
     Unreadable(String),
+    #[error("a picture or video of {0}x{1} (at most {MAX_SIDE} a side)")]
+    TooLarge(u32, u32),
+}
+
+/// Largest side of an uploaded picture or video.
+pub const MAX_SIDE: u32 = 8192;
+/// Largest side of a video whose first frame is decoded for its thumbnail (larger ones get a poster;
+/// OpenH264 is C code reading untrusted bytes: it gets small pictures only, one at a time).
+pub const FRAME_MAX_SIDE: u32 = 2048;
+
+static FRAME_DECODING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Refuses a picture or video larger than [`MAX_SIDE`] a side.
+fn within_limits(w: u32, h: u32) -> Result<Measure, MediaError> {
+    if w > MAX_SIDE || h > MAX_SIDE {
+        return Err(MediaError::TooLarge(w, h));
+    }
+    Ok(Measure::Size(w, h))
+}
+
+/// Checks that a file of a known type is whole, as its own structure says (a file cut short is
+/// refused even when its header, which gives its size, came through): a PNG's chunks up to IEND, a
+/// JPEG's end-of-image marker, a GIF's trailer, a WebP's RIFF length, an MP4/MOV's top-level boxes.
+pub fn check_complete(path: &Path, ty: MediaType) -> Result<(), MediaError> {
+    use std::io::{Seek, SeekFrom};
+    let unreadable = |e: std::io::Error| MediaError::Unreadable(e.to_string());
+    let cut = |what: &str| Err(MediaError::Unreadable(format!("{} cut short: {what}", ty.ext())));
+    let mut file = File::open(path).map_err(unreadable)?;
+    let len = file.metadata().map_err(unreadable)?.len();
+    // `n` bytes at `pos`, or `None` past the end (files are read in small pieces, never whole).
+    let mut read_at = |pos: u64, n: usize| -> Result<Option<Vec<u8>>, MediaError> {
+        if pos.saturating_add(n as u64) > len {
+            return Ok(None);
+        }
+        file.seek(SeekFrom::Start(pos)).map_err(unreadable)?;
+        let mut buf = vec![0u8; n];
+        file.read_exact(&mut buf).map_err(unreadable)?;
+        Ok(Some(buf))
+    };
+    let tail = |read_at: &mut dyn FnMut(u64, usize) -> Result<Option<Vec<u8>>, MediaError>, n: u64| {
+        let n = n.min(len);
+        read_at(len - n, n as usize).map(Option::unwrap_or_default)
+    };
+    match ty {
+        MediaType::Png => {
+            let mut pos = 8u64;
+            loop {
+                let Some(head) = read_at(pos, 8)? else { return cut("no IEND chunk") };
+                let chunk = u64::from(u32::from_be_bytes([head[0], head[1], head[2], head[3]]));
+                let end = pos + 12 + chunk;
+                if end > len {
+                    return cut("a chunk runs past the end");
+                }
+                if &head[4..8] == b"IEND" {
+                    return Ok(());
+                }
+                pos = end;
+            }
+        }
+        // The end-of-image marker, possibly followed by a little padding.
+        MediaType::Jpeg if tail(&mut read_at, 1024)?.windows(2).any(|w| w == [0xff, 0xd9]) => Ok(()),
+        MediaType::Jpeg => cut("no end-of-image marker"),
+        MediaType::Gif if len > 13 && tail(&mut read_at, 16)?.contains(&0x3b) => Ok(()),
+        MediaType::Gif => cut("no trailer"),
+        MediaType::Webp => {
+            let Some(riff) = read_at(4, 4)? else { return cut("no RIFF length") };
+            let riff = u64::from(u32::from_le_bytes([riff[0], riff[1], riff[2], riff[3]]));
+            if riff + 8 <= len {
+                Ok(())
+            } else {
+                cut("shorter than its RIFF length")
+            }
+        }
+        MediaType::Mp4 | MediaType::Mov => {
+            let mut pos = 0u64;
+            while pos < len {
+                let Some(head) = read_at(pos, 8)? else { return cut("a box header") };
+                let size = match u32::from_be_bytes([head[0], head[1], head[2], head[3]]) {
+                    0 => len - pos,
+                    1 => match read_at(pos + 8, 8)? {
+                        Some(b) => u64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
+                        None => return cut("a large box header"),
+                    },
+                    s => u64::from(s),
+                };
+                if size < 8 || pos.saturating_add(size) > len {
+                    return cut("a box runs past the end");
+                }
+                pos += size;
+            }
+            Ok(())
+        }
+        // Audio is measured by walking its frames or packets: what is missing is not counted.
+        _ => Ok(()),
+    }
 }
 
 /// The type of a file from its first bytes; `accept` settles what an ISO-BMFF (`ftyp`) file is.
@@ -137,7 +232,7 @@ pub fn measure(path: &Path, ty: MediaType) -> Result<Measure, MediaError> {
             if w == 0 || h == 0 {
                 return Err(MediaError::Unreadable("zero-sized image".into()));
             }
-            Ok(Measure::Size(w, h))
+            within_limits(w, h)
         }
         _ => video_size(path),
     }
@@ -220,7 +315,7 @@ fn video_size(path: &Path) -> Result<Measure, MediaError> {
         if matches!(track.track_type(), Ok(mp4::TrackType::Video)) {
             let (w, h) = (u32::from(track.width()), u32::from(track.height()));
             if w > 0 && h > 0 {
-                return Ok(Measure::Size(w, h));
+                return within_limits(w, h);
             }
         }
     }
@@ -240,12 +335,19 @@ pub fn first_frame_rgb(path: &Path) -> Option<(u32, u32, Vec<u8>)> {
         if !(video && h264) {
             return None;
         }
+        // The container says how large the pictures are: larger ones are not decoded at all.
+        let (w, h) = (u32::from(t.width()), u32::from(t.height()));
+        if w == 0 || h == 0 || w > FRAME_MAX_SIDE || h > FRAME_MAX_SIDE {
+            return None;
+        }
         Some((
             t.track_id(),
             t.sequence_parameter_set().ok()?.to_vec(),
             t.picture_parameter_set().ok()?.to_vec(),
         ))
     })?;
+    // One decoder at a time, on the caller's (blocking) thread.
+    let _one_at_a_time = FRAME_DECODING.lock().unwrap_or_else(|e| e.into_inner());
     let start = [0u8, 0, 0, 1];
     let mut stream: Vec<u8> = Vec::new();
     for nal in [&sps, &pps] {
@@ -270,6 +372,10 @@ pub fn first_frame_rgb(path: &Path) -> Option<(u32, u32, Vec<u8>)> {
         }
         if let Ok(Some(yuv)) = decoder.decode(&stream) {
             let (w, h) = yuv.dimensions();
+            // What the stream itself says (the container could lie).
+            if w > FRAME_MAX_SIDE as usize || h > FRAME_MAX_SIDE as usize {
+                return None;
+            }
             let mut rgb = vec![0u8; w * h * 3];
             yuv.write_rgb8(&mut rgb);
             return Some((u32::try_from(w).ok()?, u32::try_from(h).ok()?, rgb));
@@ -282,6 +388,56 @@ pub fn first_frame_rgb(path: &Path) -> Option<(u32, u32, Vec<u8>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn files_cut_short_are_refused_whole_ones_pass() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let write = |name: &str, bytes: &[u8]| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, bytes).expect("write");
+            p
+        };
+        let png = crate::proto::wsim::picture::craft::png(746, 750, None);
+        let jpeg = crate::proto::wsim::picture::encode_rgb(4, 4, &[200; 48], 90).expect("jpeg");
+        // An MP4 of three top-level boxes.
+        let mut mp4 = Vec::new();
+        for (kind, body) in [(b"ftyp", 8usize), (b"moov", 16), (b"mdat", 100)] {
+            mp4.extend_from_slice(&((body + 8) as u32).to_be_bytes());
+            mp4.extend_from_slice(kind);
+            mp4.extend(std::iter::repeat_n(0u8, body));
+        }
+        let mut webp = b"RIFF".to_vec();
+        webp.extend_from_slice(&20u32.to_le_bytes());
+        webp.extend_from_slice(b"WEBPVP8 ");
+        webp.extend(std::iter::repeat_n(0u8, 12));
+        // (type, whole file, the same cut short)
+        let table: [(MediaType, &[u8], &[u8]); 5] = [
+            (MediaType::Png, &png, &png[..60]),
+            (MediaType::Jpeg, &jpeg, &jpeg[..jpeg.len() - 10]),
+            (MediaType::Gif, b"GIF89a\x01\x00\x01\x00\x00\x00\x00;", b"GIF89a\x01\x00\x01\x00"),
+            (MediaType::Mp4, &mp4, &mp4[..mp4.len() - 1]),
+            (MediaType::Webp, &webp, &webp[..20]),
+        ];
+        for (ty, whole, cut) in table {
+            assert!(check_complete(&write("whole", whole), ty).is_ok(), "{ty:?} whole");
+            assert!(check_complete(&write("cut", cut), ty).is_err(), "{ty:?} cut short");
+        }
+        // The 60-byte PNG still claims its size: measuring alone would have taken it.
+        assert!(matches!(
+            measure(&write("cut.png", &png[..60]), MediaType::Png),
+            Ok(Measure::Size(746, 750))
+        ));
+    }
+
+    #[test]
+    fn pictures_larger_than_the_limit_are_refused() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = dir.path().join("big.png");
+        std::fs::write(&p, crate::proto::wsim::picture::craft::png(20_000, 20_000, Some(1))).expect("write");
+        assert!(matches!(measure(&p, MediaType::Png), Err(MediaError::TooLarge(20_000, 20_000))));
+        std::fs::write(&p, crate::proto::wsim::picture::craft::png(MAX_SIDE, 16, None)).expect("write");
+        assert!(matches!(measure(&p, MediaType::Png), Ok(Measure::Size(MAX_SIDE, 16))));
+    }
 
     #[test]
     fn sniffs_magic_bytes_not_names() {

@@ -37,6 +37,24 @@ pub fn encode_rgb(w: u32, h: u32, rgb: &[u8], quality: u8) -> Result<Vec<u8>, Pi
     Ok(out)
 }
 
+/// Largest side of a picture decoded from untrusted bytes (avatars drawn into group snaps): the
+/// decoder refuses larger ones from their header, before it allocates anything.
+pub const DECODE_MAX_SIDE: u32 = 4096;
+/// Most memory the decoder may allocate for one picture.
+pub const DECODE_MAX_ALLOC: u64 = 96 << 20;
+
+/// Decodes a picture from untrusted bytes within [`DECODE_MAX_SIDE`] and [`DECODE_MAX_ALLOC`]: a
+/// small file claiming a huge picture (a decompression bomb) is refused, not expanded.
+pub fn decode_limited(bytes: &[u8]) -> Result<image::DynamicImage, image::ImageError> {
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format()?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(DECODE_MAX_SIDE);
+    limits.max_image_height = Some(DECODE_MAX_SIDE);
+    limits.max_alloc = Some(DECODE_MAX_ALLOC);
+    reader.limits(limits);
+    reader.decode()
+}
+
 /// Writes `bytes` to `path` through a temporary file, so readers never see half a picture.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), PictureError> {
     let tmp = path.with_extension("tmp");
@@ -63,9 +81,86 @@ pub fn write_poster(path: &Path, w: u32, h: u32) -> Result<(), PictureError> {
     write_solid_jpeg(path, w, h, [0x9e, 0x9e, 0x9e])
 }
 
+/// PNG files made byte by byte, for tests: a header claiming `w`×`h` (1-bit grey) and pixel data
+/// that is all zeros (a real, tiny, well-formed picture for small sizes; a bomb for large ones).
+#[cfg(test)]
+pub(crate) mod craft {
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = 0xffff_ffffu32;
+        for &b in bytes {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+            }
+        }
+        !crc
+    }
+
+    fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let start = out.len();
+        out.extend_from_slice(kind);
+        out.extend_from_slice(data);
+        let crc = crc32(&out[start..]);
+        out.extend_from_slice(&crc.to_be_bytes());
+    }
+
+    /// A zlib stream of `n` zero bytes in stored (uncompressed) blocks.
+    fn zlib_zeros(n: usize) -> Vec<u8> {
+        let mut out = vec![0x78, 0x01];
+        let mut left = n;
+        loop {
+            let len = left.min(65_535);
+            left -= len;
+            out.push(u8::from(left == 0));
+            out.extend_from_slice(&(len as u16).to_le_bytes());
+            out.extend_from_slice(&(!(len as u16)).to_le_bytes());
+            out.extend(std::iter::repeat_n(0u8, len));
+            if left == 0 {
+                break;
+            }
+        }
+        // Adler-32 of n zeros: a = 1, b = n (mod 65521).
+        let adler = (((n % 65_521) as u32) << 16) | 1;
+        out.extend_from_slice(&adler.to_be_bytes());
+        out
+    }
+
+    /// A PNG of `w`×`h` 1-bit grey pixels, all black; with `rows` set, only that many rows of pixel
+    /// data are included (the rest missing, as in a file cut short).
+    pub fn png(w: u32, h: u32, rows: Option<u32>) -> Vec<u8> {
+        let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+        let mut ihdr = Vec::new();
+        ihdr.extend_from_slice(&w.to_be_bytes());
+        ihdr.extend_from_slice(&h.to_be_bytes());
+        ihdr.extend_from_slice(&[1, 0, 0, 0, 0]);
+        chunk(&mut out, b"IHDR", &ihdr);
+        let row = 1 + (w as usize).div_ceil(8);
+        let rows = rows.unwrap_or(h).min(h) as usize;
+        chunk(&mut out, b"IDAT", &zlib_zeros(row * rows));
+        chunk(&mut out, b"IEND", &[]);
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn untrusted_pictures_decode_within_limits() {
+        let small = craft::png(16, 8, None);
+        let img = decode_limited(&small).expect("a small picture decodes");
+        assert_eq!((img.width(), img.height()), (16, 8));
+        // A header claiming 20000x20000 is refused from the header, before anything is allocated.
+        for (w, h) in [(20_000, 20_000), (DECODE_MAX_SIDE + 1, 10), (10, DECODE_MAX_SIDE + 1)] {
+            let bomb = craft::png(w, h, Some(1));
+            assert!(bomb.len() < 4096, "{} bytes", bomb.len());
+            let err = decode_limited(&bomb).expect_err("refused");
+            assert!(matches!(err, image::ImageError::Limits(_)), "{w}x{h}: {err}");
+        }
+        assert!(decode_limited(b"not a picture").is_err());
+    }
 
     #[test]
     fn pictures_encode_and_bad_sizes_are_refused() {

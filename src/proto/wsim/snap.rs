@@ -1,9 +1,12 @@
 //! Group snaps: a 340×340 JPEG on a light grey background with up to 9 member avatars in a grid
 //! (1: one centred 150 px tile; 2–4: a 2×2 grid of 150 px tiles; 5–9: a 3×3 grid of 100 px tiles; 10 px
-//! gaps; filled row by row in member order). Avatars are fetched concurrently with awc (timeout and size
-//! cap), or read from disk when they are this server's own media; one that cannot be had or decoded
-//! becomes a neutral tile. Decoding and drawing run on the blocking pool. The file is named
-//! `<groupid>_<8 hex of its content>.jpg`, so a changed snap always gets a new URL.
+//! gaps; filled row by row in member order). Avatars are read from disk when they are this server's own
+//! media, or fetched with awc (timeout, size cap, User-Agent) from the origins of `[wsim]
+//! avatar_fetch_allow` only, redirects included: a user's avatar URL must not make the server reach
+//! its loopback or private network. One that cannot be had or decoded (within the decoder's limits)
+//! becomes a neutral tile. Decoding and drawing run on the blocking pool, [`DRAWING_AT_ONCE`] snaps at
+//! a time. The file is named `<groupid>_<8 hex of its content>.jpg`, so a changed snap always gets a
+//! new URL.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -11,7 +14,7 @@ use std::time::Duration;
 use image::imageops::FilterType;
 use image::{Rgb, RgbImage};
 
-use super::picture::{encode_rgb, write_atomically, PictureError};
+use super::picture::{decode_limited, encode_rgb, write_atomically, PictureError};
 use md5::{Digest, Md5};
 
 use super::upload::{PIC_DIR, VIDEO_DIR};
@@ -20,6 +23,12 @@ pub const SIZE: u32 = 340;
 pub const BACKGROUND: [u8; 3] = [0xee, 0xee, 0xee];
 pub const NEUTRAL: [u8; 3] = [0xbb, 0xbb, 0xbb];
 pub const GAP: u32 = 10;
+/// Snaps drawn at once (each decodes up to nine avatars).
+pub const DRAWING_AT_ONCE: usize = 2;
+/// Redirects an avatar fetch follows (each to an allowed origin).
+const MAX_REDIRECTS: usize = 3;
+
+static DRAWING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(DRAWING_AT_ONCE);
 
 /// How avatars are fetched.
 #[derive(Debug, Clone)]
@@ -28,6 +37,40 @@ pub struct SnapSettings {
     pub public_url: String,
     pub fetch_timeout: Duration,
     pub max_avatar_bytes: usize,
+    /// Origins (`scheme://host[:port]`) avatars may be fetched from, besides this server's own media.
+    pub fetch_allow: Vec<Origin>,
+}
+
+/// A URL's scheme, host and port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    scheme: String,
+    host: String,
+    port: u16,
+}
+
+impl Origin {
+    /// The origin of an `http` or `https` URL (`None` for anything else).
+    pub fn of(url: &str) -> Option<Origin> {
+        let uri: actix_web::http::Uri = url.trim().parse().ok()?;
+        let scheme = uri.scheme_str()?.to_ascii_lowercase();
+        let default_port = match scheme.as_str() {
+            "http" => 80,
+            "https" => 443,
+            _ => return None,
+        };
+        let host = uri.host()?.to_ascii_lowercase();
+        if host.is_empty() || uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+            return None;
+        }
+        Some(Origin { scheme, host, port: uri.port_u16().unwrap_or(default_port) })
+    }
+}
+
+impl SnapSettings {
+    fn allowed(&self, url: &str) -> bool {
+        Origin::of(url).is_some_and(|o| self.fetch_allow.contains(&o))
+    }
 }
 
 /// Top-left corners and tile size for `n` avatars (at most 9 are drawn).
@@ -51,7 +94,7 @@ pub fn draw(avatars: &[Option<Vec<u8>>]) -> Result<Vec<u8>, PictureError> {
     let mut canvas = RgbImage::from_pixel(SIZE, SIZE, Rgb(BACKGROUND));
     let (tile, cells) = layout(avatars.len());
     for ((x, y), bytes) in cells.into_iter().zip(avatars) {
-        let decoded = bytes.as_deref().and_then(|b| image::load_from_memory(b).ok());
+        let decoded = bytes.as_deref().and_then(|b| decode_limited(b).ok());
         let tile_img = match decoded {
             Some(img) => img.resize_exact(tile, tile, FilterType::Triangle).to_rgb8(),
             None => RgbImage::from_pixel(tile, tile, Rgb(NEUTRAL)),
@@ -77,15 +120,38 @@ async fn fetch(settings: &SnapSettings, url: &str) -> Option<Vec<u8>> {
             return None;
         }
     }
-    if !(url.starts_with("http://") || url.starts_with("https://")) {
-        return None;
+    let client = awc::Client::builder()
+        .timeout(settings.fetch_timeout)
+        .disable_redirects()
+        .add_default_header((
+            actix_web::http::header::USER_AGENT,
+            concat!("wsim/", env!("CARGO_PKG_VERSION"), " (group snap avatar fetcher)"),
+        ))
+        .finish();
+    let mut url = url.to_string();
+    for _ in 0..=MAX_REDIRECTS {
+        if !settings.allowed(&url) {
+            log::debug!("avatar {url}: not an allowed origin ([wsim] avatar_fetch_allow)");
+            return None;
+        }
+        let mut res = client.get(&url).send().await.ok()?;
+        if res.status().is_redirection() {
+            let next = res.headers().get(actix_web::http::header::LOCATION)?.to_str().ok()?;
+            // Relative locations stay on the same origin.
+            url = if next.starts_with('/') {
+                let o = Origin::of(&url)?;
+                format!("{}://{}:{}{next}", o.scheme, o.host, o.port)
+            } else {
+                next.to_string()
+            };
+            continue;
+        }
+        if !res.status().is_success() {
+            return None;
+        }
+        return res.body().limit(settings.max_avatar_bytes).await.ok().map(|b| b.to_vec());
     }
-    let client = awc::Client::builder().timeout(settings.fetch_timeout).finish();
-    let mut res = client.get(url).send().await.ok()?;
-    if !res.status().is_success() {
-        return None;
-    }
-    res.body().limit(settings.max_avatar_bytes).await.ok().map(|b| b.to_vec())
+    None
 }
 
 fn read_capped(path: &Path, cap: usize) -> Option<Vec<u8>> {
@@ -105,6 +171,7 @@ pub async fn render_group_snap(
 ) -> Result<String, PictureError> {
     let urls: Vec<&String> = avatar_urls.iter().take(9).collect();
     let avatars = futures_util::future::join_all(urls.iter().map(|u| fetch(settings, u))).await;
+    let _drawing = DRAWING.acquire().await.map_err(|e| PictureError::Task(e.to_string()))?;
     let dir = settings.data_dir.join(VIDEO_DIR);
     let group = group.to_string();
     let name = actix_web::rt::task::spawn_blocking(move || -> Result<String, PictureError> {

@@ -178,6 +178,7 @@ fn store(
         return Err(UploadError::TooLarge);
     }
     let measure = media::measure(&path, ty).map_err(|e| UploadError::BadFile(e.to_string()))?;
+    media::check_complete(&path, ty).map_err(|e| UploadError::BadFile(e.to_string()))?;
     let stem = match measure {
         Measure::Seconds(s) => format!("{hex}-{s}"),
         Measure::Size(w, h) => format!("{hex}-{w}x{h}"),
