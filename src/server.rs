@@ -15,6 +15,7 @@ use crate::metrics::METRICS;
 use crate::proto::gateway::{self, notify::NotifySettings, token::TokenKeys, GatewayState};
 use crate::proto::gru::{self, ticket::Token2, GruState};
 use crate::proto::longweb::{self, LongwebState};
+use crate::proto::wsim::auth::WsimAuth;
 use crate::proto::wsim::snap::{Origin, SnapSettings};
 use crate::proto::wsim::upload::{self, UploadSettings};
 use crate::proto::wsim::{self, conn::ConnSettings, WsimState};
@@ -159,7 +160,19 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     };
 
     let or_default = |v: &str, default: String| if v.is_empty() { default } else { v.to_string() };
+    let auth_key = match settings.wsim.auth.mode {
+        crate::config::WsimAuthMode::Token => crate::transport::secret::load_or_create(
+            &settings.wsim.auth.secret,
+            &settings.data_dir,
+            "wsim-auth.key",
+        )
+        .map_err(|e| StartError::Config(format!("[wsim] auth key: {e}")))?,
+        _ => Vec::new(),
+    };
+    let wsim_auth = Arc::new(WsimAuth::new(&settings.wsim.auth, auth_key));
     let wsim_state = web::Data::new(WsimState {
+        auth: wsim_auth.clone(),
+        inner_allow: settings.gateway.inner_allow.clone(),
         core: core.clone(),
         app: settings.default_app.clone(),
         ok_code: settings.wsim.ok_code,
@@ -172,6 +185,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             format!("{public_url}/emovideo/default_group.jpg"),
         ),
         conn: Arc::new(ConnSettings {
+            auth: wsim_auth.clone(),
             app: settings.default_app.clone(),
             heartbeat_interval: settings.heartbeat_interval,
             client_timeout: settings.client_timeout,
@@ -207,6 +221,8 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         .map_err(|e| StartError::Config(format!("media folders: {e}")))?;
     let (max_audio, max_image, max_video) = settings.upload_limits;
     let upload_settings = web::Data::new(UploadSettings {
+        auth: wsim_auth.clone(),
+        app: settings.default_app.clone(),
         data_dir: settings.data_dir.clone(),
         public_url: public_url.clone(),
         max_audio,

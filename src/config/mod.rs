@@ -169,6 +169,29 @@ pub struct WsimSettings {
     pub avatar_max_bytes: usize,
     /// Origins avatars may be fetched from (`http(s)://host[:port]`).
     pub avatar_fetch_allow: Vec<String>,
+    pub auth: WsimAuthSettings,
+}
+
+/// How the wsim front-end knows who its users are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WsimAuthMode {
+    /// Anyone is whoever they say (the original protocol).
+    Off,
+    /// HMAC tokens issued by `/inner/wsim_token`.
+    Token,
+    /// Tokens checked by a GET to this URL.
+    Callback(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct WsimAuthSettings {
+    pub mode: WsimAuthMode,
+    /// Empty: generated once and kept in the data directory.
+    pub secret: String,
+    pub token_ttl: Duration,
+    pub callback_timeout: Duration,
+    pub callback_concurrency: usize,
+    pub admin_token: Option<String>,
 }
 
 /// The gateway front-end's settings.
@@ -518,6 +541,41 @@ impl Settings {
                         ));
                     }
                     c.wsim.avatar_fetch_allow.clone()
+                },
+                auth: WsimAuthSettings {
+                    mode: match c.wsim.auth.as_str() {
+                        "off" => WsimAuthMode::Off,
+                        "token" => WsimAuthMode::Token,
+                        "callback" => WsimAuthMode::Callback(
+                            c.wsim
+                                .auth_callback
+                                .clone()
+                                .filter(|u| u.starts_with("http://") || u.starts_with("https://"))
+                                .ok_or_else(|| {
+                                    invalid("wsim.auth_callback", "an http(s) URL is required for callback")
+                                })?,
+                        ),
+                        other => {
+                            return Err(invalid("wsim.auth", format!("{other} (off, token or callback)")))
+                        }
+                    },
+                    secret: c.wsim.auth_secret.clone().unwrap_or_default(),
+                    token_ttl: Duration::from_secs(at_least(
+                        "wsim.auth_token_ttl_secs",
+                        c.wsim.auth_token_ttl_secs,
+                        1,
+                    )?),
+                    callback_timeout: Duration::from_secs(at_least(
+                        "wsim.auth_callback_timeout_secs",
+                        c.wsim.auth_callback_timeout_secs,
+                        1,
+                    )?),
+                    callback_concurrency: at_least(
+                        "wsim.auth_callback_concurrency",
+                        c.wsim.auth_callback_concurrency,
+                        1,
+                    )? as usize,
+                    admin_token: c.wsim.admin_token.clone().filter(|t| !t.is_empty()),
                 },
             },
             gateway,

@@ -172,6 +172,24 @@ options! {
         /// Origins (scheme://host[:port]) member avatars may be fetched from to draw group snaps,
         /// redirects included; this server's own media is always read. Empty: no other.
         pub avatar_fetch_allow: Vec<String> = Vec::new(),
+        /// Who users are (an extension; the original trusted every client): "off" (anyone is whoever
+        /// they say), "token" (HMAC tokens from /inner/wsim_token, bound to the user, with expiry) or
+        /// "callback" (each token checked by GET auth_callback?userid=&token= answering
+        /// {"success":true}).
+        pub auth: String = "off".into(),
+        /// Key of the tokens /inner/wsim_token issues. Unset: generated once and kept in the data dir.
+        pub auth_secret: Option<String> = None,
+        /// Lifetime of an issued token, seconds.
+        pub auth_token_ttl_secs: i64 = 604_800,
+        /// URL that checks a token in "callback" mode.
+        pub auth_callback: Option<String> = None,
+        /// Timeout of a token check by callback, seconds.
+        pub auth_callback_timeout_secs: i64 = 3,
+        /// Most token checks by callback at once (the others wait).
+        pub auth_callback_concurrency: i64 = 16,
+        /// With auth on: a token that may do anything in the group API (remove members, edit any group,
+        /// act for any user). Unset: nobody.
+        pub admin_token: Option<String> = None,
     }
 }
 

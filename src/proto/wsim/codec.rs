@@ -29,11 +29,21 @@ impl Scope {
 /// A signal from a client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Signal {
+    /// What follows `login_`: a user id, or `<userid>_<token>` when the server authenticates.
     Login(String),
     Logout(String),
-    Send { kind: &'static str, to: String, payload: String, scope: Scope, extension: String },
+    Send {
+        kind: &'static str,
+        to: String,
+        payload: String,
+        scope: Scope,
+        extension: String,
+    },
     Members(String),
-    Records { id: String, before: i64 },
+    Records {
+        id: String,
+        before: i64,
+    },
     Heartbeat,
 }
 
@@ -69,7 +79,7 @@ pub fn parse(frame: &str) -> Result<Signal, CodecError> {
     let frame = frame.strip_suffix('\r').unwrap_or(frame);
     let (head, rest) = frame.split_once('_').ok_or(CodecError::BadSignal)?;
     match head {
-        "login" => user_id(rest).map(Signal::Login),
+        "login" => login_arg(rest).map(Signal::Login),
         "logout" => user_id(rest).map(Signal::Logout),
         "heartbeat" => Ok(Signal::Heartbeat),
         "members" => {
@@ -94,6 +104,25 @@ pub fn parse(frame: &str) -> Result<Signal, CodecError> {
             Some(kind) => parse_send(kind, rest),
             None => Err(CodecError::BadSignal),
         },
+    }
+}
+
+/// Longest token `login_<userid>_<token>` may carry.
+pub const MAX_TOKEN_LEN: usize = 512;
+
+/// What follows `login_`: a user id, or (with authentication on) `<userid>_<token>`; which one it is
+/// depends on the server's mode, so both shapes pass here and the connection splits.
+fn login_arg(s: &str) -> Result<String, CodecError> {
+    let with_token = s.rsplit_once('_').is_some_and(|(user, token)| {
+        valid_id(user)
+            && !token.is_empty()
+            && token.len() <= MAX_TOKEN_LEN
+            && !token.chars().any(char::is_control)
+    });
+    if valid_id(s) || with_token {
+        Ok(s.to_string())
+    } else {
+        Err(CodecError::BadUserId)
     }
 }
 
@@ -188,6 +217,8 @@ mod tests {
             ("login_1000001653", Ok(Signal::Login("1000001653".into()))),
             ("login_1000001653\r\n", Ok(Signal::Login("1000001653".into()))),
             ("login_张三", Ok(Signal::Login("张三".into()))),
+            // With authentication on, the token follows the last `_` (the connection splits).
+            ("login_张三_6a.1700000000.0f0f", Ok(Signal::Login("张三_6a.1700000000.0f0f".into()))),
             ("logout_42", Ok(Signal::Logout("42".into()))),
             ("text_bob_hello_unicast_e30=", Ok(send("text", "bob", "hello", Scope::Unicast, "e30="))),
             ("emotion_10_[smile]_group_x", Ok(send("emotion", "10", "[smile]", Scope::Group, "x"))),

@@ -9,10 +9,11 @@ use actix::prelude::*;
 use actix_web_actors::ws::{self, CloseCode, CloseReason, ProtocolError};
 use bytes::BytesMut;
 
+use super::auth::AuthError;
 use super::codec::{self, Scope, Signal};
 use super::render::{error_frame, incoming_frame};
 use crate::core::{next_conn_id, ConnEvent, ConnHandle, Core, CoreError, Deliver, Origin};
-use crate::domain::message::{ConvKey, Draft, GroupKey, Message, Target, UserKey};
+use crate::domain::message::{valid_id, ConvKey, Draft, GroupKey, Message, Target, UserKey};
 use crate::metrics::METRICS;
 use crate::transport::delivery::{self, WsDelivery, WsFrontend};
 use crate::transport::ws::MAX_FRAME;
@@ -28,6 +29,8 @@ pub const RECORDS_LIMIT: i64 = 50;
 /// What a connection needs from the configuration.
 #[derive(Debug, Clone)]
 pub struct ConnSettings {
+    /// Who users are (`[wsim] auth`).
+    pub auth: Arc<super::auth::WsimAuth>,
     pub app: String,
     pub heartbeat_interval: Duration,
     pub client_timeout: Duration,
@@ -101,7 +104,7 @@ impl EntryConn {
         };
         match signal {
             Signal::Heartbeat => {}
-            Signal::Login(uid) => self.login(uid, ctx),
+            Signal::Login(arg) => self.authenticate(arg, ctx),
             Signal::Logout(_) => {
                 self.delivery.closed_cleanly();
                 self.detach();
@@ -185,6 +188,39 @@ impl EntryConn {
                 }));
             }
         }
+    }
+
+    /// `login_<arg>`: without authentication `arg` is the user id; with it, `<userid>_<token>`, checked
+    /// before anything else is handled. A refusal is `error_401_<reason>` and the socket closes: nothing
+    /// of the user's is delivered.
+    fn authenticate(&mut self, arg: String, ctx: &mut ws::WebsocketContext<Self>) {
+        let auth = self.settings.auth.clone();
+        if !auth.enabled() {
+            if !valid_id(&arg) {
+                return self.send_error(ctx, 400, "bad user id");
+            }
+            return self.login(arg, ctx);
+        }
+        let (user, token) = match arg.rsplit_once('_') {
+            Some((user, token)) if valid_id(user) => (user.to_string(), token.to_string()),
+            _ => return self.refuse_login(ctx, &AuthError::Missing),
+        };
+        let app = self.settings.app.clone();
+        let claimed = user.clone();
+        let check = async move { auth.actor(&app, Some(&claimed), Some(&token)).await };
+        ctx.wait(check.into_actor(self).map(move |res, act, ctx| match res {
+            Ok(_) => act.login(user, ctx),
+            Err(e) => act.refuse_login(ctx, &e),
+        }));
+    }
+
+    fn refuse_login(&mut self, ctx: &mut ws::WebsocketContext<Self>, why: &AuthError) {
+        log::info!("wsim login refused: {why}");
+        self.detach();
+        self.user = None;
+        self.send_error(ctx, 401, &why.to_string());
+        ctx.close(Some(CloseReason { code: CloseCode::Policy, description: Some(why.to_string()) }));
+        ctx.stop();
     }
 
     fn login(&mut self, uid: String, ctx: &mut ws::WebsocketContext<Self>) {

@@ -2,6 +2,12 @@
 //! setuserinfo. Parameters come from the query string or a POST form body (extra ones are ignored).
 //! Answers are HTTP 200 with `{"code","message","data"}`: the configured ok code on success, negative
 //! codes on errors (-1 bad argument, -2 no such group, -3 not allowed, -5 internal).
+//!
+//! With `[wsim] auth` on (an extension), every call takes `token=` (and `uid=`, the user it acts as,
+//! where the call does not name it): only members read a group or add to it, only its creator (or
+//! the admin token) removes others or edits it, users read their own groups and edit their own
+//! profile; a missing or bad token is `-3`. `/inner/wsim_token?userid=` issues tokens (token mode,
+//! from `[gateway] inner_allow`).
 
 use std::collections::HashMap;
 
@@ -10,6 +16,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use super::auth::{Actor, AuthError};
 use super::{snap, WsimState};
 use crate::core::service::GroupSpec;
 use crate::core::CoreError;
@@ -51,6 +58,41 @@ impl From<CoreError> for ApiError {
                 ApiError { code: ERR_INTERNAL, message: "internal error".into() }
             }
         }
+    }
+}
+
+fn not_allowed(message: impl Into<String>) -> ApiError {
+    ApiError { code: ERR_NOT_ALLOWED, message: message.into() }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Unavailable => ApiError { code: ERR_INTERNAL, message: e.to_string() },
+            _ => not_allowed(e.to_string()),
+        }
+    }
+}
+
+/// Who calls: `token=` for the user `uid=` (or `claim`, the user the call names), with auth on;
+/// anyone with it off.
+async fn caller(state: &WsimState, p: &Params, claim: Option<&str>) -> Result<Actor, ApiError> {
+    if !state.auth.enabled() {
+        return Ok(Actor::Anyone);
+    }
+    let uid = match p.0.get("uid").filter(|u| !u.is_empty()) {
+        Some(u) if valid_id(u) => Some(u.as_str()),
+        Some(_) => return Err(ApiError::arg("bad uid")),
+        None => claim,
+    };
+    Ok(state.auth.actor(&state.app, uid, p.get("token")).await?)
+}
+
+/// Whether `actor` may read `g` (members, and the unrestricted).
+fn reads(actor: &Actor, g: &Group) -> bool {
+    match actor {
+        Actor::User(u) => g.members.contains(u),
+        Actor::Anyone | Actor::Admin => true,
     }
 }
 
@@ -210,6 +252,9 @@ pub async fn creategrp(state: web::Data<WsimState>, req: HttpRequest, body: web:
     let result = async {
         let p = Params::from_request(&req, &body)?;
         let creator = p.id("creator")?;
+        if !caller(&state, &p, Some(&creator)).await?.is(&creator) {
+            return Err(not_allowed("a group is created by the token's user"));
+        }
         let members = p.ids("members")?;
         let name = p.text("name", MAX_TEXT)?.unwrap_or_default();
         let notice = p.text("notice", MAX_NOTICE)?.unwrap_or_default();
@@ -237,7 +282,10 @@ pub async fn addmembers(state: web::Data<WsimState>, req: HttpRequest, body: web
         if members.is_empty() {
             return Err(ApiError::arg("members is required"));
         }
-        existing_group(&state, &group).await?;
+        let actor = caller(&state, &p, None).await?;
+        if !reads(&actor, &existing_group(&state, &group).await?) {
+            return Err(ApiError::from(CoreError::NotMember));
+        }
         let added = state.core.add_members(&GroupKey::new(&state.app, &group), members).await?;
         if !added.is_empty() {
             redraw_group(&state, &group).await;
@@ -256,7 +304,13 @@ pub async fn delmembers(state: web::Data<WsimState>, req: HttpRequest, body: web
         if members.is_empty() {
             return Err(ApiError::arg("members is required"));
         }
+        let actor = caller(&state, &p, None).await?;
         let g = existing_group(&state, &group).await?;
+        // The creator removes anyone; a member only itself.
+        let leaving = matches!(&actor, Actor::User(u) if members.len() == 1 && members[0] == *u);
+        if !actor.is(&g.creator) && !leaving {
+            return Err(not_allowed("only the group's creator removes members"));
+        }
         if members.contains(&g.creator) {
             return Err(ApiError { code: ERR_NOT_ALLOWED, message: "the creator cannot be removed".into() });
         }
@@ -279,7 +333,10 @@ pub async fn editgrp(state: web::Data<WsimState>, req: HttpRequest, body: web::B
         if name.is_none() && notice.is_none() {
             return Err(ApiError::arg("name or notice is required"));
         }
-        existing_group(&state, &group).await?;
+        let actor = caller(&state, &p, None).await?;
+        if !actor.is(&existing_group(&state, &group).await?.creator) {
+            return Err(not_allowed("only the group's creator edits it"));
+        }
         state.core.edit_group(&GroupKey::new(&state.app, &group), name, notice).await?;
         Ok(None)
     }
@@ -291,6 +348,9 @@ pub async fn querymygrps(state: web::Data<WsimState>, req: HttpRequest, body: we
     let result = async {
         let p = Params::from_request(&req, &body)?;
         let user = p.id("userid")?;
+        if !caller(&state, &p, Some(&user)).await?.is(&user) {
+            return Err(not_allowed("a user reads its own groups"));
+        }
         let groups = state.core.groups_of(&UserKey::new(&state.app, &user)).await?;
         Ok(Some(Value::Array(with_profiles(&state, groups).await?)))
     }
@@ -302,7 +362,11 @@ pub async fn grpinfo(state: web::Data<WsimState>, req: HttpRequest, body: web::B
     let result = async {
         let p = Params::from_request(&req, &body)?;
         let group = p.id("groupid")?;
+        let actor = caller(&state, &p, None).await?;
         let g = existing_group(&state, &group).await?;
+        if !reads(&actor, &g) {
+            return Err(ApiError::from(CoreError::NotMember));
+        }
         Ok(with_profiles(&state, vec![g]).await?.pop())
     }
     .await;
@@ -314,7 +378,11 @@ pub async fn refreshgrp(state: web::Data<WsimState>, req: HttpRequest, body: web
     let result = async {
         let p = Params::from_request(&req, &body)?;
         let group = p.id("groupid")?;
+        let actor = caller(&state, &p, None).await?;
         let mut g = existing_group(&state, &group).await?;
+        if !reads(&actor, &g) {
+            return Err(ApiError::from(CoreError::NotMember));
+        }
         g.snap = redraw_snap(&state, &g).await;
         Ok(with_profiles(&state, vec![g]).await?.pop())
     }
@@ -326,6 +394,9 @@ pub async fn setuserinfo(state: web::Data<WsimState>, req: HttpRequest, body: we
     let result = async {
         let p = Params::from_request(&req, &body)?;
         let user = p.id("userid")?;
+        if !caller(&state, &p, Some(&user)).await?.is(&user) {
+            return Err(not_allowed("a user edits its own profile"));
+        }
         let nickname = p.text("nickname", MAX_TEXT)?;
         let avatar = match p.text("snap", MAX_URL)? {
             Some(a) => Some(a),
@@ -350,6 +421,30 @@ pub async fn setuserinfo(state: web::Data<WsimState>, req: HttpRequest, body: we
             }
         }
         Ok(Some(json!({"userid": row.id, "nickname": row.nickname, "snap": row.avatar})))
+    }
+    .await;
+    reply(&state, result)
+}
+
+/// `/inner/wsim_token?userid=`: a token for the user (token mode; from `[gateway] inner_allow` only).
+pub async fn inner_wsim_token(
+    state: web::Data<WsimState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    let result = async {
+        let allowed = req.peer_addr().is_some_and(|a| state.inner_allow.iter().any(|n| n.contains(&a.ip())));
+        if !allowed {
+            return Err(not_allowed("not allowed from this address"));
+        }
+        let p = Params::from_request(&req, &body)?;
+        let user = p.id("userid")?;
+        let now = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0);
+        let (token, expires) = state
+            .auth
+            .issue(&state.app, &user, now)
+            .ok_or_else(|| not_allowed("tokens are issued in [wsim] auth = \"token\" mode only"))?;
+        Ok(Some(json!({"userid": user, "token": token, "expires": expires})))
     }
     .await;
     reply(&state, result)

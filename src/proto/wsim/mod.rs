@@ -1,5 +1,6 @@
 //! The wsim front-end: `/entry` WebSocket signaling and the group HTTP API, at `/` and under `/wsim/`.
 
+pub mod auth;
 pub mod codec;
 pub mod conn;
 pub mod http;
@@ -19,6 +20,10 @@ use conn::{ConnSettings, EntryConn};
 /// What the wsim handlers share.
 pub struct WsimState {
     pub core: Core,
+    /// Who users are (`[wsim] auth`).
+    pub auth: Arc<auth::WsimAuth>,
+    /// Networks allowed to call `/inner/wsim_token` (the gateway's `inner_allow`).
+    pub inner_allow: Vec<ipnet::IpNet>,
     pub app: String,
     pub ok_code: i64,
     pub default_avatar: String,
@@ -58,6 +63,7 @@ pub fn configure(state: web::Data<WsimState>) -> impl FnOnce(&mut web::ServiceCo
             api!("grpinfo", http::grpinfo);
             api!("refreshgrp", http::refreshgrp);
             api!("setuserinfo", http::setuserinfo);
+            api!("inner/wsim_token", http::inner_wsim_token);
         }
     }
 }

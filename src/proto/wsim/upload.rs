@@ -21,6 +21,9 @@ use super::picture::{write_poster, write_rgb_jpeg, write_solid_jpeg, PictureErro
 /// Where uploads go and how big they may be.
 #[derive(Debug, Clone)]
 pub struct UploadSettings {
+    /// Who may upload (`[wsim] auth`): with it on, `token=` (and `uid=`) in the query string.
+    pub auth: std::sync::Arc<super::auth::WsimAuth>,
+    pub app: String,
     pub data_dir: PathBuf,
     pub public_url: String,
     pub max_audio: u64,
@@ -62,6 +65,8 @@ enum UploadError {
     System(String),
     #[error("thumbnail: {0}")]
     Picture(#[from] PictureError),
+    #[error("not authenticated: {0}")]
+    Unauthorized(super::auth::AuthError),
 }
 
 fn answer(accept: Accept, res: Result<String, UploadError>) -> HttpResponse {
@@ -76,6 +81,7 @@ fn answer(accept: Accept, res: Result<String, UploadError>) -> HttpResponse {
                 UploadError::BadFile(_) => (1, "参数错误"),
                 UploadError::System(_) | UploadError::Picture(_) => (2, "系统错误"),
                 UploadError::TooLarge => (3, "文件过大"),
+                UploadError::Unauthorized(_) => (4, "未授权"),
             };
             json!({"code": code, "message": message, "data": ""})
         }
@@ -211,8 +217,26 @@ fn store(
     Ok(format!("/{dir_name}/{name}"))
 }
 
-async fn upload(settings: web::Data<UploadSettings>, payload: Multipart, accept: Accept) -> HttpResponse {
+/// With auth on, the uploader's token (query string `token=`, and `uid=` for callback checks),
+/// checked before a byte of the file is read.
+async fn check_uploader(settings: &UploadSettings, req: &HttpRequest) -> Result<(), UploadError> {
+    if !settings.auth.enabled() {
+        return Ok(());
+    }
+    let query: Vec<(String, String)> = serde_urlencoded::from_str(req.query_string()).unwrap_or_default();
+    let get = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty());
+    let uid = get("uid").filter(|u| crate::domain::message::valid_id(u));
+    settings.auth.actor(&settings.app, uid, get("token")).await.map(|_| ()).map_err(UploadError::Unauthorized)
+}
+
+async fn upload(
+    settings: web::Data<UploadSettings>,
+    req: HttpRequest,
+    payload: Multipart,
+    accept: Accept,
+) -> HttpResponse {
     let res = async {
+        check_uploader(&settings, &req).await?;
         let (mut temp, hex, size) = receive(&settings, payload, settings.limit(accept)).await?;
         let s = settings.clone();
         let path = blocking(move || store(&s, &mut temp, &hex, size, accept)).await?;
@@ -222,16 +246,28 @@ async fn upload(settings: web::Data<UploadSettings>, payload: Multipart, accept:
     answer(accept, res)
 }
 
-pub async fn writev1(settings: web::Data<UploadSettings>, payload: Multipart) -> HttpResponse {
-    upload(settings, payload, Accept::Audio).await
+pub async fn writev1(
+    settings: web::Data<UploadSettings>,
+    req: HttpRequest,
+    payload: Multipart,
+) -> HttpResponse {
+    upload(settings, req, payload, Accept::Audio).await
 }
 
-pub async fn writev2(settings: web::Data<UploadSettings>, payload: Multipart) -> HttpResponse {
-    upload(settings, payload, Accept::ImageOrAudio).await
+pub async fn writev2(
+    settings: web::Data<UploadSettings>,
+    req: HttpRequest,
+    payload: Multipart,
+) -> HttpResponse {
+    upload(settings, req, payload, Accept::ImageOrAudio).await
 }
 
-pub async fn writev3(settings: web::Data<UploadSettings>, payload: Multipart) -> HttpResponse {
-    upload(settings, payload, Accept::Video).await
+pub async fn writev3(
+    settings: web::Data<UploadSettings>,
+    req: HttpRequest,
+    payload: Multipart,
+) -> HttpResponse {
+    upload(settings, req, payload, Accept::Video).await
 }
 
 /// A small form to try an upload from a browser.
