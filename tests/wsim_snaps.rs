@@ -11,7 +11,7 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 use common::{Backend, TestServer};
 use image::{Rgb, RgbImage};
 
-on_both_backends!(snaps_follow_members_and_avatars);
+on_both_backends!(snaps_follow_members_and_avatars, avatar_bombs_are_refused_without_blowing_up_memory);
 
 const RED: [u8; 3] = [220, 30, 30];
 const GREEN: [u8; 3] = [30, 200, 30];
@@ -55,6 +55,11 @@ fn start_host() -> FakeHost {
             .route(
                 "/green.png",
                 web::get().to(|| async { HttpResponse::Ok().content_type("image/png").body(png(GREEN)) }),
+            )
+            .route(
+                "/bomb.png",
+                web::get()
+                    .to(|| async { HttpResponse::Ok().content_type("image/png").body(bomb().to_vec()) }),
             )
             .route(
                 "/redirect",
@@ -170,4 +175,138 @@ fn urlencode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// A decompression bomb: a PNG of 20000x20000 black 1-bit pixels, ~300 KB, which decodes into 400 MB.
+fn bomb() -> &'static [u8] {
+    static BOMB: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    BOMB.get_or_init(|| png_of_zeros(20_000, 20_000))
+}
+
+/// Bits written least significant first, as deflate packs them.
+#[derive(Default)]
+struct Bits {
+    out: Vec<u8>,
+    acc: u64,
+    n: u32,
+}
+
+impl Bits {
+    fn put(&mut self, value: u64, count: u32) {
+        self.acc |= value << self.n;
+        self.n += count;
+        while self.n >= 8 {
+            self.out.push(self.acc as u8);
+            self.acc >>= 8;
+            self.n -= 8;
+        }
+    }
+
+    /// A Huffman code: its bits go most significant first.
+    fn code(&mut self, code: u64, len: u32) {
+        let reversed = (0..len).fold(0, |r, i| (r << 1) | ((code >> i) & 1));
+        self.put(reversed, len);
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        if self.n > 0 {
+            self.out.push(self.acc as u8);
+        }
+        self.out
+    }
+}
+
+/// `n` zero bytes as a zlib stream: one fixed-Huffman block, a literal zero then 258-byte copies of
+/// the byte before (13 bits each), the rest as literals.
+fn zlib_zeros(n: usize) -> Vec<u8> {
+    let mut bits = Bits::default();
+    bits.put(1, 1); // the last block
+    bits.put(1, 2); // fixed Huffman codes
+    let literal_zero = |b: &mut Bits| b.code(0x30, 8);
+    literal_zero(&mut bits);
+    let mut left = n - 1;
+    while left >= 258 {
+        bits.code(0xc5, 8); // length 258 (code 285)
+        bits.code(0, 5); // distance 1
+        left -= 258;
+    }
+    for _ in 0..left {
+        literal_zero(&mut bits);
+    }
+    bits.code(0, 7); // end of block
+    let mut out = vec![0x78, 0x01];
+    out.extend(bits.finish());
+    let adler = (((n % 65_521) as u32) << 16) | 1;
+    out.extend_from_slice(&adler.to_be_bytes());
+    out
+}
+
+fn png_of_zeros(w: u32, h: u32) -> Vec<u8> {
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = 0xffff_ffffu32;
+        for &b in bytes {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+            }
+        }
+        !crc
+    }
+    fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let start = out.len();
+        out.extend_from_slice(kind);
+        out.extend_from_slice(data);
+        let crc = crc32(&out[start..]);
+        out.extend_from_slice(&crc.to_be_bytes());
+    }
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&w.to_be_bytes());
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    ihdr.extend_from_slice(&[1, 0, 0, 0, 0]);
+    chunk(&mut out, b"IHDR", &ihdr);
+    let row = 1 + (w as usize).div_ceil(8);
+    chunk(&mut out, b"IDAT", &zlib_zeros(row * h as usize));
+    chunk(&mut out, b"IEND", &[]);
+    out
+}
+
+/// Nine members whose avatars are decompression bombs, in four groups drawn at once, twice: the
+/// tiles stay neutral and the server's memory does not move (decoding them would take 400 MB each).
+async fn avatar_bombs_are_refused_without_blowing_up_memory(b: Backend) {
+    // The bomb is what it claims: a small file that really inflates to 400 MB.
+    let small = png_of_zeros(64, 48);
+    let img = image::load_from_memory(&small).expect("the encoder makes real PNGs").to_luma8();
+    assert_eq!((img.dimensions(), img.get_pixel(10, 10).0), ((64, 48), [0]));
+    assert!(bomb().len() < 400_000, "{} bytes", bomb().len());
+
+    let cdn = start_host();
+    let s = TestServer::start_with_config(&b, &format!("[wsim]\navatar_fetch_allow = [\"{}\"]\n", cdn.base));
+    let url = format!("{}/bomb.png", cdn.base);
+    for i in 0..9 {
+        let v = s.get_json(&format!("/setuserinfo?userid=b{i}&snap={url}")).await;
+        assert_eq!(v["code"], 1, "{v}");
+    }
+    let memory = common::raw::MemoryWatch::start(s.pid());
+    let members = (1..9).map(|i| format!("b{i}")).collect::<Vec<_>>().join(",");
+    let create = format!("/creategrp?creator=b0&members={members}");
+    let creates = (0..4).map(|_| s.get_json(&create));
+    let groups: Vec<String> = futures_util::future::join_all(creates)
+        .await
+        .iter()
+        .map(|v| v["data"]["groupid"].as_str().expect("gid").to_string())
+        .collect();
+    let paths: Vec<String> = groups.iter().map(|g| format!("/refreshgrp?groupid={g}")).collect();
+    let refreshes = paths.iter().map(|p| s.get_json(p));
+    for v in futures_util::future::join_all(refreshes).await {
+        assert_eq!(v["code"], 1, "{v}");
+    }
+    let growth = memory.peak_growth_kib();
+    drop(memory);
+    eprintln!("eight snaps of nine bomb avatars: server RssAnon grew by at most {growth} KiB");
+    assert!(growth < 64 * 1024, "RssAnon grew by {growth} KiB");
+    let (_, img) = snap_of(&s, &groups[0]).await;
+    assert!(near(img.get_pixel(60, 60), NEUTRAL), "a bomb is a neutral tile");
+    assert!(cdn.hits.load(Ordering::SeqCst) >= 9, "the avatars were fetched (and refused when decoded)");
 }
