@@ -18,6 +18,13 @@ pub struct FrontendLabel {
     pub frontend: String,
 }
 
+/// What a rate limit refused: `http` (requests per address), `message` (per connection), `upload`
+/// (per address or user).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabel {
+    pub what: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabel {
     pub route: String,
@@ -36,6 +43,7 @@ pub struct Metrics {
     pub store_failures: Counter,
     pub poll_dropped: Counter,
     pub handshakes_refused: Counter,
+    pub rate_limited: Family<LimitLabel, Counter>,
     pub cluster_published: Counter,
     pub cluster_received: Counter,
     pub cluster_dropped: Counter,
@@ -97,6 +105,12 @@ impl Metrics {
             "Engine.IO handshakes refused because their address opened too many",
             handshakes_refused.clone(),
         );
+        let rate_limited = Family::<LimitLabel, Counter>::default();
+        registry.register(
+            "rate_limited",
+            "Requests, messages and uploads refused by a rate limit ([limits]), by what was limited",
+            rate_limited.clone(),
+        );
         let cluster_published = Counter::default();
         registry.register(
             "cluster_published",
@@ -139,6 +153,7 @@ impl Metrics {
             store_failures,
             poll_dropped,
             handshakes_refused,
+            rate_limited,
             cluster_published,
             cluster_received,
             cluster_dropped,
@@ -147,6 +162,11 @@ impl Metrics {
             batch_seconds,
             http_requests,
         }
+    }
+
+    /// Counts one refusal by the rate limit of `what`.
+    pub fn limited(&self, what: &str) {
+        self.rate_limited.get_or_create(&LimitLabel { what: what.to_string() }).inc();
     }
 
     /// Handles for one front-end (look them up once, then count freely).

@@ -17,10 +17,12 @@ use crate::proto::gru::{self, ticket::Token2, GruState};
 use crate::proto::longweb::{self, LongwebState};
 use crate::proto::wsim::auth::WsimAuth;
 use crate::proto::wsim::snap::{Origin, SnapSettings};
+use crate::proto::wsim::upload::UploadLimits;
 use crate::proto::wsim::upload::{self, UploadSettings};
 use crate::proto::wsim::{self, conn::ConnSettings, WsimState};
 use crate::store::{Store, StoreError};
 use crate::transport::access::AdminAccess;
+use crate::transport::ratelimit::Limits;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -170,6 +172,11 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         _ => Vec::new(),
     };
     let wsim_auth = Arc::new(WsimAuth::new(&settings.wsim.auth, auth_key));
+    let limits = Arc::new(Limits::new(
+        settings.limits.exempt.clone(),
+        settings.limits.http_requests_per_ip_per_sec,
+        settings.limits.messages_per_conn_per_sec,
+    ));
     let wsim_state = web::Data::new(WsimState {
         auth: wsim_auth.clone(),
         inner_allow: settings.gateway.inner_allow.clone(),
@@ -184,6 +191,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             &settings.wsim.default_group_snap,
             format!("{public_url}/emovideo/default_group.jpg"),
         ),
+        limits: limits.clone(),
         conn: Arc::new(ConnSettings {
             auth: wsim_auth.clone(),
             app: settings.default_app.clone(),
@@ -221,6 +229,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         .map_err(|e| StartError::Config(format!("media folders: {e}")))?;
     let (max_audio, max_image, max_video) = settings.upload_limits;
     let upload_settings = web::Data::new(UploadSettings {
+        uploads: Arc::new(UploadLimits::new(settings.limits.uploads_per_min, limits.clone())),
         auth: wsim_auth.clone(),
         app: settings.default_app.clone(),
         data_dir: settings.data_dir.clone(),
@@ -245,7 +254,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     let gru = &settings.gru;
     let token2 = Token2::load(gru.token2.clone(), &gru.token2_secret, &settings.data_dir, gru.token2_ttl)
         .map_err(|e| StartError::Config(format!("gru token2 key: {e}")))?;
-    let gru_state = Arc::new(GruState::new(
+    let mut gru = GruState::new(
         core.clone(),
         gru_nodes,
         cluster.clone(),
@@ -253,15 +262,33 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         token2,
         settings.longweb.callback_timeout,
         settings.outbound_queue_bytes as usize,
-    ));
+    );
+    gru.limits = limits.clone();
+    let gru_state = Arc::new(gru);
     let store_data = web::Data::new(store);
     let cluster_data = web::Data::new(cluster.clone());
     let ticket_state = gru_state.clone();
     let admin_access = web::Data::new(AdminAccess::new(settings.admin_allow.clone()));
 
+    let http_limits = limits.clone();
     let mut server = HttpServer::new(move || {
+        let limits = http_limits.clone();
         App::new()
             .wrap(middleware::Logger::new("%a \"%r\" %s %b %Dms").log_target("wsim::http"))
+            // Requests per client address ([limits] http_requests_per_ip_per_sec): 429 beyond.
+            .wrap_fn(move |req, srv| {
+                use futures_util::future::Either;
+                if limits.http_allow(req.peer_addr().map(|a| a.ip())) {
+                    let fut = srv.call(req);
+                    return Either::Left(async move { fut.await.map(|r| r.map_into_left_body()) });
+                }
+                METRICS.limited("http");
+                let refused = HttpResponse::TooManyRequests()
+                    .insert_header(("Retry-After", "1"))
+                    .json(serde_json::json!({"code": 429, "message": "too many requests"}));
+                let res = req.into_response(refused).map_into_right_body();
+                Either::Right(async move { Ok(res) })
+            })
             .wrap_fn(|req, srv| {
                 let fut = srv.call(req);
                 async move {

@@ -205,6 +205,20 @@ pub struct GatewaySettings {
     pub poll_timeout: Duration,
 }
 
+/// Rate limits (0: none).
+#[derive(Debug, Clone)]
+pub struct LimitSettings {
+    pub exempt: Vec<ipnet::IpNet>,
+    pub http_requests_per_ip_per_sec: u32,
+    pub messages_per_conn_per_sec: u32,
+    pub uploads_per_min: u32,
+}
+
+/// A rate (0 or more, at most `u32::MAX`).
+fn per(name: &str, value: i64) -> Result<u32, ConfigError> {
+    u32::try_from(at_least(name, value, 0)?).map_err(|_| invalid(name, value.to_string()))
+}
+
 /// The cluster's settings (several nodes on one Redis and one MySQL/MariaDB database).
 #[derive(Debug, Clone)]
 pub struct ClusterSettings {
@@ -251,6 +265,7 @@ pub struct Settings {
     pub cluster: Option<ClusterSettings>,
     /// Who may read `/metrics` and longweb's `/state`.
     pub admin_allow: Vec<ipnet::IpNet>,
+    pub limits: LimitSettings,
     /// The configuration file, re-read on SIGHUP.
     pub config_path: Option<PathBuf>,
 }
@@ -588,6 +603,18 @@ impl Settings {
             gru: GruSettings::from_config(&c.gru)?,
             cluster,
             admin_allow: parse_nets("admin.allow", &c.admin.allow)?,
+            limits: LimitSettings {
+                exempt: parse_nets("limits.exempt", &c.limits.exempt)?,
+                http_requests_per_ip_per_sec: per(
+                    "limits.http_requests_per_ip_per_sec",
+                    c.limits.http_requests_per_ip_per_sec,
+                )?,
+                messages_per_conn_per_sec: per(
+                    "limits.messages_per_conn_per_sec",
+                    c.limits.messages_per_conn_per_sec,
+                )?,
+                uploads_per_min: per("limits.uploads_per_min", c.limits.uploads_per_min)?,
+            },
             config_path: None,
         })
     }

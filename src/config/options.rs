@@ -134,6 +134,25 @@ options! {
         pub gru: GruConfig,
         pub cluster: ClusterConfig,
         pub admin: AdminConfig,
+        pub limits: LimitsConfig,
+    }
+}
+
+options! {
+    /// `[limits]`: rate limits against abuse (0: none).
+    pub struct LimitsConfig in "limits" {
+        /// HTTP requests one client address may make per second (a burst of three seconds' worth);
+        /// beyond, 429.
+        pub http_requests_per_ip_per_sec: i64 = 500,
+        /// Messages one connection may send per second (/entry, Gru sockets; a burst of three seconds'
+        /// worth); beyond, each protocol's error and the message is not stored.
+        pub messages_per_conn_per_sec: i64 = 50,
+        /// Uploads one client address (and, with [wsim] auth on, one user) may make per minute (a burst
+        /// of three minutes' worth).
+        pub uploads_per_min: i64 = 60,
+        /// Client networks the limits do not apply to (addresses or CIDRs): by default loopback, where
+        /// a reverse proxy or the load generator connects from.
+        pub exempt: Vec<String> = vec!["127.0.0.0/8".into(), "::1/128".into()],
     }
 }
 
@@ -322,6 +341,7 @@ pub fn all() -> Vec<OptionInfo> {
         GruConfig::OPTIONS,
         ClusterConfig::OPTIONS,
         AdminConfig::OPTIONS,
+        LimitsConfig::OPTIONS,
     ]
     .concat()
 }

@@ -147,12 +147,15 @@ fn websocket(
         return Ok(failure(req, EioFailure::BadRequest));
     }
     let actor = match sid {
-        None => GruWs::direct(gru.clone(), GruSocket::new(eio, next_conn_id())),
+        None => {
+            GruWs::direct(gru.clone(), GruSocket::new(eio, next_conn_id(), gru.limits.conn_rate(peer(req))))
+        }
         Some(sid) => {
             let Some((poll, conn)) = gru.find_session(&sid) else {
                 return Ok(failure(req, EioFailure::UnknownSid));
             };
-            let mut sock = GruSocket::new(eio, conn);
+            // Replaced by the polling session's socket (rate included) at the hand-over.
+            let mut sock = GruSocket::new(eio, conn, gru.limits.conn_rate(peer(req)));
             sock.sid = sid;
             GruWs::upgrade(gru.clone(), sock, poll)
         }
@@ -174,7 +177,7 @@ async fn polling(
     let mode = if binary { PayloadMode::Binary } else { PayloadMode::Text };
     let poll = match sid {
         None if method == Method::GET => {
-            let sock = GruSocket::new(eio, next_conn_id());
+            let sock = GruSocket::new(eio, next_conn_id(), gru.limits.conn_rate(peer(req)));
             let (sid, conn) = (sock.sid.clone(), sock.conn);
             let addr = GruPoll::new(gru.clone(), sock, binary).start();
             gru.remember_session(&sid, addr.clone(), conn);
@@ -229,4 +232,8 @@ async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Vec<u8>, S
         body.extend_from_slice(&chunk);
     }
     Ok(body)
+}
+
+fn peer(req: &HttpRequest) -> Option<std::net::IpAddr> {
+    req.peer_addr().map(|a| a.ip())
 }

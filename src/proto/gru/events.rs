@@ -18,6 +18,8 @@ pub mod code {
     pub const BAD_PAYLOAD: i64 = -4;
     /// The message could not be stored.
     pub const NOT_STORED: i64 = -5;
+    /// The socket sends more messages than `[limits] messages_per_conn_per_sec` (not stored).
+    pub const RATE_LIMITED: i64 = -6;
     /// `auth` without id, name, type or token2, or with unusable values (as `/ticket`).
     pub const AUTH_MISSING: i64 = 710;
     /// `auth` with a token2 that was not issued for these values or has expired.

@@ -50,6 +50,8 @@ pub struct GruState {
     pub metrics: FrontendMetrics,
     /// New Engine.IO sessions per client address.
     pub handshakes: PerIpRate,
+    /// The rate limits (`[limits]`).
+    pub limits: Arc<crate::transport::ratelimit::Limits>,
     /// Polling sessions by sid (WebSocket sessions need no lookup).
     sessions: Mutex<HashMap<String, (Addr<polling::GruPoll>, ConnId)>>,
 }
@@ -79,6 +81,7 @@ impl GruState {
             queue_bytes,
             metrics: METRICS.frontend("gru"),
             handshakes: PerIpRate::new(settings.handshakes_per_ip_per_sec),
+            limits: Arc::new(crate::transport::ratelimit::Limits::none()),
             sessions: Mutex::new(HashMap::new()),
         }
     }

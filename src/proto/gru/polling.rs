@@ -357,7 +357,7 @@ impl Handler<Handover> for GruPoll {
         self.gru.forget_session(&self.sock.sid);
         self.answer_noop();
         self.forward = Some(h.forward);
-        let mut sock = GruSocket::new(self.sock.eio, self.sock.conn);
+        let mut sock = GruSocket::new(self.sock.eio, self.sock.conn, self.sock.rate);
         std::mem::swap(&mut sock, &mut self.sock);
         self.queued_bytes = 0;
         ctx.run_later(HANDOVER_GRACE, |_, ctx| ctx.stop());

@@ -48,10 +48,12 @@ pub struct GruSocket {
     pub user: Option<GruUser>,
     pub groups: Vec<String>,
     pub last_heard: Instant,
+    /// The `msg` rate limit (`[limits] messages_per_conn_per_sec`).
+    pub rate: crate::transport::ratelimit::ConnRate,
 }
 
 impl GruSocket {
-    pub fn new(eio: Eio, conn: ConnId) -> GruSocket {
+    pub fn new(eio: Eio, conn: ConnId, rate: crate::transport::ratelimit::ConnRate) -> GruSocket {
         GruSocket {
             eio,
             sid: uuid::Uuid::new_v4().simple().to_string(),
@@ -60,6 +62,7 @@ impl GruSocket {
             user: None,
             groups: Vec::new(),
             last_heard: Instant::now(),
+            rate,
         }
     }
 }
@@ -328,6 +331,10 @@ where
     A::Context: AsyncContext<A> + ToEnvelope<A, Deliver>,
 {
     let Some(user) = authed(act, ctx, "msg_result", ack) else { return };
+    if !act.socket().rate.allow() {
+        crate::metrics::METRICS.limited("message");
+        return refuse(act, ctx, "msg_result", (code::RATE_LIMITED, "too many messages"), ack);
+    }
     let req = match events::parse_msg(arg) {
         Ok(r) => r,
         Err(refusal) => return refuse(act, ctx, "msg_result", refusal, ack),

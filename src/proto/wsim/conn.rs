@@ -16,6 +16,7 @@ use crate::core::{next_conn_id, ConnEvent, ConnHandle, Core, CoreError, Deliver,
 use crate::domain::message::{valid_id, ConvKey, Draft, GroupKey, Message, Target, UserKey};
 use crate::metrics::METRICS;
 use crate::transport::delivery::{self, WsDelivery, WsFrontend};
+use crate::transport::ratelimit::ConnRate;
 use crate::transport::ws::MAX_FRAME;
 
 /// What a query counts for in the connection's inflow: a peer that asks faster than the answers come
@@ -43,13 +44,16 @@ pub struct EntryConn {
     user: Option<String>,
     delivery: WsDelivery,
     fragments: Option<BytesMut>,
+    /// What the client may still send (`[limits] messages_per_conn_per_sec`).
+    rate: ConnRate,
 }
 
 impl EntryConn {
-    pub fn new(core: Core, settings: Arc<ConnSettings>) -> Self {
+    /// A connection whose client may send at `rate` (`[limits] messages_per_conn_per_sec`).
+    pub fn new(core: Core, settings: Arc<ConnSettings>, rate: ConnRate) -> Self {
         let delivery =
             WsDelivery::new(next_conn_id(), settings.outbound_queue_bytes, METRICS.frontend("wsim"), "wsim");
-        EntryConn { core, settings, user: None, delivery, fragments: None }
+        EntryConn { core, settings, user: None, delivery, fragments: None, rate }
     }
 
     /// The byte counter to hand to `transport::ws::start`.
@@ -110,6 +114,10 @@ impl EntryConn {
                 self.detach();
                 ctx.close(Some(CloseReason { code: CloseCode::Normal, description: Some("logout".into()) }));
                 ctx.stop();
+            }
+            Signal::Send { .. } | Signal::Members(_) | Signal::Records { .. } if !self.rate.allow() => {
+                METRICS.limited("message");
+                self.send_error(ctx, 429, "too many messages");
             }
             Signal::Send { kind, to, payload, scope, extension } => {
                 let Some(user) = self.user.clone() else {

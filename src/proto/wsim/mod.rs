@@ -24,6 +24,8 @@ pub struct WsimState {
     pub auth: Arc<auth::WsimAuth>,
     /// Networks allowed to call `/inner/wsim_token` (the gateway's `inner_allow`).
     pub inner_allow: Vec<ipnet::IpNet>,
+    /// The rate limits (`[limits]`).
+    pub limits: Arc<crate::transport::ratelimit::Limits>,
     pub app: String,
     pub ok_code: i64,
     pub default_avatar: String,
@@ -37,7 +39,8 @@ async fn entry(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, actix_web::Error> {
-    let conn = EntryConn::new(state.core.clone(), state.conn.clone());
+    let rate = state.limits.conn_rate(req.peer_addr().map(|a| a.ip()));
+    let conn = EntryConn::new(state.core.clone(), state.conn.clone(), rate);
     let plumbing = conn.plumbing();
     let (_, res) = crate::transport::ws::start(conn, &req, payload, plumbing)?;
     Ok(res)

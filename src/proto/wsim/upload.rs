@@ -19,8 +19,56 @@ use super::media::{self, Accept, Measure, MediaType};
 use super::picture::{write_poster, write_rgb_jpeg, write_solid_jpeg, PictureError};
 
 /// Where uploads go and how big they may be.
+/// Uploads per minute, per client address and (with auth on) per user.
+pub struct UploadLimits {
+    limits: std::sync::Arc<crate::transport::ratelimit::Limits>,
+    by_ip: crate::transport::ratelimit::PerIpRate,
+    by_user: std::sync::Mutex<std::collections::HashMap<String, crate::transport::ratelimit::ConnRate>>,
+    per_min: u32,
+}
+
+impl std::fmt::Debug for UploadLimits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UploadLimits").field("per_min", &self.per_min).finish()
+    }
+}
+
+impl UploadLimits {
+    pub fn new(per_min: u32, limits: std::sync::Arc<crate::transport::ratelimit::Limits>) -> UploadLimits {
+        UploadLimits {
+            limits,
+            by_ip: crate::transport::ratelimit::PerIpRate::per_minute(per_min),
+            by_user: Default::default(),
+            per_min,
+        }
+    }
+
+    /// Whether one more upload may start now for this address and user (counted).
+    fn allow(&self, ip: Option<std::net::IpAddr>, user: Option<&str>) -> bool {
+        if self.per_min == 0 || self.limits.exempt(ip) {
+            return true;
+        }
+        if let Some(ip) = ip {
+            if !self.by_ip.allow(ip) {
+                return false;
+            }
+        }
+        let Some(user) = user else { return true };
+        let mut users = self.by_user.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if users.len() > 100_000 {
+            users.clear();
+        }
+        users
+            .entry(user.to_string())
+            .or_insert_with(|| crate::transport::ratelimit::ConnRate::per_minute(self.per_min))
+            .allow()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct UploadSettings {
+    /// Uploads per minute per address and user (`[limits] uploads_per_min`).
+    pub uploads: std::sync::Arc<UploadLimits>,
     /// Who may upload (`[wsim] auth`): with it on, `token=` (and `uid=`) in the query string.
     pub auth: std::sync::Arc<super::auth::WsimAuth>,
     pub app: String,
@@ -67,6 +115,8 @@ enum UploadError {
     Picture(#[from] PictureError),
     #[error("not authenticated: {0}")]
     Unauthorized(super::auth::AuthError),
+    #[error("too many uploads")]
+    TooMany,
 }
 
 fn answer(accept: Accept, res: Result<String, UploadError>) -> HttpResponse {
@@ -82,6 +132,7 @@ fn answer(accept: Accept, res: Result<String, UploadError>) -> HttpResponse {
                 UploadError::System(_) | UploadError::Picture(_) => (2, "系统错误"),
                 UploadError::TooLarge => (3, "文件过大"),
                 UploadError::Unauthorized(_) => (4, "未授权"),
+                UploadError::TooMany => (5, "上传过于频繁"),
             };
             json!({"code": code, "message": message, "data": ""})
         }
@@ -219,14 +270,25 @@ fn store(
 
 /// With auth on, the uploader's token (query string `token=`, and `uid=` for callback checks),
 /// checked before a byte of the file is read.
+/// Then the upload rate of the address and user (`[limits] uploads_per_min`).
 async fn check_uploader(settings: &UploadSettings, req: &HttpRequest) -> Result<(), UploadError> {
-    if !settings.auth.enabled() {
-        return Ok(());
+    let mut user = None;
+    if settings.auth.enabled() {
+        let query: Vec<(String, String)> = serde_urlencoded::from_str(req.query_string()).unwrap_or_default();
+        let get =
+            |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty());
+        let uid = get("uid").filter(|u| crate::domain::message::valid_id(u));
+        let actor =
+            settings.auth.actor(&settings.app, uid, get("token")).await.map_err(UploadError::Unauthorized)?;
+        if let super::auth::Actor::User(u) = actor {
+            user = Some(u);
+        }
     }
-    let query: Vec<(String, String)> = serde_urlencoded::from_str(req.query_string()).unwrap_or_default();
-    let get = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty());
-    let uid = get("uid").filter(|u| crate::domain::message::valid_id(u));
-    settings.auth.actor(&settings.app, uid, get("token")).await.map(|_| ()).map_err(UploadError::Unauthorized)
+    if !settings.uploads.allow(req.peer_addr().map(|a| a.ip()), user.as_deref()) {
+        crate::metrics::METRICS.limited("upload");
+        return Err(UploadError::TooMany);
+    }
+    Ok(())
 }
 
 async fn upload(
