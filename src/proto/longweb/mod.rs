@@ -4,6 +4,7 @@
 
 pub mod callbacks;
 pub mod conn;
+pub mod params;
 pub mod poll;
 
 use std::collections::{BTreeMap, HashMap};
@@ -16,11 +17,11 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
 use crate::config::LongwebSettings;
-use crate::core::rooms::{Audience, Publish};
+use crate::core::rooms::Publish;
 use crate::core::Core;
 use crate::domain::message::valid_id;
 use crate::transport::access::AdminAccess;
-use callbacks::{text_of, CallLimits};
+use callbacks::CallLimits;
 use conn::{LongwebWs, SocketRequest};
 
 /// Connection kinds counted by `/state`.
@@ -111,38 +112,21 @@ async fn sendmessage(
     if !allowed {
         return ret(-1, "not allow ip");
     }
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return ret(-2, "message is empty");
-    }
-    let Ok(Value::Object(m)) = serde_json::from_slice::<Value>(&body) else {
-        return ret(-10001, "message format error");
+    let push = match params::parse_push(&body) {
+        Ok(p) => p,
+        Err((code, msg)) => return ret(code, msg),
     };
-    let field = |k: &str| m.get(k).map(text_of).unwrap_or_default();
-    let (appid, to_app, group, user) =
-        (field("AppID"), field("ToAppID"), field("ToGroupID"), field("ToUserID"));
-    let content = field("Content");
-    if settings.app(&appid).is_none() || (!to_app.is_empty() && to_app != appid) {
+    if settings.app(&push.appid).is_none() || (!push.to_app.is_empty() && push.to_app != push.appid) {
         return ret(-10002, "this appid no have permission");
     }
-    if content.is_empty() {
-        return ret(-2, "message is empty");
-    }
-    if (!group.is_empty() && !valid_id(&group)) || (!user.is_empty() && !valid_id(&user)) {
-        return ret(-10001, "message format error");
-    }
-    let audience = match field("MessageLevel").as_str() {
-        "1" => Audience::Anonymous,
-        "2" => Audience::Verified,
-        _ => Audience::All,
-    };
     let publish = Publish {
-        app: appid,
-        sender: field("UserID"),
-        room: group,
-        user: Some(user).filter(|u| !u.is_empty()),
-        audience,
+        app: push.appid,
+        sender: push.sender,
+        room: push.group,
+        user: Some(push.user).filter(|u| !u.is_empty()),
+        audience: push.audience,
         kind: "text".into(),
-        payload: content,
+        payload: push.content,
         extension: String::new(),
         origin: None,
     };
@@ -161,29 +145,11 @@ async fn onsocket(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, actix_web::Error> {
-    let q: HashMap<String, String> = serde_urlencoded::from_str::<Vec<(String, String)>>(req.query_string())
-        .unwrap_or_default()
-        .into_iter()
-        .collect();
-    let get = |k: &str| q.get(k).map(|v| v.trim().to_string()).unwrap_or_default();
-    let mut groups: Vec<String> = Vec::new();
-    let group = get("groupid");
-    if !group.is_empty() {
-        groups.push(group);
-    }
-    if let Ok(v) = serde_json::from_str::<Value>(&get("groupids")) {
-        for id in v["IDs"].as_array().into_iter().flatten() {
-            let id = text_of(id);
-            if !id.is_empty() && !groups.contains(&id) {
-                groups.push(id);
-            }
-        }
-    }
-    groups.retain(|g| valid_id(g));
-    let user = Some(get("userid")).filter(|u| valid_id(u)).unwrap_or_default();
-    let token = Some(get("token")).filter(|t| !t.is_empty());
-    let conn =
-        LongwebWs::new(state.get_ref().clone(), SocketRequest { appid: get("appid"), groups, user, token });
+    let p = params::socket_params(req.query_string());
+    let conn = LongwebWs::new(
+        state.get_ref().clone(),
+        SocketRequest { appid: p.appid, groups: p.groups, user: p.user, token: p.token },
+    );
     let plumbing = conn.plumbing();
     let (_, res) = crate::transport::ws::start(conn, &req, payload, plumbing)?;
     Ok(res)
