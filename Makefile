@@ -6,7 +6,7 @@ WSIM_TEST_MYSQL_URL ?= mysql://root@127.0.0.1:3306/test
 LISTEN ?= 0.0.0.0:6060
 DATA_DIR ?= ./data
 
-.PHONY: deps node-deps browser-deps run test test-backends lint fmt build bench
+.PHONY: deps node-deps browser-deps run test test-backends lint fmt build bench fuzz
 
 # The MySQL client library (libmysqlclient) comes from Debian.
 deps:
@@ -63,3 +63,21 @@ fmt:
 # The standard benchmark suite (release build; server on CPU 0, generator on CPU 1; SQLite and MariaDB).
 bench: deps
 	bash bench/run.sh
+
+# Every parser that reads client bytes under libFuzzer with AddressSanitizer, FUZZ_SECS seconds each,
+# starting from (and adding to) the committed corpora in fuzz/corpus, plus fuzz/regressions (inputs that
+# once crashed; kept out of the corpus so that `cargo fuzz cmin` never drops them). cargo-fuzz wants nightly flags:
+# RUSTC_BOOTSTRAP lets the machine's stable compiler take them. Not part of `make test`.
+FUZZ_SECS ?= 60
+FUZZ_TARGETS := wsim_codec engineio socketio_events gateway_ids_tokens longweb_params media
+fuzz:
+	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+	@cd fuzz && for t in $(FUZZ_TARGETS); do \
+		echo "== $$t ($(FUZZ_SECS) s)"; \
+		mkdir -p regressions/$$t; \
+		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run -O --target-dir $(HOME)/.cache/wsim-fuzz-target $$t corpus/$$t regressions/$$t -- \
+			-max_total_time=$(FUZZ_SECS) -max_len=8192 -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
+			2>&1 | grep -E "^stat::number_of_executed_units|^stat::peak_rss|Done [0-9]+ runs|ERROR|SUMMARY|panicked" \
+			|| exit 1; \
+		test -z "$$(ls artifacts/$$t 2>/dev/null)" || { echo "$$t: crash inputs in fuzz/artifacts/$$t"; exit 1; }; \
+	done

@@ -148,6 +148,14 @@ impl WsimAuth {
         Ok(user)
     }
 
+    /// The user a token of this server names (token mode; `Invalid` in the others), checked at `now`.
+    pub fn token_owner(&self, app: &str, token: &str, now: u64) -> Result<String, AuthError> {
+        match &self.mode {
+            Mode::Token { key, .. } => Self::token_user(key, app, token, now),
+            _ => Err(AuthError::Invalid),
+        }
+    }
+
     /// Who presents `token` claiming to be `claimed` (`None`: not named; token mode then takes the
     /// token's user). The admin token is the admin whatever is claimed.
     pub async fn actor(

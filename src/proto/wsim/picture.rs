@@ -46,6 +46,15 @@ pub const DECODE_MAX_ALLOC: u64 = 96 << 20;
 /// Decodes a picture from untrusted bytes within [`DECODE_MAX_SIDE`] and [`DECODE_MAX_ALLOC`]: a
 /// small file claiming a huge picture (a decompression bomb) is refused, not expanded.
 pub fn decode_limited(bytes: &[u8]) -> Result<image::DynamicImage, image::ImageError> {
+    // A panic in a decoder (a bug it has on some input) is a picture that cannot be decoded.
+    std::panic::catch_unwind(|| decode_unguarded(bytes)).unwrap_or_else(|_| {
+        Err(image::ImageError::Decoding(image::error::DecodingError::from_format_hint(
+            image::error::ImageFormatHint::Unknown,
+        )))
+    })
+}
+
+fn decode_unguarded(bytes: &[u8]) -> Result<image::DynamicImage, image::ImageError> {
     let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format()?;
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(DECODE_MAX_SIDE);
