@@ -120,7 +120,7 @@ async fn metrics(access: web::Data<AdminAccess>, req: actix_web::HttpRequest) ->
 }
 
 async fn healthz(store: web::Data<Store>, cluster: web::Data<Option<Cluster>>) -> HttpResponse {
-    if !store.healthy().await {
+    if !store.is_healthy() {
         return HttpResponse::ServiceUnavailable().content_type("text/plain").body("database unavailable");
     }
     if cluster.as_ref().as_ref().is_some_and(|c| !c.healthy()) {
@@ -134,7 +134,9 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     let (url, pool) = (settings.database_url.clone(), settings.pool_size);
     let store = actix_web::rt::task::spawn_blocking(move || Store::connect(&url, pool))
         .await
-        .map_err(|_| StoreError::Cancelled)??;
+        .map_err(|_| StoreError::Cancelled)??
+        .with_call_timeout(settings.store_call_timeout);
+    store.watch_health();
     log::info!("store ready ({:?})", store.backend());
     let core = Core::start(
         store.clone(),

@@ -200,3 +200,28 @@ async fn an_interrupted_upload_leaves_nothing() {
         .collect();
     assert_eq!(pics.len(), 1, "only the default avatar: {pics:?}");
 }
+
+/// Files cut short and pictures larger than 8192 pixels a side are refused (`code` 1) although their
+/// headers, which give the size, came through; the whole files pass.
+#[actix_rt::test]
+async fn files_cut_short_or_too_large_are_refused() {
+    let s = TestServer::start(&Backend::any(), &[]);
+    let png = fixture("pic.png");
+    let mp4 = fixture("clip.mp4");
+    let mut huge = png[..16].to_vec();
+    huge.extend_from_slice(&20_000u32.to_be_bytes());
+    huge.extend_from_slice(&20_000u32.to_be_bytes());
+    huge.extend_from_slice(&png[24..]);
+    // (endpoint, bytes, code)
+    let table: [(&str, &[u8], i64); 5] = [
+        ("/upload/writev2", &png[..60], 1),
+        ("/upload/writev2", &huge, 1),
+        ("/upload/writev3", &mp4[..mp4.len() - 100], 1),
+        ("/upload/writev2", &png, 0),
+        ("/upload/writev3", &mp4, 0),
+    ];
+    for (endpoint, bytes, code) in table {
+        let (_, v) = s.upload(endpoint, "file", "f.bin", bytes).await;
+        assert_eq!(v["code"], code, "{endpoint} {} bytes: {v}", bytes.len());
+    }
+}

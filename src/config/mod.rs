@@ -255,6 +255,8 @@ pub struct Settings {
     pub default_app: String,
     pub pool_size: u32,
     pub max_batch: usize,
+    /// How long a request waits for the database.
+    pub store_call_timeout: Duration,
     pub wsim: WsimSettings,
     pub gateway: GatewaySettings,
     /// Upload size limits in bytes: audio, image, video.
@@ -529,6 +531,11 @@ impl Settings {
             client_timeout: Duration::from_secs(timeout),
             outbound_queue_bytes: queue_kib * 1024,
             default_app: c.default_app,
+            store_call_timeout: Duration::from_secs(at_least(
+                "store.call_timeout_secs",
+                c.store.call_timeout_secs,
+                1,
+            )?),
             pool_size: u32::try_from(pool_size)
                 .map_err(|_| invalid("store.pool_size", pool_size.to_string()))?,
             max_batch: usize::try_from(max_batch)

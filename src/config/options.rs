@@ -171,6 +171,9 @@ options! {
         pub pool_size: i64 = 8,
         /// Most messages written in one transaction.
         pub max_batch: i64 = 1000,
+        /// Seconds a request waits for the database before it is answered with its protocol's error
+        /// (the database hangs); commits of messages are never given up.
+        pub call_timeout_secs: i64 = 5,
     }
 }
 

@@ -215,7 +215,7 @@ impl StoreWriter {
         let store = self.store.clone();
         let fut = async move {
             store
-                .run(move |conn| {
+                .run_unbounded(move |conn| {
                     let batch: Vec<&Message> = msgs.iter().map(|m| m.as_ref()).collect();
                     let direct: Vec<&Message> = new_direct.iter().map(|&i| batch[i]).collect();
                     // Whatever failed (a deadlock, a lock timeout, a lost connection), the

@@ -127,7 +127,7 @@ pub fn create_group(conn: &mut DbConn, new: &NewGroup<'_>) -> Result<Group, Stor
             for chunk in rows.chunks(500) {
                 diesel::insert_into(conv_members::table).values(chunk).execute(conn)?;
             }
-            Ok(group_of(row, members))
+            Ok(group_of(row, members.clone()))
         })
     })
 }

@@ -50,6 +50,8 @@ pub enum StoreError {
     Panicked(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("the database did not answer within {0:?}")]
+    TimedOut(Duration),
 }
 
 /// Which backend a pool talks to.
@@ -95,14 +97,31 @@ macro_rules! db_run {
 pub trait WriteTransaction: Connection {
     fn write_transaction<T, F>(&mut self, f: F) -> Result<T, StoreError>
     where
-        F: FnOnce(&mut Self) -> Result<T, StoreError>;
+        F: FnMut(&mut Self) -> Result<T, StoreError>;
+}
+
+/// Attempts of a MySQL transaction that InnoDB rolled back as a deadlock victim or lock wait timeout
+/// (concurrent group creations on a fresh database race for the counter row's gap lock).
+#[cfg(feature = "mysql")]
+const TRANSACTION_ATTEMPTS: u32 = 4;
+
+/// Whether InnoDB rolled the whole transaction back for a lock conflict (so it may run again).
+#[cfg(feature = "mysql")]
+fn lock_conflict(e: &StoreError) -> bool {
+    match e {
+        StoreError::Query(diesel::result::Error::DatabaseError(_, info)) => {
+            let m = info.message();
+            m.contains("Deadlock found") || m.contains("Lock wait timeout")
+        }
+        _ => false,
+    }
 }
 
 #[cfg(feature = "sqlite")]
 impl WriteTransaction for SqliteConnection {
     fn write_transaction<T, F>(&mut self, f: F) -> Result<T, StoreError>
     where
-        F: FnOnce(&mut Self) -> Result<T, StoreError>,
+        F: FnMut(&mut Self) -> Result<T, StoreError>,
     {
         self.immediate_transaction(f)
     }
@@ -110,11 +129,25 @@ impl WriteTransaction for SqliteConnection {
 
 #[cfg(feature = "mysql")]
 impl WriteTransaction for MysqlConnection {
-    fn write_transaction<T, F>(&mut self, f: F) -> Result<T, StoreError>
+    /// Runs again (a few times, a few ms apart) a transaction InnoDB rolled back for a lock conflict.
+    fn write_transaction<T, F>(&mut self, mut f: F) -> Result<T, StoreError>
     where
-        F: FnOnce(&mut Self) -> Result<T, StoreError>,
+        F: FnMut(&mut Self) -> Result<T, StoreError>,
     {
-        self.transaction(f)
+        let mut attempt = 1;
+        loop {
+            match self.transaction(&mut f) {
+                Err(e) if attempt < TRANSACTION_ATTEMPTS && lock_conflict(&e) => {
+                    log::debug!(
+                        "transaction rolled back ({e}); attempt {} of {TRANSACTION_ATTEMPTS}",
+                        attempt + 1
+                    );
+                    std::thread::sleep(Duration::from_millis(5 << attempt));
+                    attempt += 1;
+                }
+                res => return res,
+            }
+        }
     }
 }
 
@@ -195,7 +228,17 @@ pub struct Store {
     /// Frames in the SQLite write-ahead log at the last checkpoint.
     wal_frames: std::sync::Arc<std::sync::atomic::AtomicI64>,
     workers: Workers,
+    /// How long [`Store::run`] waits for an answer before it gives up (the database hangs).
+    call_timeout: Duration,
+    /// What the last health probe found (see [`Store::watch_health`]).
+    healthy: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
+
+/// The default of [`Store::with_call_timeout`].
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often, and with how much patience, the health probe asks the database.
+const PROBE_EVERY: Duration = Duration::from_millis(500);
+const PROBE_TIMEOUT: Duration = Duration::from_millis(900);
 
 /// Storage work waiting for a thread.
 type Job = Box<dyn FnOnce() + Send>;
@@ -276,6 +319,8 @@ impl Store {
             pool: DbPool::Sqlite(pool),
             wal_frames: Default::default(),
             workers: Workers::start(pool_size.max(2)),
+            call_timeout: CALL_TIMEOUT,
+            healthy: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
         })
     }
 
@@ -297,6 +342,8 @@ impl Store {
             pool: DbPool::Mysql(pool),
             wal_frames: Default::default(),
             workers: Workers::start(pool_size.max(2)),
+            call_timeout: CALL_TIMEOUT,
+            healthy: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
         })
     }
 
@@ -342,7 +389,24 @@ impl Store {
     }
 
     /// Runs blocking storage work on the store's own threads, never on an actor's thread.
+    /// Waits for an answer at most [`Store::with_call_timeout`] (5 s by default): while the database
+    /// hangs, callers get [`StoreError::TimedOut`] instead of hanging with it. The work itself may
+    /// still run when the database comes back (unless it had not started: abandoned work is
+    /// skipped), so writes whose outcome matters use [`Store::run_unbounded`].
     pub async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut DbConn) -> Result<T, StoreError> + Send + 'static,
+    {
+        match tokio::time::timeout(self.call_timeout, self.run_unbounded(f)).await {
+            Ok(res) => res,
+            Err(_) => Err(StoreError::TimedOut(self.call_timeout)),
+        }
+    }
+
+    /// Runs `f` on a storage thread and waits for its outcome however long it takes (the store
+    /// writer's commits: an acknowledgement must follow the commit, never a guess).
+    pub async fn run_unbounded<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut DbConn) -> Result<T, StoreError> + Send + 'static,
@@ -350,6 +414,10 @@ impl Store {
         let store = self.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move || {
+            if tx.is_closed() {
+                // The caller gave up (timed out) before a thread was free: nothing to do.
+                return;
+            }
             let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
                 let mut conn = store.conn()?;
                 f(&mut conn)
@@ -419,14 +487,43 @@ impl Store {
 
     /// True when a connection can be had and the schema answers a query.
     pub async fn healthy(&self) -> bool {
-        self.run(|conn| {
+        let probe = self.run_unbounded(|conn| {
             use diesel::connection::SimpleConnection;
             db_run!(conn: {
                 conn.batch_execute("SELECT COUNT(*) FROM counters").map_err(StoreError::from)
             })
-        })
-        .await
-        .is_ok()
+        });
+        matches!(tokio::time::timeout(PROBE_TIMEOUT, probe).await, Ok(Ok(())))
+    }
+
+    /// The same store, whose [`Store::run`] waits at most `timeout`.
+    pub fn with_call_timeout(mut self, timeout: Duration) -> Store {
+        self.call_timeout = timeout;
+        self
+    }
+
+    /// What the health probe found last (at most [`PROBE_EVERY`] + [`PROBE_TIMEOUT`] ago): answered
+    /// at once, however the database is doing.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Probes the database every [`PROBE_EVERY`] on a task of its own, for [`Store::is_healthy`].
+    pub fn watch_health(&self) {
+        let store = self.clone();
+        actix_rt::spawn(async move {
+            loop {
+                let ok = store.healthy().await;
+                if store.healthy.swap(ok, std::sync::atomic::Ordering::Relaxed) != ok {
+                    if ok {
+                        log::info!("the database answers again");
+                    } else {
+                        log::warn!("the database does not answer");
+                    }
+                }
+                tokio::time::sleep(PROBE_EVERY).await;
+            }
+        });
     }
 }
 
