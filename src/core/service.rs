@@ -62,6 +62,23 @@ impl From<StoreError> for CoreError {
     }
 }
 
+/// The acknowledgement of a message, waited for at most `timeout` (the store's call timeout): while
+/// the database hangs the sender is told (`Storage`) instead of hanging with it. The message stays
+/// queued and is stored (and delivered) if the database comes back; its sender may then see it twice
+/// if it sends it again.
+async fn bounded_ack(
+    rx: oneshot::Receiver<Result<SharedMessage, CoreError>>,
+    timeout: std::time::Duration,
+) -> Result<SharedMessage, CoreError> {
+    match tokio::time::timeout(timeout, rx).await {
+        Ok(ack) => ack.map_err(|_| CoreError::Busy)?,
+        Err(_) => {
+            log::warn!("a message was not acknowledged within {timeout:?}: the database does not answer");
+            Err(CoreError::Storage)
+        }
+    }
+}
+
 impl Core {
     /// Starts the core actors on one arbiter of their own.
     pub fn start(store: Store, settings: &CoreSettings) -> Core {
@@ -124,7 +141,7 @@ impl Core {
     ) -> impl std::future::Future<Output = Result<SharedMessage, CoreError>> {
         let (tx, rx) = oneshot::channel();
         self.registry.do_send(Submit { draft, origin, ack: Some(tx) });
-        async move { rx.await.map_err(|_| CoreError::Busy)? }
+        bounded_ack(rx, self.store.call_timeout())
     }
 
     /// Puts a connection into live rooms of an app. The join is queued when this is called; the
@@ -171,7 +188,7 @@ impl Core {
     pub fn publish(&self, p: Publish) -> impl std::future::Future<Output = Result<SharedMessage, CoreError>> {
         let (ack, rx) = oneshot::channel();
         self.rooms.do_send(PublishAcked { publish: p, ack });
-        async move { rx.await.map_err(|_| CoreError::Busy)? }
+        bounded_ack(rx, self.store.call_timeout())
     }
 
     /// Waits until every accepted message and watermark is written (graceful shutdown).

@@ -237,8 +237,8 @@ pub struct Store {
 /// The default of [`Store::with_call_timeout`].
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often, and with how much patience, the health probe asks the database.
-const PROBE_EVERY: Duration = Duration::from_millis(500);
-const PROBE_TIMEOUT: Duration = Duration::from_millis(900);
+const PROBE_EVERY: Duration = Duration::from_millis(250);
+const PROBE_TIMEOUT: Duration = Duration::from_millis(700);
 
 /// Storage work waiting for a thread.
 type Job = Box<dyn FnOnce() + Send>;
@@ -493,7 +493,12 @@ impl Store {
                 conn.batch_execute("SELECT COUNT(*) FROM counters").map_err(StoreError::from)
             })
         });
-        matches!(tokio::time::timeout(PROBE_TIMEOUT, probe).await, Ok(Ok(())))
+        probe.await.is_ok()
+    }
+
+    /// How long [`Store::run`] waits.
+    pub fn call_timeout(&self) -> Duration {
+        self.call_timeout
     }
 
     /// The same store, whose [`Store::run`] waits at most `timeout`.
@@ -508,22 +513,35 @@ impl Store {
         self.healthy.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Probes the database every [`PROBE_EVERY`] on a task of its own, for [`Store::is_healthy`].
+    /// Probes the database every [`PROBE_EVERY`] on a task of its own, for [`Store::is_healthy`]: a
+    /// probe that gets no answer within [`PROBE_TIMEOUT`] marks the database unhealthy, and no other
+    /// starts until it ends (a hung database holds one storage thread for the probe, not more).
     pub fn watch_health(&self) {
         let store = self.clone();
         actix_rt::spawn(async move {
             loop {
-                let ok = store.healthy().await;
-                if store.healthy.swap(ok, std::sync::atomic::Ordering::Relaxed) != ok {
-                    if ok {
-                        log::info!("the database answers again");
-                    } else {
-                        log::warn!("the database does not answer");
+                let s = store.clone();
+                let mut probe = actix_rt::spawn(async move { s.healthy().await });
+                let ok = loop {
+                    match tokio::time::timeout(PROBE_TIMEOUT, &mut probe).await {
+                        Ok(done) => break done.unwrap_or(false),
+                        Err(_) => store.set_healthy(false),
                     }
-                }
+                };
+                store.set_healthy(ok);
                 tokio::time::sleep(PROBE_EVERY).await;
             }
         });
+    }
+
+    fn set_healthy(&self, ok: bool) {
+        if self.healthy.swap(ok, std::sync::atomic::Ordering::Relaxed) != ok {
+            if ok {
+                log::info!("the database answers again");
+            } else {
+                log::warn!("the database does not answer");
+            }
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! fresh MariaDB database, and talk to it with real WebSocket and HTTP clients.
 #![allow(dead_code)]
 
+pub mod freeze;
 pub mod node;
 pub mod raw;
 
