@@ -23,6 +23,7 @@ use crate::proto::wsim::{self, conn::ConnSettings, WsimState};
 use crate::store::{Store, StoreError};
 use crate::transport::access::AdminAccess;
 use crate::transport::ratelimit::Limits;
+use crate::transport::slowbody::MinRate;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -273,10 +274,21 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     let admin_access = web::Data::new(AdminAccess::new(settings.admin_allow.clone()));
 
     let http_limits = limits.clone();
+    let (body_rate, body_grace) = (settings.limits.body_min_bytes_per_sec, settings.limits.body_grace);
     let mut server = HttpServer::new(move || {
         let limits = http_limits.clone();
         App::new()
             .wrap(middleware::Logger::new("%a \"%r\" %s %b %Dms").log_target("wsim::http"))
+            // Request bodies keep a minimum average rate (WebSocket streams are not bodies).
+            .wrap_fn(move |mut req, srv| {
+                use actix_web::HttpMessage;
+                let upgrade = req.headers().contains_key(actix_web::http::header::UPGRADE);
+                if body_rate > 0 && !upgrade {
+                    let body = MinRate::new(req.take_payload(), body_grace, body_rate);
+                    req.set_payload(actix_web::dev::Payload::Stream { payload: Box::pin(body) });
+                }
+                srv.call(req)
+            })
             // Requests per client address ([limits] http_requests_per_ip_per_sec): 429 beyond.
             .wrap_fn(move |req, srv| {
                 use futures_util::future::Either;

@@ -86,3 +86,55 @@ async fn a_hanging_database_is_answered_in_bounded_time_and_recovered_from() {
         .await
     );
 }
+
+/// POST bodies dripped a byte a second are cut off once their grace has passed (here 2 s, at least
+/// 100 bytes a second), five at once; the server keeps serving meanwhile and after.
+#[actix_rt::test]
+async fn bodies_dripped_a_byte_a_second_are_cut_off() {
+    use std::io::{Read, Write};
+    let s = TestServer::start_with_config(
+        &Backend::any(),
+        "[limits]\nbody_grace_secs = 2\nbody_min_bytes_per_sec = 100\n",
+    );
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let drips: Vec<_> = (0..5)
+        .map(|_| {
+            let addr = addr.clone();
+            std::thread::spawn(move || -> (Duration, String) {
+                let mut c = std::net::TcpStream::connect(&addr).expect("connect");
+                c.set_read_timeout(Some(Duration::from_millis(100))).expect("timeout");
+                let head = format!(
+                    "POST /creategrp HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+                     Content-Length: 1000\r\n\r\n"
+                );
+                c.write_all(head.as_bytes()).expect("head");
+                let t = Instant::now();
+                let mut answer = Vec::new();
+                while t.elapsed() < Duration::from_secs(20) {
+                    if c.write_all(b"c").is_err() {
+                        break;
+                    }
+                    let mut buf = [0u8; 1024];
+                    match c.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => answer.extend_from_slice(&buf[..n]),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                        Err(_) => break,
+                    }
+                    std::thread::sleep(Duration::from_millis(900));
+                }
+                (t.elapsed(), String::from_utf8_lossy(&answer).to_string())
+            })
+        })
+        .collect();
+    // Meanwhile the server serves others.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(s.get_json("/creategrp?creator=a&members=b").await["code"], 1);
+    for d in drips {
+        let (held, answer) = d.join().expect("drip");
+        eprintln!("a dripping body was cut off after {held:?}: {:?}", answer.lines().next());
+        assert!(held < Duration::from_secs(6), "held for {held:?}");
+    }
+    assert_eq!(s.get_json("/creategrp?creator=c&members=d").await["code"], 1);
+}

@@ -209,6 +209,9 @@ pub struct GatewaySettings {
 #[derive(Debug, Clone)]
 pub struct LimitSettings {
     pub exempt: Vec<ipnet::IpNet>,
+    /// Minimum average rate of a request body once `body_grace` has passed (0: none).
+    pub body_min_bytes_per_sec: u64,
+    pub body_grace: Duration,
     pub http_requests_per_ip_per_sec: u32,
     pub messages_per_conn_per_sec: u32,
     pub uploads_per_min: u32,
@@ -612,6 +615,16 @@ impl Settings {
             admin_allow: parse_nets("admin.allow", &c.admin.allow)?,
             limits: LimitSettings {
                 exempt: parse_nets("limits.exempt", &c.limits.exempt)?,
+                body_min_bytes_per_sec: at_least(
+                    "limits.body_min_bytes_per_sec",
+                    c.limits.body_min_bytes_per_sec,
+                    0,
+                )?,
+                body_grace: Duration::from_secs(at_least(
+                    "limits.body_grace_secs",
+                    c.limits.body_grace_secs,
+                    1,
+                )?),
                 http_requests_per_ip_per_sec: per(
                     "limits.http_requests_per_ip_per_sec",
                     c.limits.http_requests_per_ip_per_sec,

@@ -150,6 +150,12 @@ options! {
         /// Uploads one client address (and, with [wsim] auth on, one user) may make per minute (a burst
         /// of three minutes' worth).
         pub uploads_per_min: i64 = 60,
+        /// Request bodies (POST, uploads) must arrive at this many bytes a second on average once
+        /// body_grace_secs have passed; slower ones are cut off (a body dripped a byte a second would
+        /// hold its connection for ever). 0: no minimum.
+        pub body_min_bytes_per_sec: i64 = 1024,
+        /// Seconds a request body may take before its average rate is checked.
+        pub body_grace_secs: i64 = 10,
         /// Client networks the limits do not apply to (addresses or CIDRs): by default loopback, where
         /// a reverse proxy or the load generator connects from.
         pub exempt: Vec<String> = vec!["127.0.0.0/8".into(), "::1/128".into()],

@@ -7,4 +7,5 @@ pub mod delivery;
 pub mod longpoll;
 pub mod ratelimit;
 pub mod secret;
+pub mod slowbody;
 pub mod ws;
