@@ -138,3 +138,44 @@ async fn bodies_dripped_a_byte_a_second_are_cut_off() {
     }
     assert_eq!(s.get_json("/creategrp?creator=c&members=d").await["code"], 1);
 }
+
+/// A user who logs in while the database hangs gets `ok` and then, once it answers again, its replay
+/// (what was stored before and during the outage) and the live group traffic, without reconnecting.
+#[actix_rt::test]
+async fn a_login_during_an_outage_gets_its_replay_and_group_traffic_once_the_database_is_back() {
+    let Some(Backend::Mysql(admin)) = Backend::mysql() else { return };
+    let (_db, url) = MysqlDb::create(&admin);
+    let (upstream, _) = through(&url, "127.0.0.1:9".parse().expect("addr"));
+    let proxy = FreezableProxy::start(upstream);
+    let (_, proxied) = through(&url, proxy.addr);
+    let s = TestServer::start_node(&proxied, "[store]\ncall_timeout_secs = 2\n", &[]);
+    let v = s.get_json("/creategrp?creator=alice&members=late").await;
+    let gid = v["data"]["groupid"].as_str().expect("gid").to_string();
+    let alice = s.login("alice").await;
+    alice.send(&format!("text_{gid}_before_group_e"));
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            s.count_rows("SELECT COUNT(*) AS n FROM messages") == 1
+        })
+        .await
+    );
+
+    proxy.freeze();
+    let mut late = s.login("late").await;
+    late.expect_silence(Duration::from_millis(800)).await;
+    alice.send(&format!("text_{gid}_during_group_e"));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    proxy.thaw();
+    let thawed = Instant::now();
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        match late.next_event(Duration::from_secs(30)).await {
+            Some(common::Event::Text(f)) => got.push(common::fields(&f).2),
+            other => panic!("after {got:?}: {other:?}"),
+        }
+    }
+    eprintln!("the replay came {:?} after the database answered again", thawed.elapsed());
+    assert_eq!(got, ["before", "during"]);
+    alice.send(&format!("text_{gid}_after_group_e"));
+    assert_eq!(common::fields(&late.recv().await).2, "after", "live group traffic");
+}

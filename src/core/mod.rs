@@ -199,6 +199,9 @@ pub enum ConnEvent {
     /// peer to take a page: the peer is not keeping up. The connection drops itself (as a slow
     /// consumer); everything unconfirmed stays in the store for its next login.
     TooSlow,
+    /// The database stayed unavailable through the replay's retries: the connection closes (with its
+    /// protocol's "try again later") so that its client logs in again once it is back.
+    Unavailable,
 }
 
 impl actix::Message for ConnEvent {

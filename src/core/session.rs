@@ -102,6 +102,21 @@ struct Replay {
     buffer_bytes: u64,
     /// The buffer passed the connection's limit and the connection was told to go.
     gave_up: bool,
+    /// Reads that failed in a row (the database is down or hangs): retried with backoff.
+    failures: u32,
+}
+
+/// Reads of a replay that fail in a row before the connection is told the database is unavailable
+/// (0.5 s doubling to 30 s between them: about 90 s in all).
+const REPLAY_RETRIES: u32 = 8;
+
+/// What a failed replay read was.
+#[derive(Clone, Copy)]
+enum ReplayStep {
+    /// The user's conversations (and, at the first replay, announcing the user to its groups).
+    Conversations(Option<i64>),
+    /// A page of messages.
+    Page,
 }
 
 struct ConnEntry {
@@ -285,7 +300,19 @@ impl UserSession {
             buffer: Vec::new(),
             buffer_bytes: 0,
             gave_up: false,
+            failures: 0,
         });
+        self.read_conversations(conn, catch_up, registered, ctx);
+    }
+
+    /// The replay's first read: the user's conversations and their watermarks.
+    fn read_conversations(
+        &mut self,
+        conn: ConnId,
+        catch_up: Option<i64>,
+        registered: Registration,
+        ctx: &mut Context<Self>,
+    ) {
         let (app, user) = (self.key.app.clone(), self.key.user.clone());
         let store = self.store.clone();
         // The first replay tells the cluster the user's groups (and waits for it) before it reads.
@@ -306,7 +333,7 @@ impl UserSession {
                 Ok(convs) => convs,
                 Err(e) => {
                     log::error!("replay for {}: {e}", act.key.user);
-                    act.finish_replay(conn, ctx);
+                    act.replay_failed(conn, ReplayStep::Conversations(catch_up), ctx);
                     return;
                 }
             };
@@ -370,10 +397,13 @@ impl UserSession {
                 Ok(page) => page,
                 Err(e) => {
                     log::error!("replay page for {}: {e}", act.key.user);
-                    act.finish_replay(conn, ctx);
+                    act.replay_failed(conn, ReplayStep::Page, ctx);
                     return;
                 }
             };
+            if let Some(r) = entry.replay.as_mut() {
+                r.failures = 0;
+            }
             let full = page.messages.len() as i64 >= REPLAY_PAGE;
             METRICS.replayed.inc_by(page.messages.len() as u64);
             if let Some(mut r) = entry.replay.take() {
@@ -392,6 +422,28 @@ impl UserSession {
                 act.finish_replay(conn, ctx);
             }
         }));
+    }
+
+    /// A replay read failed: it is read again after a backoff (live messages wait in the replay's
+    /// buffer meanwhile, within the connection's limit); after [`REPLAY_RETRIES`] the connection is
+    /// told the database is unavailable (it closes, and its client logs in again later).
+    fn replay_failed(&mut self, conn: ConnId, step: ReplayStep, ctx: &mut Context<Self>) {
+        let Some(entry) = self.conns.get_mut(&conn) else { return };
+        let Some(r) = entry.replay.as_mut() else { return };
+        r.failures += 1;
+        if r.failures > REPLAY_RETRIES {
+            log::warn!("replay for {}: the database stays unavailable; the connection goes", self.key.user);
+            entry.handle.events.do_send(ConnEvent::Unavailable);
+            return;
+        }
+        let backoff = Duration::from_millis(500u64 << (r.failures - 1).min(6)).min(Duration::from_secs(30));
+        ctx.run_later(backoff, move |act, ctx| match step {
+            ReplayStep::Conversations(catch_up) => {
+                let registered = act.registration();
+                act.read_conversations(conn, catch_up, registered, ctx);
+            }
+            ReplayStep::Page => act.next_page(conn, ctx),
+        });
     }
 
     fn finish_replay(&mut self, conn: ConnId, ctx: &mut Context<Self>) {

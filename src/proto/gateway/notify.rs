@@ -139,6 +139,13 @@ impl Handler<ConnEvent> for NotifyWs {
                 ctx.stop();
             }
             ConnEvent::TooSlow => delivery::drop_slow(self, ctx),
+            ConnEvent::Unavailable => {
+                ctx.close(Some(CloseReason {
+                    code: CloseCode::Again,
+                    description: Some("try again later".into()),
+                }));
+                ctx.stop();
+            }
         }
     }
 }

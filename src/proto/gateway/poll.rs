@@ -103,9 +103,14 @@ impl Handler<ConnEvent> for PollConn {
     type Result = ();
 
     fn handle(&mut self, msg: ConnEvent, ctx: &mut Self::Context) {
-        if let ConnEvent::Replaced = msg {
-            self.session = None;
-            self.finish(PollOutcome::Timeout, ctx);
+        match msg {
+            ConnEvent::Replaced => {
+                self.session = None;
+                self.finish(PollOutcome::Timeout, ctx);
+            }
+            // The poll ends; the client polls again and logs in anew.
+            ConnEvent::Unavailable => self.finish(PollOutcome::Timeout, ctx),
+            _ => {}
         }
     }
 }

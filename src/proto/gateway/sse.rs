@@ -214,6 +214,7 @@ impl Handler<ConnEvent> for SseConn {
                 self.session = None;
                 ctx.stop();
             }
+            ConnEvent::Unavailable => ctx.stop(),
             ConnEvent::TooSlow => {
                 log::info!("gateway sse conn {}: peer not keeping up with its replay, dropping", self.id);
                 self.metrics.slow_dropped.inc();

@@ -308,6 +308,14 @@ impl Handler<ConnEvent> for EntryConn {
             }
             ConnEvent::Replaced => {}
             ConnEvent::TooSlow => delivery::drop_slow(self, ctx),
+            ConnEvent::Unavailable => {
+                self.send_error(ctx, 503, "database unavailable");
+                ctx.close(Some(CloseReason {
+                    code: CloseCode::Again,
+                    description: Some("try again later".into()),
+                }));
+                ctx.stop();
+            }
         }
     }
 }
