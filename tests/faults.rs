@@ -288,3 +288,65 @@ async fn acknowledged_messages_survive_kill_9_exactly_once(b: Backend) {
     assert_eq!((got.len(), unique.len()), (stored, stored), "each stored group message once");
     eprintln!("kill -9: {sent_before_kill} acknowledged messages on three front-ends, all there once; {stored} group messages replayed once");
 }
+
+/// Group messages flow while the database crashes (every connection cut) and then hangs: every
+/// stored message reaches the online member exactly once and the offline member exactly once at its
+/// login; what was not stored was refused to its sender, not delivered.
+#[actix_rt::test]
+async fn every_stored_message_reaches_every_member_once_through_a_crash_and_a_freeze() {
+    let Some(Backend::Mysql(admin)) = Backend::mysql() else { return };
+    let (_db, url) = MysqlDb::create(&admin);
+    let (upstream, _) = through(&url, "127.0.0.1:9".parse().expect("addr"));
+    let proxy = FreezableProxy::start(upstream);
+    let (_, proxied) = through(&url, proxy.addr);
+    let s = TestServer::start_node(&proxied, "[store]\ncall_timeout_secs = 2\n", &[]);
+    let v = s.get_json("/creategrp?creator=sender&members=online,offline").await;
+    let gid = v["data"]["groupid"].as_str().expect("gid").to_string();
+    let mut sender = s.login("sender").await;
+    let mut online = s.login("online").await;
+    let sent = 200;
+    for i in 0..sent {
+        sender.send(&format!("text_{gid}_m{i:03}_group_e"));
+        match i {
+            40 => proxy.crash(),
+            80 => proxy.recover(),
+            120 => proxy.freeze(),
+            160 => proxy.thaw(),
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+    // Everything settles: stored or refused.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let stored = s.count_rows(&format!("SELECT COUNT(*) AS n FROM messages WHERE conv = '{gid}'")) as usize;
+    let mut refused = 0;
+    while let Some(common::Event::Text(f)) = sender.next_event(Duration::from_millis(300)).await {
+        if f.starts_with("error_") {
+            refused += 1;
+        }
+    }
+    let live = drain(&mut online).await;
+    let mut offline = s.login("offline").await;
+    let replayed = drain(&mut offline).await;
+    eprintln!(
+        "{sent} sent: {stored} stored, {refused} refused; online got {}, offline {}",
+        live.len(),
+        replayed.len()
+    );
+    assert!(stored >= 80 && stored + refused >= sent - 5, "stored {stored}, refused {refused}");
+    for (who, got) in [("online", &live), ("offline", &replayed)] {
+        let mut unique = got.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!((got.len(), unique.len()), (stored, stored), "{who}: each stored message once");
+    }
+}
+
+/// The text frames a socket gets until it is silent for 1.5 s, as their payloads.
+async fn drain(ws: &mut common::Ws) -> Vec<String> {
+    let mut got = Vec::new();
+    while let Some(common::Event::Text(f)) = ws.next_event(Duration::from_millis(1500)).await {
+        got.push(common::fields(&f).2);
+    }
+    got
+}

@@ -1,16 +1,18 @@
-//! A TCP proxy that can freeze: while frozen it keeps reading but delivers nothing either way, as a
-//! database server stopped with SIGSTOP would look to its clients. Threads of its own, independent of
-//! the test's runtime.
+//! A TCP proxy that can freeze (it keeps reading but delivers nothing either way, as a database server
+//! stopped with SIGSTOP would look to its clients) or go down (every connection cut, new ones closed at
+//! once, as a crashed server). Threads of its own, independent of the test's runtime.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub struct FreezableProxy {
     pub addr: SocketAddr,
     frozen: Arc<AtomicBool>,
+    down: Arc<AtomicBool>,
+    open: Arc<Mutex<Vec<TcpStream>>>,
 }
 
 fn pump(mut from: TcpStream, mut to: TcpStream, frozen: Arc<AtomicBool>) {
@@ -36,10 +38,20 @@ impl FreezableProxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
         let addr = listener.local_addr().expect("proxy address");
         let frozen = Arc::new(AtomicBool::new(false));
-        let f = frozen.clone();
+        let down = Arc::new(AtomicBool::new(false));
+        let open: Arc<Mutex<Vec<TcpStream>>> = Default::default();
+        let (f, d, o) = (frozen.clone(), down.clone(), open.clone());
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
+                if d.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
                 let Ok(server) = TcpStream::connect(upstream) else { continue };
+                if let (Ok(mut list), Ok(c), Ok(s)) = (o.lock(), client.try_clone(), server.try_clone()) {
+                    list.push(c);
+                    list.push(s);
+                }
                 let (c2, s2) = match (client.try_clone(), server.try_clone()) {
                     (Ok(c), Ok(s)) => (c, s),
                     _ => continue,
@@ -49,7 +61,22 @@ impl FreezableProxy {
                 std::thread::spawn(move || pump(s2, c2, f2));
             }
         });
-        FreezableProxy { addr, frozen }
+        FreezableProxy { addr, frozen, down, open }
+    }
+
+    /// The database crashes: every connection is cut and new ones are closed at once.
+    pub fn crash(&self) {
+        self.down.store(true, Ordering::SeqCst);
+        if let Ok(mut list) = self.open.lock() {
+            for s in list.drain(..) {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+
+    /// The database is back.
+    pub fn recover(&self) {
+        self.down.store(false, Ordering::SeqCst);
     }
 
     pub fn freeze(&self) {
