@@ -22,6 +22,7 @@ use crate::proto::wsim::upload::{self, UploadSettings};
 use crate::proto::wsim::{self, conn::ConnSettings, WsimState};
 use crate::store::{Store, StoreError};
 use crate::transport::access::AdminAccess;
+use crate::transport::conncap::{ConnCap, HeldBody};
 use crate::transport::ratelimit::Limits;
 use crate::transport::slowbody::MinRate;
 
@@ -275,8 +276,10 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
 
     let http_limits = limits.clone();
     let (body_rate, body_grace) = (settings.limits.body_min_bytes_per_sec, settings.limits.body_grace);
+    let conn_cap = ConnCap::new(settings.limits.connections_per_ip);
     let mut server = HttpServer::new(move || {
         let limits = http_limits.clone();
+        let (cap, cap_limits) = (conn_cap.clone(), http_limits.clone());
         App::new()
             .wrap(middleware::Logger::new("%a \"%r\" %s %b %Dms").log_target("wsim::http"))
             // Request bodies keep a minimum average rate (WebSocket streams are not bodies).
@@ -288,6 +291,28 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
                     req.set_payload(actix_web::dev::Payload::Stream { payload: Box::pin(body) });
                 }
                 srv.call(req)
+            })
+            // Open requests per client address ([limits] connections_per_ip): 429 beyond; a place is
+            // held as long as the response (a WebSocket, an SSE stream) lives.
+            .wrap_fn(move |req, srv| {
+                use futures_util::future::Either;
+                let ip = req.peer_addr().map(|a| a.ip());
+                match cap.enter(ip, cap_limits.exempt(ip)) {
+                    Some(held) => {
+                        let fut = srv.call(req);
+                        Either::Left(async move {
+                            let res = fut.await?;
+                            Ok(res.map_body(|_, body| HeldBody::new(body, held)).map_into_left_body())
+                        })
+                    }
+                    None => {
+                        METRICS.limited("connection");
+                        let refused = HttpResponse::TooManyRequests()
+                            .json(serde_json::json!({"code": 429, "message": "too many open connections"}));
+                        let res = req.into_response(refused).map_into_right_body();
+                        Either::Right(async move { Ok(res) })
+                    }
+                }
             })
             // Requests per client address ([limits] http_requests_per_ip_per_sec): 429 beyond.
             .wrap_fn(move |req, srv| {
@@ -324,6 +349,9 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             .configure(gateway::configure(gateway_state.clone()))
     })
     .shutdown_timeout(5)
+    .keep_alive(settings.limits.keep_alive)
+    // A connection that sends no complete request head within 5 s is answered 408.
+    .client_request_timeout(std::time::Duration::from_secs(5))
     // Small frames must leave at once (Nagle plus delayed ACKs would add ~40 ms).
     .tcp_nodelay(true);
     for l in listeners {

@@ -9,6 +9,11 @@ use common::{sample, Backend, TestServer};
 
 on_both_backends!(floods_are_refused_counted_and_not_stored);
 
+#[actix_rt::test]
+async fn an_address_holds_at_most_its_cap_of_open_connections() {
+    connection_cap(Backend::any()).await;
+}
+
 /// Loopback is exempt by default (the load generator, a reverse proxy): this server limits it too.
 const CONFIG: &str = "[limits]\nexempt = []\nhttp_requests_per_ip_per_sec = 20\n\
                       messages_per_conn_per_sec = 5\nuploads_per_min = 2\n";
@@ -101,4 +106,30 @@ async fn floods_are_refused_counted_and_not_stored(b: Backend) {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let m = s.metrics().await;
     assert_eq!(sample(&m, "wsim_rate_limited_total{what=\"message\"}") - before, limited as f64);
+}
+
+/// `[limits] connections_per_ip`: three WebSockets open, a fourth (and any other request) from the
+/// same address is refused with 429 until one closes.
+async fn connection_cap(b: Backend) {
+    let s = TestServer::start_with_config(&b, "[limits]\nexempt = []\nconnections_per_ip = 3\n");
+    let a = s.login("a").await;
+    let _b = s.login("b").await;
+    let _c = s.login("c").await;
+    let fourth = awc::Client::default().ws(format!("{}/entry", s.ws_base)).connect().await;
+    match fourth {
+        Err(awc::error::WsClientError::InvalidResponseStatus(st)) => assert_eq!(st.as_u16(), 429),
+        Err(e) => panic!("the fourth socket: {e}"),
+        Ok(_) => panic!("a fourth socket was accepted"),
+    }
+    let res = awc::Client::default().get(s.url("/healthz")).send().await.expect("GET");
+    assert_eq!(res.status().as_u16(), 429, "every request counts while three sockets are open");
+    a.close().await;
+    let ok = common::eventually(Duration::from_secs(5), || async {
+        let res = awc::Client::default().get(s.url("/healthz")).send().await.expect("GET");
+        res.status().as_u16() == 200
+    })
+    .await;
+    assert!(ok, "a place came back when a socket closed");
+    let m = s.metrics().await;
+    assert!(sample(&m, "wsim_rate_limited_total{what=\"connection\"}") >= 2.0);
 }

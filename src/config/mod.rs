@@ -209,6 +209,9 @@ pub struct GatewaySettings {
 #[derive(Debug, Clone)]
 pub struct LimitSettings {
     pub exempt: Vec<ipnet::IpNet>,
+    /// Open requests per client address (0: no cap).
+    pub connections_per_ip: usize,
+    pub keep_alive: Duration,
     /// Minimum average rate of a request body once `body_grace` has passed (0: none).
     pub body_min_bytes_per_sec: u64,
     pub body_grace: Duration,
@@ -615,6 +618,13 @@ impl Settings {
             admin_allow: parse_nets("admin.allow", &c.admin.allow)?,
             limits: LimitSettings {
                 exempt: parse_nets("limits.exempt", &c.limits.exempt)?,
+                connections_per_ip: at_least("limits.connections_per_ip", c.limits.connections_per_ip, 0)?
+                    as usize,
+                keep_alive: Duration::from_secs(at_least(
+                    "limits.keep_alive_secs",
+                    c.limits.keep_alive_secs,
+                    1,
+                )?),
                 body_min_bytes_per_sec: at_least(
                     "limits.body_min_bytes_per_sec",
                     c.limits.body_min_bytes_per_sec,

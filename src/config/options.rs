@@ -156,6 +156,11 @@ options! {
         pub body_min_bytes_per_sec: i64 = 1024,
         /// Seconds a request body may take before its average rate is checked.
         pub body_grace_secs: i64 = 10,
+        /// Requests one client address may have open at once, WebSocket sessions, SSE streams and
+        /// long-polls included (beyond, 429); 0: no cap.
+        pub connections_per_ip: i64 = 0,
+        /// Seconds an idle keep-alive HTTP connection stays open.
+        pub keep_alive_secs: i64 = 5,
         /// Client networks the limits do not apply to (addresses or CIDRs): by default loopback, where
         /// a reverse proxy or the load generator connects from.
         pub exempt: Vec<String> = vec!["127.0.0.0/8".into(), "::1/128".into()],

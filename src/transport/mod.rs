@@ -3,6 +3,7 @@
 //! read the administration endpoints.
 
 pub mod access;
+pub mod conncap;
 pub mod delivery;
 pub mod longpoll;
 pub mod ratelimit;
