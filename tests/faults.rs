@@ -41,6 +41,14 @@ async fn a_hanging_database_is_answered_in_bounded_time_and_recovered_from() {
     let gid = v["data"]["groupid"].as_str().expect("gid").to_string();
     let alice = s.gateway_token("alice", 1).await;
     assert_eq!(healthz(&s).await, 200);
+    let t = s.get_json("/ticket?userType=1&userName=u7&userId=7").await;
+    let token2 = t["data"]["token"].as_str().expect("token2").to_string();
+    let mut gru = s.ws("/socket.io/?EIO=4&transport=websocket").await;
+    gru.recv().await;
+    gru.send("40");
+    gru.recv().await;
+    gru.send(&format!("42{}", json!(["auth", {"id": 7, "name": "u7", "token2": token2, "groupId": 9}])));
+    assert!(gru.recv().await.contains("\"success\":true"));
 
     proxy.freeze();
     let frozen = Instant::now();
@@ -67,6 +75,20 @@ async fn a_hanging_database_is_answered_in_bounded_time_and_recovered_from() {
     let push = json!({"AppID": "900", "ToGroupID": "g", "Content": "pushed in the outage"});
     assert_eq!(s.post_json("/sendmessage", push, None).await["RetCode"], -3);
     assert!(t.elapsed() < Duration::from_secs(4), "sendmessage took {:?}", t.elapsed());
+    // Gru: msg_result with errorCode -5 (not stored).
+    let t = Instant::now();
+    gru.send(&format!(
+        "421{}",
+        json!(["msg", {"type": 1, "target": {"id": 9}, "content": "gru in the outage"}])
+    ));
+    loop {
+        let f = gru.recv().await;
+        if f.starts_with("431") {
+            assert!(f.contains("\"errorCode\":-5"), "{f}");
+            break;
+        }
+    }
+    assert!(t.elapsed() < Duration::from_secs(4), "Gru msg took {:?}", t.elapsed());
 
     proxy.thaw();
     let thawed = Instant::now();
@@ -78,12 +100,12 @@ async fn a_hanging_database_is_answered_in_bounded_time_and_recovered_from() {
         .post_json("/send_msg", json!({"conversation_id": gid, "type": 1, "content": "after"}), Some(&alice))
         .await;
     assert_eq!(v["code"], 0, "{v}");
-    // The push refused during the freeze was queued all the same: it is stored once the database
+    // The push and the Gru msg refused during the freeze were queued all the same: stored once the database
     // answers (its sender was told it failed; see docs/ARCHITECTURE.md). The send_msg failed before
     // anything was queued (its membership check needs the database).
     assert!(
         eventually(Duration::from_secs(5), || async {
-            s.count_rows("SELECT COUNT(*) AS n FROM messages") == 2
+            s.count_rows("SELECT COUNT(*) AS n FROM messages") == 3
         })
         .await
     );
