@@ -6,6 +6,7 @@
 
 pub mod cluster;
 pub mod config;
+pub mod console;
 pub mod core;
 pub mod domain;
 pub mod metrics;

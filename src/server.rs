@@ -342,6 +342,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             .app_data(admin_access.clone())
             .route("/healthz", web::get().to(healthz))
             .route("/metrics", web::get().to(metrics))
+            .configure(crate::console::configure)
             .configure(wsim::configure(wsim_state.clone()))
             .configure(upload::configure(upload_settings.clone()))
             .configure(longweb::configure(longweb_state.clone()))

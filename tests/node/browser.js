@@ -1,7 +1,7 @@
 // Drives pages in Debian's Chromium (playwright-core, the system browser: Playwright's own browser
 // download is not used) for the Gru browser test. Reads one JSON command per line on stdin, writes one
 // JSON event per line on stdout:
-//   {"op":"open","name":"a","url":"http://…"}      a page in a browser context of its own
+//   {"op":"open","name":"a","url":"http://…"}      a page in a browser context of its own → {"name","event":"opened"}
 //   {"op":"eval","name":"a","js":"…","id":"x"}     → {"name","event":"eval","id":"x","data":<result>}
 // Events: {"event":"ready"}; {"name","event":<what the page reports>,"data"}; for every request to
 // /socket.io/: {"name","event":"http","method","url","requestType","responseType","status"};
@@ -42,6 +42,7 @@ async function open(browser, cmd) {
     });
   });
   await page.goto(cmd.url);
+  out({ name, event: 'opened' });
 }
 
 async function main() {
