@@ -82,6 +82,15 @@ async fn two_people_chat_in_the_console(b: Backend) {
     fill_and_submit(&mut agent, "b", "text", "hi all", "send").await;
     until(&mut agent, "a", &shows("hi all")).await;
 
+    // A picture drawn in bob's page, uploaded and sent: alice sees it inline.
+    let upload = "new Promise((done) => { const c = document.createElement('canvas'); c.width = 32; c.height = 24; \
+                  const g = c.getContext('2d'); g.fillStyle = '#c33'; g.fillRect(0, 0, 32, 24); \
+                  c.toBlob((b) => window.wsimConsole.uploadAndSend(new File([b], 'red.png', {type: 'image/png'})).then(done)); })";
+    let url = eval(&mut agent, "b", upload).await;
+    let url = url.as_str().unwrap_or_else(|| panic!("the upload: {url}")).to_string();
+    assert!(url.ends_with("-32x24.png"), "{url}");
+    until(&mut agent, "a", &format!("[...document.querySelectorAll('#messages img')].some(i => i.src === {url:?} && i.complete && i.naturalWidth === 32)")).await;
+
     // No errors in either page.
     agent.gather(Duration::from_millis(200)).await;
     let errors: Vec<&Value> =
