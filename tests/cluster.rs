@@ -137,8 +137,8 @@ async fn gateway_longweb_and_gru_messages_cross_nodes() {
     assert_eq!(s3.recv().await, "to everyone");
 
     // Gru: sockets of users 1 (node 1) and 2 (node 2) in group 9.
-    let mut g1 = gru_socket(n1, 1).await;
-    let mut g2 = gru_socket(n2, 2).await;
+    let mut g1 = n1.gru_socket(1, 9).await;
+    let mut g2 = n2.gru_socket(2, 9).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     g1.send(&format!("42{}", json!(["msg", {"type": 1, "target": {"id": 9}, "content": "room hello"}])));
     let got = |f: &str, what: &str| f.starts_with("42[\"msg\"") && f.contains(what);
@@ -158,23 +158,6 @@ async fn gateway_longweb_and_gru_messages_cross_nodes() {
             break;
         }
     }
-}
-
-/// A Gru socket (Engine.IO v4 WebSocket) of `user` on node `n`, authenticated into group 9.
-async fn gru_socket(n: &TestServer, user: u64) -> common::Ws {
-    use serde_json::json;
-    let t = n.get_json(&format!("/ticket?userType=1&userName=u{user}&userId={user}")).await;
-    let t2 = t["data"]["token"].as_str().expect("token2").to_string();
-    let mut ws = n.ws("/socket.io/?EIO=4&transport=websocket").await;
-    ws.recv().await;
-    ws.send("40");
-    ws.recv().await;
-    ws.send(&format!(
-        "42{}",
-        json!(["auth", {"id": user, "name": format!("u{user}"), "token2": t2, "groupId": 9}])
-    ));
-    assert!(ws.recv().await.contains("\"success\":true"));
-    ws
 }
 
 #[actix_rt::test]
@@ -339,10 +322,10 @@ async fn gru_online_lists_the_users_of_every_live_node() {
     use serde_json::{json, Value};
     let Some(mut c) = TestCluster::start(3, "") else { return };
     all_see(&c.nodes, 3).await;
-    let mut g1 = gru_socket(&c.nodes[0], 11).await;
-    let _g2 = gru_socket(&c.nodes[1], 2).await;
-    let _g3 = gru_socket(&c.nodes[2], 3).await;
-    let _g2_too = gru_socket(&c.nodes[2], 2).await;
+    let mut g1 = c.nodes[0].gru_socket(11, 9).await;
+    let _g2 = c.nodes[1].gru_socket(2, 9).await;
+    let _g3 = c.nodes[2].gru_socket(3, 9).await;
+    let _g2_too = c.nodes[2].gru_socket(2, 9).await;
     let want = json!([2, 3, 11]);
     let mut got = Value::Null;
     for _ in 0..50 {

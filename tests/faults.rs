@@ -21,6 +21,18 @@ fn through(url: &str, proxy: std::net::SocketAddr) -> (std::net::SocketAddr, Str
     (upstream, format!("mysql://{auth}@{proxy}/{db}"))
 }
 
+/// A server on its own MariaDB database reached through a [`FreezableProxy`] (`None` without
+/// MariaDB); keep the database guard for as long as the server runs.
+fn behind_a_proxy(toml: &str) -> Option<(MysqlDb, FreezableProxy, TestServer)> {
+    let Some(Backend::Mysql(admin)) = Backend::mysql() else { return None };
+    let (db, url) = MysqlDb::create(&admin);
+    let (upstream, _) = through(&url, "127.0.0.1:9".parse().expect("addr"));
+    let proxy = FreezableProxy::start(upstream);
+    let (_, proxied) = through(&url, proxy.addr);
+    let s = TestServer::start_node(&proxied, toml, &[]);
+    Some((db, proxy, s))
+}
+
 async fn healthz(s: &TestServer) -> u16 {
     let res = awc::Client::default().get(s.url("/healthz")).send().await.expect("GET /healthz");
     res.status().as_u16()
@@ -28,27 +40,14 @@ async fn healthz(s: &TestServer) -> u16 {
 
 #[actix_rt::test]
 async fn a_hanging_database_is_answered_in_bounded_time_and_recovered_from() {
-    let Some(Backend::Mysql(admin)) = Backend::mysql() else { return };
-    let (_db, url) = MysqlDb::create(&admin);
-    let placeholder = "127.0.0.1:9".parse().expect("addr");
-    let (upstream, _) = through(&url, placeholder);
-    let proxy = FreezableProxy::start(upstream);
-    let (_, proxied) = through(&url, proxy.addr);
     let config = "[store]\ncall_timeout_secs = 2\n[longweb]\nallowips = [\"127.0.0.1\"]\n\
                   [[longweb.apps]]\nappid = \"900\"\nname = \"x\"\n";
-    let s = TestServer::start_node(&proxied, config, &[]);
+    let Some((_db, proxy, s)) = behind_a_proxy(config) else { return };
     let v = s.get_json("/creategrp?creator=alice&members=bob").await;
     let gid = v["data"]["groupid"].as_str().expect("gid").to_string();
     let alice = s.gateway_token("alice", 1).await;
     assert_eq!(healthz(&s).await, 200);
-    let t = s.get_json("/ticket?userType=1&userName=u7&userId=7").await;
-    let token2 = t["data"]["token"].as_str().expect("token2").to_string();
-    let mut gru = s.ws("/socket.io/?EIO=4&transport=websocket").await;
-    gru.recv().await;
-    gru.send("40");
-    gru.recv().await;
-    gru.send(&format!("42{}", json!(["auth", {"id": 7, "name": "u7", "token2": token2, "groupId": 9}])));
-    assert!(gru.recv().await.contains("\"success\":true"));
+    let mut gru = s.gru_socket(7, 9).await;
 
     proxy.freeze();
     let frozen = Instant::now();
@@ -167,12 +166,7 @@ async fn bodies_dripped_a_byte_a_second_are_cut_off() {
 /// (what was stored before and during the outage) and the live group traffic, without reconnecting.
 #[actix_rt::test]
 async fn a_login_during_an_outage_gets_its_replay_and_group_traffic_once_the_database_is_back() {
-    let Some(Backend::Mysql(admin)) = Backend::mysql() else { return };
-    let (_db, url) = MysqlDb::create(&admin);
-    let (upstream, _) = through(&url, "127.0.0.1:9".parse().expect("addr"));
-    let proxy = FreezableProxy::start(upstream);
-    let (_, proxied) = through(&url, proxy.addr);
-    let s = TestServer::start_node(&proxied, "[store]\ncall_timeout_secs = 2\n", &[]);
+    let Some((_db, proxy, s)) = behind_a_proxy("[store]\ncall_timeout_secs = 2\n") else { return };
     let v = s.get_json("/creategrp?creator=alice&members=late").await;
     let gid = v["data"]["groupid"].as_str().expect("gid").to_string();
     let alice = s.login("alice").await;
@@ -230,14 +224,7 @@ async fn acknowledged_messages_survive_kill_9_exactly_once(b: Backend) {
     let v = s.get_json("/creategrp?creator=w1&members=w2").await;
     let gid = v["data"]["groupid"].as_str().expect("gid").to_string();
     let w1 = s.login("w1").await;
-    let t = s.get_json("/ticket?userType=1&userName=u7&userId=7").await;
-    let token2 = t["data"]["token"].as_str().expect("token2").to_string();
-    let mut gru = s.ws("/socket.io/?EIO=4&transport=websocket").await;
-    gru.recv().await;
-    gru.send("40");
-    gru.recv().await;
-    gru.send(&format!("42{}", json!(["auth", {"id": 7, "name": "u7", "token2": token2, "groupId": 9}])));
-    assert!(gru.recv().await.contains("\"success\":true"));
+    let mut gru = s.gru_socket(7, 9).await;
 
     // The kill comes from another thread while requests are in flight.
     let pid = s.pid();
@@ -316,12 +303,7 @@ async fn acknowledged_messages_survive_kill_9_exactly_once(b: Backend) {
 /// login; what was not stored was refused to its sender, not delivered.
 #[actix_rt::test]
 async fn every_stored_message_reaches_every_member_once_through_a_crash_and_a_freeze() {
-    let Some(Backend::Mysql(admin)) = Backend::mysql() else { return };
-    let (_db, url) = MysqlDb::create(&admin);
-    let (upstream, _) = through(&url, "127.0.0.1:9".parse().expect("addr"));
-    let proxy = FreezableProxy::start(upstream);
-    let (_, proxied) = through(&url, proxy.addr);
-    let s = TestServer::start_node(&proxied, "[store]\ncall_timeout_secs = 2\n", &[]);
+    let Some((_db, proxy, s)) = behind_a_proxy("[store]\ncall_timeout_secs = 2\n") else { return };
     let v = s.get_json("/creategrp?creator=sender&members=online,offline").await;
     let gid = v["data"]["groupid"].as_str().expect("gid").to_string();
     let mut sender = s.login("sender").await;

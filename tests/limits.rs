@@ -82,14 +82,7 @@ async fn floods_are_refused_counted_and_not_stored(b: Backend) {
 
     // Gru: msg beyond the socket's rate is answered msg_result errorCode -6.
     use serde_json::json;
-    let t = s.get_json("/ticket?userType=1&userName=u7&userId=7").await;
-    let token2 = t["data"]["token"].as_str().expect("token2").to_string();
-    let mut ws = s.ws("/socket.io/?EIO=4&transport=websocket").await;
-    ws.recv().await;
-    ws.send("40");
-    ws.recv().await;
-    ws.send(&format!("42{}", json!(["auth", {"id": 7, "name": "u7", "token2": token2, "groupId": 9}])));
-    assert!(ws.recv().await.contains("\"success\":true"));
+    let mut ws = s.gru_socket(7, 9).await;
     for i in 0..30 {
         ws.send(&format!(
             "42{}",

@@ -497,6 +497,21 @@ impl TestServer {
     }
 
     /// A WebSocket on `/entry`, logged in as `user` (the `ok` consumed).
+    /// A Gru socket (Engine.IO v4 WebSocket) of `user`, authenticated (with the token2 `/ticket`
+    /// issues) into `group`.
+    pub async fn gru_socket(&self, user: u64, group: u64) -> Ws {
+        let t = self.get_json(&format!("/ticket?userType=1&userName=u{user}&userId={user}")).await;
+        let token2 = t["data"]["token"].as_str().expect("token2").to_string();
+        let mut ws = self.ws("/socket.io/?EIO=4&transport=websocket").await;
+        ws.recv().await;
+        ws.send("40");
+        ws.recv().await;
+        let auth = serde_json::json!(["auth", {"id": user, "name": format!("u{user}"), "token2": token2, "groupId": group}]);
+        ws.send(&format!("42{auth}"));
+        assert!(ws.recv().await.contains("\"success\":true"));
+        ws
+    }
+
     pub async fn login(&self, user: &str) -> Ws {
         let mut ws = self.ws("/entry").await;
         ws.send(&format!("login_{user}"));
