@@ -10,7 +10,8 @@ use common::{fields, Backend, TestServer, Ws};
 
 on_both_backends!(tokens_bind_logins_and_the_group_api_to_their_user, a_callback_checks_tokens);
 
-const CONFIG: &str = "[wsim]\nauth = \"token\"\nadmin_token = \"root-token\"\n";
+const CONFIG: &str =
+    "[wsim]\nauth = \"token\"\nadmin_token = \"root-token\"\n[limits]\nuploads_per_min = 1\n";
 
 async fn token_of(s: &TestServer, user: &str) -> String {
     let v = s.get_json(&format!("/inner/wsim_token?userid={user}")).await;
@@ -104,6 +105,14 @@ async fn tokens_bind_logins_and_the_group_api_to_their_user(b: Backend) {
     assert_eq!(v["code"], 4, "{v}");
     let (_, v) = s.upload(&format!("/upload/writev2?token={tc}"), "file", "a.png", &png).await;
     assert_ne!(v["code"], 4, "authenticated (the file itself is refused as cut short): {v}");
+    // Per user too (a burst of three minutes' worth at one a minute), even from an exempt address
+    // (loopback: a reverse proxy): carol's fourth upload is refused, bob's first is not.
+    for expected_refused in [false, false, true] {
+        let (_, v) = s.upload(&format!("/upload/writev2?token={tc}"), "file", "a.png", &png).await;
+        assert_eq!(v["code"] == 5, expected_refused, "{v}");
+    }
+    let (_, v) = s.upload(&format!("/upload/writev2?token={tb}"), "file", "a.png", &png).await;
+    assert_ne!(v["code"], 5, "{v}");
 }
 
 /// The business system's token check: a token is good for `u` when it is `ok-<u>`.

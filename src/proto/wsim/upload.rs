@@ -43,12 +43,13 @@ impl UploadLimits {
         }
     }
 
-    /// Whether one more upload may start now for this address and user (counted).
+    /// Whether one more upload may start now for this address and user (counted). Exempt addresses
+    /// (a reverse proxy) skip the address's limit, not the user's.
     fn allow(&self, ip: Option<std::net::IpAddr>, user: Option<&str>) -> bool {
-        if self.per_min == 0 || self.limits.exempt(ip) {
+        if self.per_min == 0 {
             return true;
         }
-        if let Some(ip) = ip {
+        if let Some(ip) = ip.filter(|_| !self.limits.exempt(ip)) {
             if !self.by_ip.allow(ip) {
                 return false;
             }
