@@ -52,6 +52,21 @@ async fn wsim_messages_reach_users_on_other_nodes() {
     assert!(alice.recv().await.starts_with("text_bob_and back_unicast_bob_"));
     bob.expect_silence(Duration::from_millis(300)).await;
     carol.expect_silence(Duration::from_millis(100)).await;
+
+    // online_ sees the members on every node; one who leaves node 3 is gone from it.
+    alice.send(&format!("online_{gid}"));
+    assert_eq!(alice.recv().await, format!("online_{gid}_alice,bob,carol"));
+    carol.close().await;
+    let mut last = String::new();
+    for _ in 0..50 {
+        alice.send(&format!("online_{gid}"));
+        last = alice.recv().await;
+        if last == format!("online_{gid}_alice,bob") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(last, format!("online_{gid}_alice,bob"), "carol, gone from node 3, is still online");
 }
 
 #[actix_rt::test]

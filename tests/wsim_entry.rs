@@ -246,6 +246,7 @@ async fn bad_frames_get_error_frames(b: Backend) {
     for (frame, want) in [
         ("text_bob_hi_unicast_e", "error_401_login first"),
         ("members_10", "error_401_login first"),
+        ("online_10", "error_401_login first"),
         ("hello", "error_400_bad signal"),
         ("", "error_400_bad signal"),
         ("login_", "error_400_bad user id"),
@@ -294,6 +295,27 @@ async fn members_and_records_queries(b: Backend) {
     let mut zed = s.login("zed").await;
     zed.send(&format!("members_{gid}"));
     assert_eq!(zed.recv().await, "error_403_not a member");
+    // online_ (an extension): the members with a live connection, in member order.
+    alice.send(&format!("online_{gid}"));
+    assert_eq!(alice.recv().await, format!("online_{gid}_alice"));
+    let carol = s.login("carol").await;
+    alice.send(&format!("online_{gid}"));
+    assert_eq!(alice.recv().await, format!("online_{gid}_alice,carol"));
+    carol.close().await;
+    let mut last = String::new();
+    for _ in 0..50 {
+        alice.send(&format!("online_{gid}"));
+        last = alice.recv().await;
+        if last == format!("online_{gid}_alice") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(last, format!("online_{gid}_alice"), "carol stays online after closing");
+    zed.send(&format!("online_{gid}"));
+    assert_eq!(zed.recv().await, "error_403_not a member");
+    alice.send("online_424242");
+    assert_eq!(alice.recv().await, "error_404_no such group");
 
     for i in 0..3 {
         alice.send(&format!("text_{gid}_g{i}_group_e"));

@@ -170,6 +170,7 @@ impl Cluster {
             events: node.clone().recipient(),
             room_presence: node.clone().recipient(),
             room_users: node.clone().recipient(),
+            users_online: node.clone().recipient(),
         });
         node.do_send(node::Inbound(inbound));
         log::info!(

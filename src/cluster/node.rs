@@ -16,7 +16,7 @@ use super::publisher::{room_app_entry, room_entry, room_user_entry, Publication,
 use super::{Keys, Member, Shared};
 use crate::core::{
     CatchUp, ClusterEvent, ClusterInbound, GroupsOnline, Outbound, Presence, RemoteDelivery, RemoteEvent,
-    RoomPresence, RoomUsersElsewhere, Scope,
+    RoomPresence, RoomUsersElsewhere, Scope, UsersOnlineElsewhere,
 };
 use crate::domain::message::Message;
 use crate::metrics::METRICS;
@@ -779,6 +779,50 @@ impl Handler<RoomUsersElsewhere> for ClusterNode {
                 let _ = redis::cmd("SREM").arg(&key).arg(&stale).query_async::<()>(&mut con).await;
             }
             users
+        })
+    }
+}
+
+impl Handler<UsersOnlineElsewhere> for ClusterNode {
+    type Result = ResponseFuture<Vec<String>>;
+
+    /// Which of the users are in the online sets of the other live nodes (none when Redis does not
+    /// answer in time).
+    fn handle(&mut self, q: UsersOnlineElsewhere, _: &mut Context<Self>) -> Self::Result {
+        let me = self.s.node_id;
+        let nodes: Vec<u16> = self
+            .s
+            .shared
+            .members
+            .read()
+            .map(|m| m.iter().map(|m| m.id).filter(|id| *id != me).collect())
+            .unwrap_or_default();
+        let keys: Vec<String> = nodes.iter().map(|n| self.s.keys.users(*n)).collect();
+        let mut con = self.s.con.clone();
+        Box::pin(async move {
+            if keys.is_empty() || q.users.is_empty() {
+                return Vec::new();
+            }
+            let entries: Vec<String> = q.users.iter().map(|u| user_entry(&q.app, u)).collect();
+            let mut pipe = redis::pipe();
+            for key in &keys {
+                pipe.cmd("SMISMEMBER").arg(key).arg(&entries);
+            }
+            let read = pipe.query_async::<Vec<Vec<bool>>>(&mut con);
+            let hits = match tokio::time::timeout(PRESENCE_WAIT, read).await {
+                Ok(Ok(h)) => h,
+                Ok(Err(e)) => {
+                    log::debug!("cluster users online: {e}");
+                    return Vec::new();
+                }
+                Err(_) => return Vec::new(),
+            };
+            q.users
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| hits.iter().any(|h| h.get(*i).copied().unwrap_or(false)))
+                .map(|(_, u)| u)
+                .collect()
         })
     }
 }

@@ -165,6 +165,15 @@ impl actix::Message for RoomUsersElsewhere {
     type Result = Vec<String>;
 }
 
+/// Which of `users` are online on the other nodes of the cluster (in no order).
+pub struct UsersOnlineElsewhere {
+    pub app: String,
+    pub users: Vec<String>,
+}
+impl actix::Message for UsersOnlineElsewhere {
+    type Result = Vec<String>;
+}
+
 /// Where a cluster link reaches this node's core.
 pub struct ClusterInbound {
     pub deliveries: Recipient<RemoteDelivery>,
@@ -183,6 +192,7 @@ pub struct ClusterOutbound {
     pub events: Recipient<ClusterEvent>,
     pub room_presence: Recipient<RoomPresence>,
     pub room_users: Recipient<RoomUsersElsewhere>,
+    pub users_online: Recipient<UsersOnlineElsewhere>,
 }
 
 /// Control events from the core to a connection.

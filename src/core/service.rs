@@ -52,6 +52,8 @@ pub struct Core {
     rooms: Addr<Rooms>,
     /// The cluster's view of live rooms on the other nodes, once linked.
     rooms_elsewhere: std::sync::Arc<std::sync::OnceLock<Recipient<super::RoomUsersElsewhere>>>,
+    /// The cluster's view of users online on the other nodes, once linked.
+    online_elsewhere: std::sync::Arc<std::sync::OnceLock<Recipient<super::UsersOnlineElsewhere>>>,
     ids: Arc<IdGen>,
 }
 
@@ -104,7 +106,15 @@ impl Core {
         });
         // The arbiter lives as long as the process.
         std::mem::forget(arbiter);
-        Core { store, registry, writer, rooms, rooms_elsewhere: Default::default(), ids }
+        Core {
+            store,
+            registry,
+            writer,
+            rooms,
+            rooms_elsewhere: Default::default(),
+            online_elsewhere: Default::default(),
+            ids,
+        }
     }
 
     /// Links the core to a cluster: every stored message, users coming and going, and membership and
@@ -118,6 +128,7 @@ impl Core {
         });
         self.rooms.do_send(LinkRoomPresence(link.room_presence));
         let _ = self.rooms_elsewhere.set(link.room_users);
+        let _ = self.online_elsewhere.set(link.users_online);
         super::ClusterInbound {
             deliveries: self.registry.clone().recipient(),
             events: self.registry.clone().recipient(),
@@ -202,8 +213,17 @@ impl Core {
         self.writer.send(GetStats).await.unwrap_or_default()
     }
 
+    /// Which of `users` have a live session, on this node or (with a cluster) another; in the order
+    /// given.
     pub async fn online_among(&self, app: &str, users: Vec<String>) -> Vec<String> {
-        self.registry.send(WhoIsOnline { app: app.to_string(), users }).await.unwrap_or_default()
+        let here = self.registry.send(WhoIsOnline { app: app.to_string(), users: users.clone() });
+        let Some(cluster) = self.online_elsewhere.get() else { return here.await.unwrap_or_default() };
+        let elsewhere =
+            cluster.send(super::UsersOnlineElsewhere { app: app.to_string(), users: users.clone() });
+        let (here, elsewhere) = futures_util::future::join(here, elsewhere).await;
+        let online: std::collections::HashSet<String> =
+            here.unwrap_or_default().into_iter().chain(elsewhere.unwrap_or_default()).collect();
+        users.into_iter().filter(|u| online.contains(u)).collect()
     }
 
     /// Creates a group (a conversation, in gateway terms).

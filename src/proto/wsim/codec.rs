@@ -1,9 +1,10 @@
 //! The wsim signaling codec: text frames in, typed signals out, and back. Pure: no I/O, no actix.
 //!
 //! Client → server: `login_<uid>`, `logout_<uid>`, `<kind>_<to>_<payload>_<type>_<extension>`,
-//! `members_<gid>`, `records_<gid|uid>_<timet>`, `heartbeat_<anything>`.
+//! `members_<gid>`, `online_<gid>` (an extension), `records_<gid|uid>_<timet>`, `heartbeat_<anything>`.
 //! Server → client: `ok`, `<kind>_<from>_<payload>_<type>_<fromgroupid>_<timet>_<extension>`,
-//! `heartbeat_<unix seconds>`, `members_<gid>_<uid>,<uid>…`, `records_<id>_end`, `error_<code>_<reason>`.
+//! `heartbeat_<unix seconds>`, `members_<gid>_<uid>,<uid>…`, `online_<gid>_<uid>,<uid>…`,
+//! `records_<id>_end`, `error_<code>_<reason>`.
 
 use crate::domain::message::valid_id;
 
@@ -40,6 +41,8 @@ pub enum Signal {
         extension: String,
     },
     Members(String),
+    /// The members of a group with a live connection (an extension).
+    Online(String),
     Records {
         id: String,
         before: i64,
@@ -82,12 +85,15 @@ pub fn parse(frame: &str) -> Result<Signal, CodecError> {
         "login" => login_arg(rest).map(Signal::Login),
         "logout" => user_id(rest).map(Signal::Logout),
         "heartbeat" => Ok(Signal::Heartbeat),
-        "members" => {
-            if valid_id(rest) {
-                Ok(Signal::Members(rest.to_string()))
-            } else {
-                Err(CodecError::BadTarget)
+        "members" | "online" => {
+            if !valid_id(rest) {
+                return Err(CodecError::BadTarget);
             }
+            Ok(if head == "members" {
+                Signal::Members(rest.to_string())
+            } else {
+                Signal::Online(rest.to_string())
+            })
         }
         "records" => {
             let (id, time) = rest.rsplit_once('_').ok_or(CodecError::BadSignal)?;
@@ -194,6 +200,10 @@ pub fn render_members(group: &str, members: &[String]) -> String {
     format!("members_{group}_{}", members.join(","))
 }
 
+pub fn render_online(group: &str, online: &[String]) -> String {
+    format!("online_{group}_{}", online.join(","))
+}
+
 pub fn render_records_end(id: &str) -> String {
     format!("records_{id}_end")
 }
@@ -244,6 +254,7 @@ mod tests {
             // Extension with base64 punctuation and a newline.
             ("text_b_x_unicast_ab+/=\nc=", Ok(send("text", "b", "x", Scope::Unicast, "ab+/=\nc="))),
             ("members_10", Ok(Signal::Members("10".into()))),
+            ("online_10", Ok(Signal::Online("10".into()))),
             ("records_10_0", Ok(Signal::Records { id: "10".into(), before: 0 })),
             ("records_bob_1700000000", Ok(Signal::Records { id: "bob".into(), before: 1_700_000_000 })),
             ("heartbeat_123", Ok(Signal::Heartbeat)),
@@ -275,6 +286,8 @@ mod tests {
             ("text_bob", CodecError::BadSignal),
             ("text", CodecError::BadSignal),
             ("members_", CodecError::BadTarget),
+            ("online_", CodecError::BadTarget),
+            ("online_10 ", CodecError::BadTarget),
             ("records_10", CodecError::BadSignal),
             ("records_10_abc", CodecError::BadTime),
             ("records_10_-5", CodecError::BadTime),
@@ -323,6 +336,8 @@ mod tests {
         assert_eq!(render_heartbeat(17), "heartbeat_17");
         assert_eq!(render_members("10", &["a".into(), "b".into()]), "members_10_a,b");
         assert_eq!(render_members("10", &[]), "members_10_");
+        assert_eq!(render_online("10", &["b".into()]), "online_10_b");
+        assert_eq!(render_online("10", &[]), "online_10_");
         assert_eq!(render_records_end("10"), "records_10_end");
         assert_eq!(render_error(401, "login first"), "error_401_login first");
         assert_eq!(render_error(400, "bad_signal"), "error_400_bad signal");

@@ -101,6 +101,37 @@ impl EntryConn {
         }
     }
 
+    /// Answers `members_<gid>` (every member) or `online_<gid>` (those with a live connection), to
+    /// members of the group only.
+    fn members(&mut self, group: String, online_only: bool, ctx: &mut ws::WebsocketContext<Self>) {
+        let Some(user) = self.user.clone() else {
+            return self.send_error(ctx, 401, "login first");
+        };
+        let core = self.core.clone();
+        let app = self.settings.app.clone();
+        let slot = self.delivery.inflow_add(MEMBERS_COST);
+        let fut = async move {
+            let g = match core.group(&GroupKey::new(&app, &group)).await? {
+                Some(g) if g.members.contains(&user) => g,
+                Some(_) => return Ok(Err((403, "not a member"))),
+                None => return Ok(Err((404, "no such group"))),
+            };
+            if !online_only {
+                return Ok(Ok(codec::render_members(&group, &g.members)));
+            }
+            let online = core.online_among(&app, g.members).await;
+            Ok::<_, CoreError>(Ok(codec::render_online(&group, &online)))
+        };
+        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+            act.settled(slot, ctx);
+            match res {
+                Ok(Ok(frame)) => act.send_text(ctx, frame),
+                Ok(Err((code, reason))) => act.send_error(ctx, code, reason),
+                Err(_) => act.send_error(ctx, 500, "internal error"),
+            }
+        }));
+    }
+
     fn on_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
         let signal = match codec::parse(text) {
             Ok(s) => s,
@@ -115,7 +146,9 @@ impl EntryConn {
                 ctx.close(Some(CloseReason { code: CloseCode::Normal, description: Some("logout".into()) }));
                 ctx.stop();
             }
-            Signal::Send { .. } | Signal::Members(_) | Signal::Records { .. } if !self.rate.allow() => {
+            Signal::Send { .. } | Signal::Members(_) | Signal::Online(_) | Signal::Records { .. }
+                if !self.rate.allow() =>
+            {
                 METRICS.limited("message");
                 self.send_error(ctx, 429, "too many messages");
             }
@@ -143,26 +176,8 @@ impl EntryConn {
                 let stored = self.core.submit(draft, origin);
                 ctx.spawn(stored.into_actor(self).map(move |_, act, ctx| act.settled(size, ctx)));
             }
-            Signal::Members(group) => {
-                let Some(user) = self.user.clone() else {
-                    return self.send_error(ctx, 401, "login first");
-                };
-                let core = self.core.clone();
-                let app = self.settings.app.clone();
-                let slot = self.delivery.inflow_add(MEMBERS_COST);
-                let fut = async move { core.group(&GroupKey::new(&app, &group)).await.map(|g| (group, g)) };
-                ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
-                    act.settled(slot, ctx);
-                    match res {
-                        Ok((_, None)) => act.send_error(ctx, 404, "no such group"),
-                        Ok((group, Some(g))) if g.members.contains(&user) => {
-                            act.send_text(ctx, codec::render_members(&group, &g.members))
-                        }
-                        Ok(_) => act.send_error(ctx, 403, "not a member"),
-                        Err(_) => act.send_error(ctx, 500, "internal error"),
-                    }
-                }));
-            }
+            Signal::Members(group) => self.members(group, false, ctx),
+            Signal::Online(group) => self.members(group, true, ctx),
             Signal::Records { id, before } => {
                 let Some(user) = self.user.clone() else {
                     return self.send_error(ctx, 401, "login first");
