@@ -27,10 +27,11 @@ node-deps:
 	fi
 
 # Debian's Chromium for the browser test (playwright-core drives it; no browser is downloaded).
+# Chromium for the browser tests, with fonts for Chinese text and emoji (the console's screenshots).
 browser-deps:
-	@if ! command -v chromium >/dev/null 2>&1; then \
-		echo "installing chromium"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	@if ! command -v chromium >/dev/null 2>&1 || ! dpkg -s fonts-wqy-microhei fonts-noto-color-emoji >/dev/null 2>&1; then \
+		echo "installing chromium and fonts"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-microhei fonts-noto-color-emoji; \
 	fi
 
 build: deps

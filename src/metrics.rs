@@ -194,12 +194,106 @@ impl Metrics {
     }
 }
 
+/// One sample of the text exposition: a metric's name, its labels and its value.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Sample {
+    pub name: String,
+    pub labels: Vec<(String, String)>,
+    pub value: f64,
+}
+
+/// The samples of a text exposition (comments and lines that do not parse are skipped).
+pub fn parse_samples(text: &str) -> Vec<Sample> {
+    text.lines().filter(|l| !l.starts_with('#')).filter_map(parse_sample).collect()
+}
+
+fn parse_sample(line: &str) -> Option<Sample> {
+    let line = line.trim();
+    let (name, labels, rest) = match line.find('{') {
+        Some(open) => {
+            let (labels, len) = parse_labels(&line[open + 1..])?;
+            (&line[..open], labels, &line[open + 1 + len..])
+        }
+        None => {
+            let (name, rest) = line.split_once(' ')?;
+            (name, Vec::new(), rest)
+        }
+    };
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':') {
+        return None;
+    }
+    let value = rest.split_whitespace().next()?.parse::<f64>().ok()?;
+    Some(Sample { name: name.to_string(), labels, value })
+}
+
+/// `k="v",…}` → the labels and the bytes read, up to and including the `}`.
+fn parse_labels(s: &str) -> Option<(Vec<(String, String)>, usize)> {
+    let mut labels = Vec::new();
+    let mut chars = s.char_indices().peekable();
+    loop {
+        let mut key = String::new();
+        loop {
+            match chars.next()? {
+                (i, '}') if key.is_empty() => return Some((labels, i + 1)),
+                (_, '=') => break,
+                (_, ',') if key.is_empty() => {}
+                (_, c) => key.push(c),
+            }
+        }
+        if chars.next()?.1 != '"' {
+            return None;
+        }
+        let mut value = String::new();
+        loop {
+            match chars.next()? {
+                (_, '\\') => match chars.next()?.1 {
+                    'n' => value.push('\n'),
+                    c => value.push(c),
+                },
+                (_, '"') => break,
+                (_, c) => value.push(c),
+            }
+        }
+        labels.push((key.trim().to_string(), value));
+    }
+}
+
 /// The process's metrics.
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn samples_parse_from_the_exposition() {
+        let text = "# HELP wsim_x x\n# TYPE wsim_x counter\nwsim_x_total 3\n\
+                    wsim_c{frontend=\"wsim\"} 2\n\
+                    wsim_h_bucket{le=\"+Inf\",route=\"/a,b\"} 1.5e1\n\
+                    wsim_q{v=\"say \\\"hi\\\"\\\\\\n\"} 4\n\
+                    garbage\nwsim_bad{x=1} 2\nwsim_nan abc\n# EOF\n";
+        let samples = parse_samples(text);
+        let l = |k: &str, v: &str| (k.to_string(), v.to_string());
+        assert_eq!(
+            samples,
+            vec![
+                Sample { name: "wsim_x_total".into(), labels: vec![], value: 3.0 },
+                Sample { name: "wsim_c".into(), labels: vec![l("frontend", "wsim")], value: 2.0 },
+                Sample {
+                    name: "wsim_h_bucket".into(),
+                    labels: vec![l("le", "+Inf"), l("route", "/a,b")],
+                    value: 15.0
+                },
+                Sample { name: "wsim_q".into(), labels: vec![l("v", "say \"hi\"\\\n")], value: 4.0 },
+            ]
+        );
+        // What the registry renders parses whole.
+        let m = Metrics::new();
+        m.frontend("gru").connections.inc();
+        let parsed = parse_samples(&m.render());
+        let open = parsed.iter().find(|s| s.name == "wsim_connections_open").expect("connections");
+        assert_eq!((open.labels.clone(), open.value), (vec![l("frontend", "gru")], 1.0));
+    }
 
     #[test]
     fn renders_counters_with_labels() {

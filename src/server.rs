@@ -273,6 +273,13 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     let cluster_data = web::Data::new(cluster.clone());
     let ticket_state = gru_state.clone();
     let admin_access = web::Data::new(AdminAccess::new(settings.admin_allow.clone()));
+    let console_state = web::Data::new(crate::console::admin::ConsoleState {
+        admin_token: settings.console_admin_token.clone(),
+        wsim: wsim_state.clone(),
+        longweb: longweb_state.clone(),
+        gru: gru_state.clone(),
+        cluster: cluster.clone(),
+    });
 
     let http_limits = limits.clone();
     let (body_rate, body_grace) = (settings.limits.body_min_bytes_per_sec, settings.limits.body_grace);
@@ -343,6 +350,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             .route("/healthz", web::get().to(healthz))
             .route("/metrics", web::get().to(metrics))
             .configure(crate::console::configure)
+            .configure(crate::console::admin::configure(console_state.clone()))
             .configure(wsim::configure(wsim_state.clone()))
             .configure(upload::configure(upload_settings.clone()))
             .configure(longweb::configure(longweb_state.clone()))

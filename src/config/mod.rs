@@ -273,6 +273,8 @@ pub struct Settings {
     pub cluster: Option<ClusterSettings>,
     /// Who may read `/metrics` and longweb's `/state`.
     pub admin_allow: Vec<ipnet::IpNet>,
+    /// `[console] admin_token` (empty counts as unset).
+    pub console_admin_token: Option<String>,
     pub limits: LimitSettings,
     /// The configuration file, re-read on SIGHUP.
     pub config_path: Option<PathBuf>,
@@ -616,6 +618,7 @@ impl Settings {
             gru: GruSettings::from_config(&c.gru)?,
             cluster,
             admin_allow: parse_nets("admin.allow", &c.admin.allow)?,
+            console_admin_token: c.console.admin_token.clone().filter(|t| !t.trim().is_empty()),
             limits: LimitSettings {
                 exempt: parse_nets("limits.exempt", &c.limits.exempt)?,
                 connections_per_ip: at_least("limits.connections_per_ip", c.limits.connections_per_ip, 0)?

@@ -134,6 +134,7 @@ options! {
         pub gru: GruConfig,
         pub cluster: ClusterConfig,
         pub admin: AdminConfig,
+        pub console: ConsoleConfig,
         pub limits: LimitsConfig,
     }
 }
@@ -172,6 +173,15 @@ options! {
     pub struct AdminConfig in "admin" {
         /// Networks allowed to read /metrics and longweb's /state (addresses or CIDRs); the others get 403.
         pub allow: Vec<String> = vec!["127.0.0.0/8".into(), "::1/128".into()],
+    }
+}
+
+options! {
+    /// `[console]`: the web console served at `/`.
+    pub struct ConsoleConfig in "console" {
+        /// Token the console's administration calls must present (header X-Admin-Token). Unset:
+        /// administration from loopback addresses only, without a token.
+        pub admin_token: Option<String> = None,
     }
 }
 
@@ -355,6 +365,7 @@ pub fn all() -> Vec<OptionInfo> {
         GruConfig::OPTIONS,
         ClusterConfig::OPTIONS,
         AdminConfig::OPTIONS,
+        ConsoleConfig::OPTIONS,
         LimitsConfig::OPTIONS,
     ]
     .concat()

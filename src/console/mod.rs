@@ -1,10 +1,12 @@
 //! The web console (`static/`), embedded in the binary: `GET /` serves it, so `wsim` alone (no files,
 //! no network at run time) gives a person a page to chat from. It talks to the server the way the
-//! mobile apps do (`/entry`, the group API).
+//! mobile apps do (`/entry`, the group API); its administration half calls [`admin`].
+
+pub mod admin;
 
 use actix_web::{web, HttpResponse};
 
-const INDEX: &str = include_str!("../static/index.html");
+const INDEX: &str = include_str!("../../static/index.html");
 
 async fn index() -> HttpResponse {
     HttpResponse::Ok()

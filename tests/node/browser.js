@@ -1,8 +1,11 @@
 // Drives pages in Debian's Chromium (playwright-core, the system browser: Playwright's own browser
-// download is not used) for the Gru browser test. Reads one JSON command per line on stdin, writes one
+// download is not used) for the Gru and console browser tests. Reads one JSON command per line on stdin, writes one
 // JSON event per line on stdout:
 //   {"op":"open","name":"a","url":"http://…"}      a page in a browser context of its own → {"name","event":"opened"}
 //   {"op":"eval","name":"a","js":"…","id":"x"}     → {"name","event":"eval","id":"x","data":<result>}
+//   {"op":"screenshot","name":"a","path":"…","id":"x"} the page as a PNG at path → {"name","event":"done","id"}
+//   {"op":"offline","name":"a","offline":true,"id":"x"} the page's context loses (or regains) the network
+//                                                  → {"name","event":"done","id"}
 // Events: {"event":"ready"}; {"name","event":<what the page reports>,"data"}; for every request to
 // /socket.io/: {"name","event":"http","method","url","requestType","responseType","status"};
 // {"name","event":"page_error"|"console_error","data"}; {"event":"agent_error","data"}.
@@ -21,6 +24,7 @@ async function open(browser, cmd) {
   const name = cmd.name;
   const context = await browser.newContext();
   const page = await context.newPage();
+  if (cmd.width && cmd.height) await page.setViewportSize({ width: cmd.width, height: cmd.height });
   pages.set(name, page);
   await page.exposeFunction('reportToTest', (ev) => out({ name, event: ev.event, data: ev.data }));
   page.on('pageerror', (err) => out({ name, event: 'page_error', data: String(err) }));
@@ -70,6 +74,12 @@ async function main() {
       } else if (cmd.op === 'eval') {
         const data = await pages.get(cmd.name).evaluate(cmd.js);
         out({ name: cmd.name, event: 'eval', id: cmd.id, data });
+      } else if (cmd.op === 'screenshot') {
+        await pages.get(cmd.name).screenshot({ path: cmd.path, fullPage: true });
+        out({ name: cmd.name, event: 'done', id: cmd.id });
+      } else if (cmd.op === 'offline') {
+        await pages.get(cmd.name).context().setOffline(!!cmd.offline);
+        out({ name: cmd.name, event: 'done', id: cmd.id });
       } else {
         out({ event: 'agent_error', data: `unknown op ${cmd.op}` });
       }

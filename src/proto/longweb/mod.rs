@@ -295,22 +295,30 @@ async fn app_state(
             .insert_header(ContentType::json())
             .body(json!({"RetCode": -1, "RetMsg": "not allow ip"}).to_string());
     }
-    let settings = state.settings();
-    let counts = state.counts.lock().map(|c| c.clone()).unwrap_or_default();
-    let apps: BTreeMap<String, Value> = settings
-        .apps
-        .iter()
-        .map(|a| {
-            let c = counts.get(&a.appid).copied().unwrap_or_default();
-            let v = json!({
-                "Name": a.name,
-                "WebSocket": {"WithToken": c.socket_token, "WithoutToken": c.socket_plain},
-                "LongPoll": {"WithToken": c.poll_token, "WithoutToken": c.poll_plain},
-            });
-            (a.appid.clone(), v)
-        })
-        .collect();
-    HttpResponse::Ok().insert_header(ContentType::json()).body(json!({"Apps": apps}).to_string())
+    HttpResponse::Ok().insert_header(ContentType::json()).body(state.apps_state().to_string())
+}
+
+impl LongwebState {
+    /// `{"Apps": {<appid>: {"Name", "WebSocket": {"WithToken", "WithoutToken"}, "LongPoll": {…}}}}`:
+    /// the configured apps and their open connections.
+    pub fn apps_state(&self) -> Value {
+        let settings = self.settings();
+        let counts = self.counts.lock().map(|c| c.clone()).unwrap_or_default();
+        let apps: BTreeMap<String, Value> = settings
+            .apps
+            .iter()
+            .map(|a| {
+                let c = counts.get(&a.appid).copied().unwrap_or_default();
+                let v = json!({
+                    "Name": a.name,
+                    "WebSocket": {"WithToken": c.socket_token, "WithoutToken": c.socket_plain},
+                    "LongPoll": {"WithToken": c.poll_token, "WithoutToken": c.poll_plain},
+                });
+                (a.appid.clone(), v)
+            })
+            .collect();
+        json!({"Apps": apps})
+    }
 }
 
 /// Mounts the longweb routes.

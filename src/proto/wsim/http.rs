@@ -74,9 +74,70 @@ impl From<AuthError> for ApiError {
     }
 }
 
-/// Who calls: `token=` for the user `uid=` (or `claim`, the user the call names), with auth on;
-/// anyone with it off.
-async fn caller(state: &WsimState, p: &Params, claim: Option<&str>) -> Result<Actor, ApiError> {
+/// Who a call acts as: decided from its own parameters (the group API), or known already (the
+/// console's administration calls act as the admin).
+#[derive(Debug, Clone)]
+pub enum Caller {
+    FromParams,
+    Known(Actor),
+}
+
+/// The group API's operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    CreateGrp,
+    AddMembers,
+    DelMembers,
+    EditGrp,
+    QueryMyGrps,
+    GrpInfo,
+    RefreshGrp,
+    SetUserInfo,
+}
+
+impl Op {
+    /// Every operation with its route name.
+    pub const ALL: [(&'static str, Op); 8] = [
+        ("creategrp", Op::CreateGrp),
+        ("addmembers", Op::AddMembers),
+        ("delmembers", Op::DelMembers),
+        ("editgrp", Op::EditGrp),
+        ("querymygrps", Op::QueryMyGrps),
+        ("grpinfo", Op::GrpInfo),
+        ("refreshgrp", Op::RefreshGrp),
+        ("setuserinfo", Op::SetUserInfo),
+    ];
+
+    pub fn from_name(name: &str) -> Option<Op> {
+        Op::ALL.iter().find(|(n, _)| *n == name).map(|(_, op)| *op)
+    }
+}
+
+/// Runs `op` with the request's parameters, as `who`, and answers in the group API's envelope.
+pub async fn answer(state: &WsimState, op: Op, req: &HttpRequest, body: &[u8], who: &Caller) -> HttpResponse {
+    let result = async {
+        let p = Params::from_request(req, body)?;
+        match op {
+            Op::CreateGrp => creategrp(state, &p, who).await,
+            Op::AddMembers => addmembers(state, &p, who).await,
+            Op::DelMembers => delmembers(state, &p, who).await,
+            Op::EditGrp => editgrp(state, &p, who).await,
+            Op::QueryMyGrps => querymygrps(state, &p, who).await,
+            Op::GrpInfo => grpinfo(state, &p, who).await,
+            Op::RefreshGrp => refreshgrp(state, &p, who).await,
+            Op::SetUserInfo => setuserinfo(state, &p, who).await,
+        }
+    }
+    .await;
+    reply(state, result)
+}
+
+/// Who calls: known already, or `token=` for the user `uid=` (or `claim`, the user the call
+/// names) with auth on; anyone with it off.
+async fn caller(state: &WsimState, p: &Params, who: &Caller, claim: Option<&str>) -> Result<Actor, ApiError> {
+    if let Caller::Known(actor) = who {
+        return Ok(actor.clone());
+    }
     if !state.auth.enabled() {
         return Ok(Actor::Anyone);
     }
@@ -248,182 +309,137 @@ async fn existing_group(state: &WsimState, id: &str) -> Result<Group, ApiError> 
     state.core.group(&GroupKey::new(&state.app, id)).await?.ok_or(ApiError::from(CoreError::NoSuchGroup))
 }
 
-pub async fn creategrp(state: web::Data<WsimState>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
-    let result = async {
-        let p = Params::from_request(&req, &body)?;
-        let creator = p.id("creator")?;
-        if !caller(&state, &p, Some(&creator)).await?.is(&creator) {
-            return Err(not_allowed("a group is created by the token's user"));
-        }
-        let members = p.ids("members")?;
-        let name = p.text("name", MAX_TEXT)?.unwrap_or_default();
-        let notice = p.text("notice", MAX_NOTICE)?.unwrap_or_default();
-        let spec = GroupSpec {
-            creator,
-            name,
-            notice,
-            members,
-            snap: state.default_group_snap.clone(),
-            ..GroupSpec::default()
-        };
-        let mut g = state.core.create_group(&state.app, spec).await?;
-        g.snap = redraw_snap(&state, &g).await;
-        Ok(Some(group_json(&g, json!(g.members))))
+async fn creategrp(state: &WsimState, p: &Params, who: &Caller) -> Result<Option<Value>, ApiError> {
+    let creator = p.id("creator")?;
+    if !caller(state, p, who, Some(&creator)).await?.is(&creator) {
+        return Err(not_allowed("a group is created by the token's user"));
     }
-    .await;
-    reply(&state, result)
+    let members = p.ids("members")?;
+    let name = p.text("name", MAX_TEXT)?.unwrap_or_default();
+    let notice = p.text("notice", MAX_NOTICE)?.unwrap_or_default();
+    let spec = GroupSpec {
+        creator,
+        name,
+        notice,
+        members,
+        snap: state.default_group_snap.clone(),
+        ..GroupSpec::default()
+    };
+    let mut g = state.core.create_group(&state.app, spec).await?;
+    g.snap = redraw_snap(state, &g).await;
+    Ok(Some(group_json(&g, json!(g.members))))
 }
 
-pub async fn addmembers(state: web::Data<WsimState>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
-    let result = async {
-        let p = Params::from_request(&req, &body)?;
-        let group = p.id("groupid")?;
-        let members = p.ids("members")?;
-        if members.is_empty() {
-            return Err(ApiError::arg("members is required"));
-        }
-        let actor = caller(&state, &p, None).await?;
-        if !reads(&actor, &existing_group(&state, &group).await?) {
-            return Err(ApiError::from(CoreError::NotMember));
-        }
-        let added = state.core.add_members(&GroupKey::new(&state.app, &group), members).await?;
-        if !added.is_empty() {
-            redraw_group(&state, &group).await;
-        }
-        Ok(None)
+async fn addmembers(state: &WsimState, p: &Params, who: &Caller) -> Result<Option<Value>, ApiError> {
+    let group = p.id("groupid")?;
+    let members = p.ids("members")?;
+    if members.is_empty() {
+        return Err(ApiError::arg("members is required"));
     }
-    .await;
-    reply(&state, result)
+    let actor = caller(state, p, who, None).await?;
+    if !reads(&actor, &existing_group(state, &group).await?) {
+        return Err(ApiError::from(CoreError::NotMember));
+    }
+    let added = state.core.add_members(&GroupKey::new(&state.app, &group), members).await?;
+    if !added.is_empty() {
+        redraw_group(state, &group).await;
+    }
+    Ok(None)
 }
 
-pub async fn delmembers(state: web::Data<WsimState>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
-    let result = async {
-        let p = Params::from_request(&req, &body)?;
-        let group = p.id("groupid")?;
-        let members = p.ids("members")?;
-        if members.is_empty() {
-            return Err(ApiError::arg("members is required"));
-        }
-        let actor = caller(&state, &p, None).await?;
-        let g = existing_group(&state, &group).await?;
-        // The creator removes anyone; a member only itself.
-        let leaving = matches!(&actor, Actor::User(u) if members.len() == 1 && members[0] == *u);
-        if !actor.is(&g.creator) && !leaving {
-            return Err(not_allowed("only the group's creator removes members"));
-        }
-        if members.contains(&g.creator) {
-            return Err(ApiError { code: ERR_NOT_ALLOWED, message: "the creator cannot be removed".into() });
-        }
-        let removed = state.core.remove_members(&GroupKey::new(&state.app, &group), members).await?;
-        if !removed.is_empty() {
-            redraw_group(&state, &group).await;
-        }
-        Ok(None)
+async fn delmembers(state: &WsimState, p: &Params, who: &Caller) -> Result<Option<Value>, ApiError> {
+    let group = p.id("groupid")?;
+    let members = p.ids("members")?;
+    if members.is_empty() {
+        return Err(ApiError::arg("members is required"));
     }
-    .await;
-    reply(&state, result)
+    let actor = caller(state, p, who, None).await?;
+    let g = existing_group(state, &group).await?;
+    // The creator removes anyone; a member only itself.
+    let leaving = matches!(&actor, Actor::User(u) if members.len() == 1 && members[0] == *u);
+    if !actor.is(&g.creator) && !leaving {
+        return Err(not_allowed("only the group's creator removes members"));
+    }
+    if members.contains(&g.creator) {
+        return Err(ApiError { code: ERR_NOT_ALLOWED, message: "the creator cannot be removed".into() });
+    }
+    let removed = state.core.remove_members(&GroupKey::new(&state.app, &group), members).await?;
+    if !removed.is_empty() {
+        redraw_group(state, &group).await;
+    }
+    Ok(None)
 }
 
-pub async fn editgrp(state: web::Data<WsimState>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
-    let result = async {
-        let p = Params::from_request(&req, &body)?;
-        let group = p.id("groupid")?;
-        let name = p.text("name", MAX_TEXT)?;
-        let notice = p.text("notice", MAX_NOTICE)?;
-        if name.is_none() && notice.is_none() {
-            return Err(ApiError::arg("name or notice is required"));
-        }
-        let actor = caller(&state, &p, None).await?;
-        if !actor.is(&existing_group(&state, &group).await?.creator) {
-            return Err(not_allowed("only the group's creator edits it"));
-        }
-        state.core.edit_group(&GroupKey::new(&state.app, &group), name, notice).await?;
-        Ok(None)
+async fn editgrp(state: &WsimState, p: &Params, who: &Caller) -> Result<Option<Value>, ApiError> {
+    let group = p.id("groupid")?;
+    let name = p.text("name", MAX_TEXT)?;
+    let notice = p.text("notice", MAX_NOTICE)?;
+    if name.is_none() && notice.is_none() {
+        return Err(ApiError::arg("name or notice is required"));
     }
-    .await;
-    reply(&state, result)
+    let actor = caller(state, p, who, None).await?;
+    if !actor.is(&existing_group(state, &group).await?.creator) {
+        return Err(not_allowed("only the group's creator edits it"));
+    }
+    state.core.edit_group(&GroupKey::new(&state.app, &group), name, notice).await?;
+    Ok(None)
 }
 
-pub async fn querymygrps(state: web::Data<WsimState>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
-    let result = async {
-        let p = Params::from_request(&req, &body)?;
-        let user = p.id("userid")?;
-        if !caller(&state, &p, Some(&user)).await?.is(&user) {
-            return Err(not_allowed("a user reads its own groups"));
-        }
-        let groups = state.core.groups_of(&UserKey::new(&state.app, &user)).await?;
-        Ok(Some(Value::Array(with_profiles(&state, groups).await?)))
+async fn querymygrps(state: &WsimState, p: &Params, who: &Caller) -> Result<Option<Value>, ApiError> {
+    let user = p.id("userid")?;
+    if !caller(state, p, who, Some(&user)).await?.is(&user) {
+        return Err(not_allowed("a user reads its own groups"));
     }
-    .await;
-    reply(&state, result)
+    let groups = state.core.groups_of(&UserKey::new(&state.app, &user)).await?;
+    Ok(Some(Value::Array(with_profiles(state, groups).await?)))
 }
 
-pub async fn grpinfo(state: web::Data<WsimState>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
-    let result = async {
-        let p = Params::from_request(&req, &body)?;
-        let group = p.id("groupid")?;
-        let actor = caller(&state, &p, None).await?;
-        let g = existing_group(&state, &group).await?;
-        if !reads(&actor, &g) {
-            return Err(ApiError::from(CoreError::NotMember));
-        }
-        Ok(with_profiles(&state, vec![g]).await?.pop())
+async fn grpinfo(state: &WsimState, p: &Params, who: &Caller) -> Result<Option<Value>, ApiError> {
+    let group = p.id("groupid")?;
+    let actor = caller(state, p, who, None).await?;
+    let g = existing_group(state, &group).await?;
+    if !reads(&actor, &g) {
+        return Err(ApiError::from(CoreError::NotMember));
     }
-    .await;
-    reply(&state, result)
+    Ok(with_profiles(state, vec![g]).await?.pop())
 }
 
 /// Redraws a group's snap and answers with the group's current info.
-pub async fn refreshgrp(state: web::Data<WsimState>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
-    let result = async {
-        let p = Params::from_request(&req, &body)?;
-        let group = p.id("groupid")?;
-        let actor = caller(&state, &p, None).await?;
-        let mut g = existing_group(&state, &group).await?;
-        if !reads(&actor, &g) {
-            return Err(ApiError::from(CoreError::NotMember));
-        }
-        g.snap = redraw_snap(&state, &g).await;
-        Ok(with_profiles(&state, vec![g]).await?.pop())
+async fn refreshgrp(state: &WsimState, p: &Params, who: &Caller) -> Result<Option<Value>, ApiError> {
+    let group = p.id("groupid")?;
+    let actor = caller(state, p, who, None).await?;
+    let mut g = existing_group(state, &group).await?;
+    if !reads(&actor, &g) {
+        return Err(ApiError::from(CoreError::NotMember));
     }
-    .await;
-    reply(&state, result)
+    g.snap = redraw_snap(state, &g).await;
+    Ok(with_profiles(state, vec![g]).await?.pop())
 }
 
-pub async fn setuserinfo(state: web::Data<WsimState>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
-    let result = async {
-        let p = Params::from_request(&req, &body)?;
-        let user = p.id("userid")?;
-        if !caller(&state, &p, Some(&user)).await?.is(&user) {
-            return Err(not_allowed("a user edits its own profile"));
-        }
-        let nickname = p.text("nickname", MAX_TEXT)?;
-        let avatar = match p.text("snap", MAX_URL)? {
-            Some(a) => Some(a),
-            None => p.text("avatar", MAX_URL)?,
-        };
-        let avatar_changed = avatar.is_some();
-        let row = state
-            .core
-            .set_profile(
-                UserKey::new(state.app.clone(), user.clone()),
-                nickname,
-                avatar,
-                &state.default_avatar,
-            )
-            .await?;
-        if avatar_changed {
-            // Among the first nine members, the avatar shows on the snap: redraw those groups.
-            for g in state.core.groups_of(&UserKey::new(&state.app, &user)).await? {
-                if g.members.iter().take(9).any(|m| *m == user) {
-                    redraw_snap(&state, &g).await;
-                }
+async fn setuserinfo(state: &WsimState, p: &Params, who: &Caller) -> Result<Option<Value>, ApiError> {
+    let user = p.id("userid")?;
+    if !caller(state, p, who, Some(&user)).await?.is(&user) {
+        return Err(not_allowed("a user edits its own profile"));
+    }
+    let nickname = p.text("nickname", MAX_TEXT)?;
+    let avatar = match p.text("snap", MAX_URL)? {
+        Some(a) => Some(a),
+        None => p.text("avatar", MAX_URL)?,
+    };
+    let avatar_changed = avatar.is_some();
+    let row = state
+        .core
+        .set_profile(UserKey::new(state.app.clone(), user.clone()), nickname, avatar, &state.default_avatar)
+        .await?;
+    if avatar_changed {
+        // Among the first nine members, the avatar shows on the snap: redraw those groups.
+        for g in state.core.groups_of(&UserKey::new(&state.app, &user)).await? {
+            if g.members.iter().take(9).any(|m| *m == user) {
+                redraw_snap(state, &g).await;
             }
         }
-        Ok(Some(json!({"userid": row.id, "nickname": row.nickname, "snap": row.avatar})))
     }
-    .await;
-    reply(&state, result)
+    Ok(Some(json!({"userid": row.id, "nickname": row.nickname, "snap": row.avatar})))
 }
 
 /// `/inner/wsim_token?userid=`: a token for the user (token mode; from `[gateway] inner_allow` only).

@@ -52,21 +52,15 @@ pub fn configure(state: web::Data<WsimState>) -> impl FnOnce(&mut web::ServiceCo
         cfg.app_data(state);
         for prefix in ["", "/wsim"] {
             cfg.route(&format!("{prefix}/entry"), web::get().to(entry));
-            macro_rules! api {
-                ($name:literal, $h:path) => {
-                    cfg.route(&format!("{prefix}/{}", $name), web::get().to($h));
-                    cfg.route(&format!("{prefix}/{}", $name), web::post().to($h));
+            for (name, op) in http::Op::ALL {
+                let handler = move |state: web::Data<WsimState>, req: HttpRequest, body: web::Bytes| async move {
+                    http::answer(&state, op, &req, &body, &http::Caller::FromParams).await
                 };
+                cfg.route(&format!("{prefix}/{name}"), web::get().to(handler));
+                cfg.route(&format!("{prefix}/{name}"), web::post().to(handler));
             }
-            api!("creategrp", http::creategrp);
-            api!("addmembers", http::addmembers);
-            api!("delmembers", http::delmembers);
-            api!("editgrp", http::editgrp);
-            api!("querymygrps", http::querymygrps);
-            api!("grpinfo", http::grpinfo);
-            api!("refreshgrp", http::refreshgrp);
-            api!("setuserinfo", http::setuserinfo);
-            api!("inner/wsim_token", http::inner_wsim_token);
+            cfg.route(&format!("{prefix}/inner/wsim_token"), web::get().to(http::inner_wsim_token));
+            cfg.route(&format!("{prefix}/inner/wsim_token"), web::post().to(http::inner_wsim_token));
         }
     }
 }
