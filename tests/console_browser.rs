@@ -17,7 +17,8 @@ use serde_json::{json, Value};
 on_both_backends!(
     two_people_chat_in_the_console,
     the_admin_creates_a_group_its_member_sees_at_once,
-    a_tab_that_was_offline_shows_what_came_meanwhile
+    a_tab_that_was_offline_shows_what_came_meanwhile,
+    a_gateway_session_over_sse_chats_with_a_wsim_user
 );
 
 /// Chromium pages of one test, with their screenshots.
@@ -113,8 +114,21 @@ impl Browser {
     }
 
     async fn log_in(&mut self, page: &str, user: &str) {
+        self.log_in_via(page, user, "wsim").await;
+    }
+
+    /// Logs in over `via`: "wsim" (/entry) or "gateway" (/notify over SSE).
+    async fn log_in_via(&mut self, page: &str, user: &str, via: &str) {
+        let js =
+            format!("(() => {{ document.getElementById('login-via').value = {via:?}; return true; }})()");
+        assert_eq!(self.eval(page, &js).await, Value::Bool(true));
         self.fill_and_submit(page, "login-user", user, "login-go").await;
         self.until(page, "document.getElementById('status').textContent === 'online'").await;
+    }
+
+    /// Lets what is under way land (half a second).
+    async fn gather_quietly(&mut self) {
+        self.agent.gather(Duration::from_millis(500)).await;
     }
 
     /// Page and console errors so far, but those `allowed` names.
@@ -317,6 +331,41 @@ async fn a_tab_that_was_offline_shows_what_came_meanwhile(b: Backend) {
     br.until("b", &conversation("u:alice")).await;
     br.until("b", &shows("你在吗？📵")).await;
     br.shot("b", "caught-up").await;
+    let errors = br.errors(&[]).await;
+    assert!(errors.is_empty(), "{errors:?}");
+}
+
+async fn a_gateway_session_over_sse_chats_with_a_wsim_user(b: Backend) {
+    let s = TestServer::start(&b, &[]);
+    let v = s.get_json("/creategrp?creator=alice&members=bob&name=%E5%B0%8F%E7%BB%84").await;
+    let gid = v["data"]["groupid"].as_str().expect("gid").to_string();
+    let mut alice = s.login("alice").await;
+    alice.send(&format!("text_{gid}_早上好 ☀️_group_e"));
+    s.wait_rows("SELECT COUNT(*) AS n FROM messages", 1).await;
+
+    // Bob is a gateway session on SSE (its token from /inner/get_token: the browser is on loopback).
+    let mut br = Browser::start(&b, "gateway").await;
+    br.open("g", &s.url("/"), None).await;
+    br.log_in_via("g", "bob", "gateway").await;
+    br.until("g", &format!("{} && document.body.innerText.includes('# 小组')", listed(&format!("g:{gid}"))))
+        .await;
+    // The history comes from the gateway's history call.
+    br.until("g", &conversation(&format!("g:{gid}"))).await;
+    br.until("g", &shows("早上好 ☀️")).await;
+    // Live both ways: /entry to SSE, /send_msg to /entry.
+    alice.send(&format!("text_{gid}_在线吗 🙋_group_e"));
+    br.until("g", &shows("在线吗 🙋")).await;
+    br.fill_and_submit("g", "text", "在的 ✋", "send").await;
+    let (kind, from, payload, ty, where_, _, _) = common::fields(&alice.recv().await);
+    assert_eq!(
+        (kind.as_str(), from.as_str(), payload.as_str(), ty.as_str(), where_.as_str()),
+        ("text", "bob", "在的 ✋", "group", gid.as_str())
+    );
+    // Shown once, though the session's own stream carries it back too.
+    br.gather_quietly().await;
+    let copies = br.eval("g", "[...document.querySelectorAll('#messages .body')].filter(e => e.textContent === '在的 ✋').length").await;
+    assert_eq!(copies, json!(1));
+    br.shot("g", "gateway-session").await;
     let errors = br.errors(&[]).await;
     assert!(errors.is_empty(), "{errors:?}");
 }
