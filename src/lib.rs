@@ -11,6 +11,7 @@ pub mod core;
 pub mod domain;
 pub mod metrics;
 pub mod proto;
+pub mod push;
 pub mod server;
 pub mod store;
 pub mod transport;

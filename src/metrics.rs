@@ -25,6 +25,14 @@ pub struct LimitLabel {
     pub what: String,
 }
 
+/// Why something was given up (offline push: `feed`, a stored message the push resolver had no room
+/// for; `queue`, a notification with no room before the webhook; `rejected` by the webhook with a
+/// 4xx; `failed` after the retries; `store`, the database did not answer).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub why: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabel {
     pub route: String,
@@ -51,6 +59,8 @@ pub struct Metrics {
     pub batch_size: Histogram,
     pub batch_seconds: Histogram,
     pub http_requests: Family<HttpLabel, Counter>,
+    pub push_sent: Counter,
+    pub push_dropped: Family<ReasonLabel, Counter>,
 }
 
 /// The handles one front-end counts with.
@@ -141,6 +151,14 @@ impl Metrics {
         registry.register("store_batch_seconds", "Duration of store transactions", batch_seconds.clone());
         let http_requests = Family::<HttpLabel, Counter>::default();
         registry.register("http_requests", "HTTP requests, by route and status", http_requests.clone());
+        let push_sent = Counter::default();
+        registry.register("push_sent", "Offline-push notifications the webhook accepted", push_sent.clone());
+        let push_dropped = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "push_dropped",
+            "Offline push given up, by why: stored messages not looked at (feed), notifications not sent (queue, rejected, failed, store)",
+            push_dropped.clone(),
+        );
         Metrics {
             registry,
             connections,
@@ -161,6 +179,8 @@ impl Metrics {
             batch_size,
             batch_seconds,
             http_requests,
+            push_sent,
+            push_dropped,
         }
     }
 
@@ -178,6 +198,15 @@ impl Metrics {
             delivered: self.delivered.get_or_create(&l).clone(),
             slow_dropped: self.slow_dropped.get_or_create(&l).clone(),
         }
+    }
+
+    /// Counts `n` offline-push notifications given up for `why`.
+    pub fn push_dropped_n(&self, why: &str, n: u64) {
+        self.push_dropped.get_or_create(&ReasonLabel { why: why.to_string() }).inc_by(n);
+    }
+
+    pub fn push_dropped(&self, why: &str) {
+        self.push_dropped_n(why, 1);
     }
 
     pub fn http_request(&self, route: &str, status: u16) {

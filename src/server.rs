@@ -165,6 +165,9 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         None => None,
     };
 
+    if let Some(push) = &settings.push {
+        crate::push::start(core.clone(), push.clone());
+    }
     let or_default = |v: &str, default: String| if v.is_empty() { default } else { v.to_string() };
     let auth_key = match settings.wsim.auth.mode {
         crate::config::WsimAuthMode::Token => crate::transport::secret::load_or_create(

@@ -22,6 +22,8 @@ const RULES: &[(&str, &[&str])] = &[
     ("store", &["crate::core", "crate::cluster", "crate::transport", "crate::proto", "crate::server"]),
     ("core", &["crate::cluster", "crate::transport", "crate::proto", "crate::server"]),
     ("cluster", &["crate::transport", "crate::proto", "crate::server"]),
+    // Offline push sits beside the cluster: the core feeds it, it reads the store and calls a webhook.
+    ("push", &["crate::cluster", "crate::transport", "crate::proto", "crate::server"]),
     ("transport", &["crate::proto", "crate::server"]),
     ("proto", &["crate::store", "crate::server"]),
     // The console's page talks to the server over its public protocols only; its administration

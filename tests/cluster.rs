@@ -479,3 +479,47 @@ async fn room_messages_go_only_to_nodes_with_their_rooms_or_users() {
     let after = received().await;
     assert_eq!((after.0 - before.0, after.1 - before.1), (1.0, 0.0));
 }
+
+#[actix_rt::test]
+async fn offline_push_comes_once_from_the_storing_node_and_never_for_users_online_elsewhere() {
+    use common::webhook::{Hook, Mode, SECRET};
+    let hook = Hook::start(Mode::Accept);
+    let toml = format!(
+        "[push]\nwebhook = \"{}\"\nsecret = \"{SECRET}\"\nmax_delay_ms = 50\nquiet_secs = 0\n",
+        hook.url
+    );
+    let Some(c) = TestCluster::start(3, &toml) else { return };
+    all_see(&c.nodes, 3).await;
+    let gid = c.nodes[0].get_json("/creategrp?creator=alice&members=bob,carol").await["data"]["groupid"]
+        .as_str()
+        .expect("group id")
+        .to_string();
+    let alice = c.nodes[0].login("alice").await;
+    let mut bob = c.nodes[1].login("bob").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // bob is online on node 2, carol nowhere: only carol is pushed, once, by node 1.
+    alice.send(&format!("text_{gid}_to everyone_group_e"));
+    alice.send("text_bob_to bob_unicast_e");
+    assert_eq!(fields(&bob.recv().await).2, "to everyone");
+    assert_eq!(fields(&bob.recv().await).2, "to bob");
+    hook.wait_for("carol", 1).await;
+    alice.send("text_zed_sentinel_unicast_e");
+    hook.wait_for("zed", 1).await;
+    assert!(hook.of("bob").is_empty(), "bob is online on node 2: {:?}", hook.of("bob"));
+    // bob leaves node 2: node 1 pushes him, once.
+    bob.close().await;
+    let mut pushed = false;
+    for i in 0..50 {
+        alice.send(&format!("text_bob_are you there {i}_unicast_e"));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if !hook.of("bob").is_empty() {
+            pushed = true;
+            break;
+        }
+    }
+    assert!(pushed, "bob, gone from node 2, was never pushed");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got = hook.of("bob");
+    let ids: std::collections::HashSet<&str> = got.iter().filter_map(|n| n["message_id"].as_str()).collect();
+    assert_eq!(ids.len(), got.len(), "no message pushed twice: {got:?}");
+}

@@ -233,6 +233,20 @@ pub struct ClusterSettings {
     pub node_ttl: Duration,
 }
 
+/// Offline push (`[push]`, set when a webhook is).
+#[derive(Debug, Clone)]
+pub struct PushSettings {
+    pub webhook: String,
+    pub secret: Option<String>,
+    pub max_batch: usize,
+    pub max_delay: Duration,
+    pub queue: usize,
+    pub timeout: Duration,
+    pub retries: u32,
+    pub quiet: Duration,
+    pub preview_chars: usize,
+}
+
 /// Parses an address or network ("127.0.0.1", "10.0.0.0/8", "::1/128").
 pub fn parse_net(s: &str) -> Option<ipnet::IpNet> {
     let s = s.trim();
@@ -273,6 +287,7 @@ pub struct Settings {
     pub cluster: Option<ClusterSettings>,
     /// Who may read `/metrics` and longweb's `/state`.
     pub admin_allow: Vec<ipnet::IpNet>,
+    pub push: Option<PushSettings>,
     /// `[console] admin_token` (empty counts as unset).
     pub console_admin_token: Option<String>,
     pub limits: LimitSettings,
@@ -525,6 +540,29 @@ impl Settings {
                 Some(ClusterSettings { redis_url, key_prefix, node_ttl: Duration::from_secs(ttl) })
             }
         };
+        let push = match c.push.webhook.clone().filter(|u| !u.trim().is_empty()) {
+            None => None,
+            Some(webhook) => {
+                if !(webhook.starts_with("http://") || webhook.starts_with("https://")) {
+                    return Err(invalid("push.webhook", format!("{webhook} (expected http(s)://…)")));
+                }
+                let p = &c.push;
+                let count = |name: &str, v: i64, min: i64| {
+                    at_least(name, v, min).map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+                };
+                Some(PushSettings {
+                    webhook,
+                    secret: p.secret.clone().filter(|s| !s.is_empty()),
+                    max_batch: count("push.max_batch", p.max_batch, 1)?,
+                    max_delay: Duration::from_millis(at_least("push.max_delay_ms", p.max_delay_ms, 0)?),
+                    queue: count("push.queue", p.queue, 1)?,
+                    timeout: Duration::from_secs(at_least("push.timeout_secs", p.timeout_secs, 1)?),
+                    retries: u32::try_from(at_least("push.retries", p.retries, 0)?).unwrap_or(u32::MAX),
+                    quiet: Duration::from_secs(at_least("push.quiet_secs", p.quiet_secs, 0)?),
+                    preview_chars: count("push.preview_chars", p.preview_chars, 1)?,
+                })
+            }
+        };
         let pool_size = at_least("store.pool_size", c.store.pool_size, 1)?;
         let max_batch = at_least("store.max_batch", c.store.max_batch, 1)?;
         let avatar_kib = at_least("wsim.avatar_max_kib", c.wsim.avatar_max_kib, 1)?;
@@ -618,6 +656,7 @@ impl Settings {
             gru: GruSettings::from_config(&c.gru)?,
             cluster,
             admin_allow: parse_nets("admin.allow", &c.admin.allow)?,
+            push,
             console_admin_token: c.console.admin_token.clone().filter(|t| !t.trim().is_empty()),
             limits: LimitSettings {
                 exempt: parse_nets("limits.exempt", &c.limits.exempt)?,

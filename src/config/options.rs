@@ -135,6 +135,7 @@ options! {
         pub cluster: ClusterConfig,
         pub admin: AdminConfig,
         pub console: ConsoleConfig,
+        pub push: PushConfig,
         pub limits: LimitsConfig,
     }
 }
@@ -173,6 +174,33 @@ options! {
     pub struct AdminConfig in "admin" {
         /// Networks allowed to read /metrics and longweb's /state (addresses or CIDRs); the others get 403.
         pub allow: Vec<String> = vec!["127.0.0.0/8".into(), "::1/128".into()],
+    }
+}
+
+options! {
+    /// `[push]`: offline push to the business system (an extension).
+    pub struct PushConfig in "push" {
+        /// URL wsim POSTs notifications to when a stored message waits for a recipient with no live
+        /// connection anywhere (JSON, see the README). Unset: no push.
+        pub webhook: Option<String> = None,
+        /// Key of the X-Wsim-Signature header (sha256=<hex HMAC of the body>). Unset: no signature.
+        pub secret: Option<String> = None,
+        /// Most notifications in one request.
+        pub max_batch: i64 = 100,
+        /// Longest a notification waits for others to share its request, milliseconds.
+        pub max_delay_ms: i64 = 500,
+        /// Notifications waiting for the webhook (and stored messages waiting to be looked at); beyond,
+        /// new ones are dropped (counted in wsim_push_dropped_total{why="feed"|"queue"}).
+        pub queue: i64 = 10_000,
+        /// Seconds a webhook request may take.
+        pub timeout_secs: i64 = 5,
+        /// Attempts after the first for a request that failed with a 5xx or no answer (backoff from
+        /// 0.5 s, doubling, at most 30 s); a 4xx is not retried.
+        pub retries: i64 = 5,
+        /// At most one notification per recipient and conversation in this many seconds.
+        pub quiet_secs: i64 = 60,
+        /// Characters of a text message the preview keeps.
+        pub preview_chars: i64 = 100,
     }
 }
 
@@ -366,6 +394,7 @@ pub fn all() -> Vec<OptionInfo> {
         ClusterConfig::OPTIONS,
         AdminConfig::OPTIONS,
         ConsoleConfig::OPTIONS,
+        PushConfig::OPTIONS,
         LimitsConfig::OPTIONS,
     ]
     .concat()

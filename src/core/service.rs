@@ -213,6 +213,18 @@ impl Core {
         self.writer.send(GetStats).await.unwrap_or_default()
     }
 
+    /// Feeds every stored direct and group message to offline push from now on (`feed` is bounded:
+    /// what does not fit is not pushed).
+    pub fn attach_push(&self, feed: tokio::sync::mpsc::Sender<SharedMessage>) {
+        self.writer.do_send(super::writer::SetPush(feed));
+    }
+
+    /// Mutes (or unmutes) `conv` for `user`: no offline push for it.
+    pub async fn set_mute(&self, user: &UserKey, conv: &ConvKey, on: bool) -> Result<(), CoreError> {
+        let (app, user, conv) = (conv.app.clone(), user.user.clone(), conv.conv.clone());
+        Ok(self.store.run(move |c| crate::store::push::set_mute(c, &app, &user, &conv, on)).await?)
+    }
+
     /// Which of `users` have a live session, on this node or (with a cluster) another; in the order
     /// given.
     pub async fn online_among(&self, app: &str, users: Vec<String>) -> Vec<String> {

@@ -117,6 +117,9 @@ pub struct StoreWriter {
     stats: WriterStats,
     /// The other nodes of a cluster, told of every stored message.
     cluster: Option<Recipient<super::Outbound>>,
+    /// Offline push, fed every stored direct and group message (a bounded queue: when it is full the
+    /// message is not pushed, counted).
+    push: Option<tokio::sync::mpsc::Sender<SharedMessage>>,
     /// Commits since the last checkpoint (SQLite).
     dirty: bool,
     last_checkpoint: std::time::Instant,
@@ -137,6 +140,7 @@ impl StoreWriter {
             known_direct: HashSet::new(),
             stats: WriterStats::default(),
             cluster: None,
+            push: None,
             dirty: false,
             last_checkpoint: std::time::Instant::now(),
         }
@@ -258,6 +262,11 @@ impl StoreWriter {
                         if let Some(cluster) = &act.cluster {
                             cluster.do_send(super::Outbound { msg: job.msg.clone(), scope: job.scope });
                         }
+                        if let Some(push) = act.push.as_ref().filter(|_| job.scope != super::Scope::Room) {
+                            if push.try_send(job.msg.clone()).is_err() {
+                                METRICS.push_dropped("feed");
+                            }
+                        }
                         if let Some(ack) = job.ack {
                             let _ = ack.send(Ok(job.msg));
                         }
@@ -330,6 +339,20 @@ impl Handler<SetCluster> for StoreWriter {
 
     fn handle(&mut self, msg: SetCluster, _: &mut Self::Context) {
         self.cluster = Some(msg.0);
+    }
+}
+
+/// From now on, feed every stored direct and group message to offline push.
+pub struct SetPush(pub tokio::sync::mpsc::Sender<SharedMessage>);
+impl actix::Message for SetPush {
+    type Result = ();
+}
+
+impl Handler<SetPush> for StoreWriter {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetPush, _: &mut Self::Context) {
+        self.push = Some(msg.0);
     }
 }
 

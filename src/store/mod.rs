@@ -8,6 +8,7 @@
 pub mod groups;
 pub mod messages;
 pub mod models;
+pub mod push;
 pub mod schema;
 pub mod users;
 

@@ -59,4 +59,12 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(users, conversations, conv_members, messages, counters);
+diesel::table! {
+    mutes (app, conv, user_id) {
+        app -> Text,
+        user_id -> Text,
+        conv -> Text,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(users, conversations, conv_members, messages, counters, mutes);

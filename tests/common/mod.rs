@@ -5,6 +5,7 @@
 pub mod freeze;
 pub mod node;
 pub mod raw;
+pub mod webhook;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};

@@ -227,6 +227,32 @@ pub async fn check_joined(
     )
 }
 
+#[derive(Deserialize)]
+struct MuteRef {
+    conversation_id: String,
+    mute: bool,
+}
+
+/// `/mute_conversation` (an extension): `{"conversation_id","mute":true|false}`; a muted
+/// conversation is not pushed to the session's phone while it is offline. Members only.
+pub async fn mute_conversation(
+    state: web::Data<GatewayState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    reply(
+        async {
+            let sid = session_of(&state, &req)?;
+            let p: MuteRef = parse(&body)?;
+            let g = member_of(&state, &p.conversation_id, &sid).await?;
+            let group = GroupKey::new(&state.app, &g.id);
+            state.core.set_mute(&UserKey::new(&state.app, &sid), &ConvKey::group(&group), p.mute).await?;
+            Ok(Some(json!({"Muted": p.mute})))
+        }
+        .await,
+    )
+}
+
 pub async fn get_joined(state: web::Data<GatewayState>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
     reply(
         async {

@@ -103,6 +103,7 @@ pub fn configure(state: web::Data<GatewayState>) -> impl FnOnce(&mut web::Servic
             .route("/join_conversation", web::post().to(http::join_conversation))
             .route("/leave_conversation", web::post().to(http::leave_conversation))
             .route("/check_joined_conversation", web::post().to(http::check_joined))
+            .route("/mute_conversation", web::post().to(http::mute_conversation))
             .route("/get_joined_conversation", web::post().to(http::get_joined))
             .route("/get_conversation_detail", web::post().to(http::conversation_detail))
             .route("/get_lastone_msgid", web::post().to(http::lastone_msgid))

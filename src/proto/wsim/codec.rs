@@ -1,10 +1,11 @@
 //! The wsim signaling codec: text frames in, typed signals out, and back. Pure: no I/O, no actix.
 //!
 //! Client → server: `login_<uid>`, `logout_<uid>`, `<kind>_<to>_<payload>_<type>_<extension>`,
-//! `members_<gid>`, `online_<gid>` (an extension), `records_<gid|uid>_<timet>`, `heartbeat_<anything>`.
+//! `members_<gid>`, `online_<gid>` and `mute_<gid|uid>_<on|off>` (extensions), `records_<gid|uid>_<timet>`,
+//! `heartbeat_<anything>`.
 //! Server → client: `ok`, `<kind>_<from>_<payload>_<type>_<fromgroupid>_<timet>_<extension>`,
 //! `heartbeat_<unix seconds>`, `members_<gid>_<uid>,<uid>…`, `online_<gid>_<uid>,<uid>…`,
-//! `records_<id>_end`, `error_<code>_<reason>`.
+//! `mute_<id>_<on|off>`, `records_<id>_end`, `error_<code>_<reason>`.
 
 use crate::domain::message::valid_id;
 
@@ -46,6 +47,12 @@ pub enum Signal {
     Records {
         id: String,
         before: i64,
+    },
+    /// Mute (or unmute) a group or the direct conversation with a user: no offline push for it (an
+    /// extension).
+    Mute {
+        id: String,
+        on: bool,
     },
     Heartbeat,
 }
@@ -94,6 +101,18 @@ pub fn parse(frame: &str) -> Result<Signal, CodecError> {
             } else {
                 Signal::Online(rest.to_string())
             })
+        }
+        "mute" => {
+            let (id, flag) = rest.rsplit_once('_').ok_or(CodecError::BadSignal)?;
+            if !valid_id(id) {
+                return Err(CodecError::BadTarget);
+            }
+            let on = match flag {
+                "on" => true,
+                "off" => false,
+                _ => return Err(CodecError::BadSignal),
+            };
+            Ok(Signal::Mute { id: id.to_string(), on })
         }
         "records" => {
             let (id, time) = rest.rsplit_once('_').ok_or(CodecError::BadSignal)?;
@@ -204,6 +223,10 @@ pub fn render_online(group: &str, online: &[String]) -> String {
     format!("online_{group}_{}", online.join(","))
 }
 
+pub fn render_mute(id: &str, on: bool) -> String {
+    format!("mute_{id}_{}", if on { "on" } else { "off" })
+}
+
 pub fn render_records_end(id: &str) -> String {
     format!("records_{id}_end")
 }
@@ -255,6 +278,9 @@ mod tests {
             ("text_b_x_unicast_ab+/=\nc=", Ok(send("text", "b", "x", Scope::Unicast, "ab+/=\nc="))),
             ("members_10", Ok(Signal::Members("10".into()))),
             ("online_10", Ok(Signal::Online("10".into()))),
+            ("mute_10_on", Ok(Signal::Mute { id: "10".into(), on: true })),
+            ("mute_bob_off", Ok(Signal::Mute { id: "bob".into(), on: false })),
+            ("mute_a_b_on", Ok(Signal::Mute { id: "a_b".into(), on: true })),
             ("records_10_0", Ok(Signal::Records { id: "10".into(), before: 0 })),
             ("records_bob_1700000000", Ok(Signal::Records { id: "bob".into(), before: 1_700_000_000 })),
             ("heartbeat_123", Ok(Signal::Heartbeat)),
@@ -287,6 +313,10 @@ mod tests {
             ("text", CodecError::BadSignal),
             ("members_", CodecError::BadTarget),
             ("online_", CodecError::BadTarget),
+            ("mute_10", CodecError::BadSignal),
+            ("mute_10_yes", CodecError::BadSignal),
+            ("mute__on", CodecError::BadTarget),
+            ("mute_10 _on", CodecError::BadTarget),
             ("online_10 ", CodecError::BadTarget),
             ("records_10", CodecError::BadSignal),
             ("records_10_abc", CodecError::BadTime),
@@ -338,6 +368,8 @@ mod tests {
         assert_eq!(render_members("10", &[]), "members_10_");
         assert_eq!(render_online("10", &["b".into()]), "online_10_b");
         assert_eq!(render_online("10", &[]), "online_10_");
+        assert_eq!(render_mute("10", true), "mute_10_on");
+        assert_eq!(render_mute("bob", false), "mute_bob_off");
         assert_eq!(render_records_end("10"), "records_10_end");
         assert_eq!(render_error(401, "login first"), "error_401_login first");
         assert_eq!(render_error(400, "bad_signal"), "error_400_bad signal");

@@ -146,7 +146,11 @@ impl EntryConn {
                 ctx.close(Some(CloseReason { code: CloseCode::Normal, description: Some("logout".into()) }));
                 ctx.stop();
             }
-            Signal::Send { .. } | Signal::Members(_) | Signal::Online(_) | Signal::Records { .. }
+            Signal::Send { .. }
+            | Signal::Members(_)
+            | Signal::Online(_)
+            | Signal::Records { .. }
+            | Signal::Mute { .. }
                 if !self.rate.allow() =>
             {
                 METRICS.limited("message");
@@ -178,6 +182,31 @@ impl EntryConn {
             }
             Signal::Members(group) => self.members(group, false, ctx),
             Signal::Online(group) => self.members(group, true, ctx),
+            Signal::Mute { id, on } => {
+                let Some(user) = self.user.clone() else {
+                    return self.send_error(ctx, 401, "login first");
+                };
+                let core = self.core.clone();
+                let app = self.settings.app.clone();
+                let slot = self.delivery.inflow_add(MEMBERS_COST);
+                let fut = async move {
+                    let me = UserKey::new(&app, &user);
+                    let group = GroupKey::new(&app, &id);
+                    let conv = match core.group(&group).await? {
+                        Some(g) if g.members.contains(&user) => ConvKey::group(&group),
+                        _ => ConvKey::direct(&me, &id),
+                    };
+                    core.set_mute(&me, &conv, on).await?;
+                    Ok::<_, CoreError>(codec::render_mute(&id, on))
+                };
+                ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+                    act.settled(slot, ctx);
+                    match res {
+                        Ok(frame) => act.send_text(ctx, frame),
+                        Err(_) => act.send_error(ctx, 500, "internal error"),
+                    }
+                }));
+            }
             Signal::Records { id, before } => {
                 let Some(user) = self.user.clone() else {
                     return self.send_error(ctx, 401, "login first");
