@@ -19,7 +19,8 @@ on_both_backends!(
     muted_conversations_are_not_pushed,
     a_webhook_down_then_back_gets_what_waited,
     a_refusing_webhook_is_not_retried,
-    a_slow_webhook_never_slows_delivery
+    a_slow_webhook_never_slows_delivery,
+    a_stalled_webhook_holds_little_memory_whatever_the_messages
 );
 
 fn config(url: &str, extra: &str) -> String {
@@ -228,4 +229,40 @@ async fn a_slow_webhook_never_slows_delivery(b: Backend) {
          offline users) in {took:?}; dropped: {feed} stored messages, {queue} notifications"
     );
     assert!(hook.requests() <= 2, "{} requests", hook.requests());
+}
+
+async fn a_stalled_webhook_holds_little_memory_whatever_the_messages(b: Backend) {
+    // 1,500 pictures whose "URL" is 60 KB, to 1,500 offline users (90 MB), while the webhook hangs
+    // on its first request: every notification waits in the queue (10,000 places). Each keeps a
+    // digest of its message, not the message: a URL that long is left out.
+    const MESSAGES: usize = 1500;
+    let hook = Hook::start(Mode::Slow(Duration::from_secs(60)));
+    let s = TestServer::start_with_config(
+        &b,
+        &config(
+            &hook.url,
+            "timeout_secs = 60
+max_batch = 1
+",
+        ),
+    );
+    let alice = s.login("alice").await;
+    let memory = common::raw::MemoryWatch::start(s.pid());
+    let url = format!("http://img.example/{}.png", "a".repeat(60_000));
+    for i in 0..MESSAGES {
+        alice.send(&format!("picture_u{i}_{url}_unicast_e"));
+        if i % 100 == 99 {
+            // Keep the sender's own inflow under its bound: wait for the store to catch up.
+            s.wait_rows("SELECT COUNT(*) AS n FROM messages", i as i64 + 1).await;
+        }
+    }
+    s.wait_rows("SELECT COUNT(*) AS n FROM messages", MESSAGES as i64).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let growth = memory.peak_growth_kib();
+    drop(memory);
+    eprintln!(
+        "{MESSAGES} pictures of 60 KB for offline users behind a stalled webhook: RssAnon +{growth} KiB"
+    );
+    assert!(growth < 32 << 10, "RssAnon grew by {growth} KiB");
+    assert_eq!(s.metric("wsim_push_dropped_total{why=\"queue\"}").await, 0.0, "all queued");
 }

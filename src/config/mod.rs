@@ -559,7 +559,12 @@ impl Settings {
                     timeout: Duration::from_secs(at_least("push.timeout_secs", p.timeout_secs, 1)?),
                     retries: u32::try_from(at_least("push.retries", p.retries, 0)?).unwrap_or(u32::MAX),
                     quiet: Duration::from_secs(at_least("push.quiet_secs", p.quiet_secs, 0)?),
-                    preview_chars: count("push.preview_chars", p.preview_chars, 1)?,
+                    preview_chars: match count("push.preview_chars", p.preview_chars, 1)? {
+                        n if n > 1000 => {
+                            return Err(invalid("push.preview_chars", format!("{n} (at most 1000)")))
+                        }
+                        n => n,
+                    },
                 })
             }
         };

@@ -199,7 +199,7 @@ options! {
         pub retries: i64 = 5,
         /// At most one notification per recipient and conversation in this many seconds.
         pub quiet_secs: i64 = 60,
-        /// Characters of a text message the preview keeps.
+        /// Characters of a text message the preview keeps (at most 1000).
         pub preview_chars: i64 = 100,
     }
 }

@@ -263,7 +263,7 @@ impl StoreWriter {
                             cluster.do_send(super::Outbound { msg: job.msg.clone(), scope: job.scope });
                         }
                         if let Some(push) = act.push.as_ref().filter(|_| job.scope != super::Scope::Room) {
-                            if push.try_send(job.msg.clone()).is_err() {
+                            if push.try_send(push_digest(&job.msg)).is_err() {
                                 METRICS.push_dropped("feed");
                             }
                         }
@@ -342,6 +342,30 @@ impl Handler<SetCluster> for StoreWriter {
     }
 }
 
+/// Longest payload a message handed to offline push keeps, bytes.
+pub const PUSH_PAYLOAD_MAX: usize = 2048;
+
+/// What offline push needs of a message, small whatever the message (its queue holds thousands): no
+/// extension, and a payload of at most [`PUSH_PAYLOAD_MAX`] bytes: a text cut at a character
+/// boundary, a longer media URL left out (a cut URL points nowhere).
+pub fn push_digest(m: &SharedMessage) -> SharedMessage {
+    if m.payload.len() <= PUSH_PAYLOAD_MAX && m.extension.is_empty() {
+        return m.clone();
+    }
+    let payload = if m.payload.len() <= PUSH_PAYLOAD_MAX {
+        m.payload.clone()
+    } else if matches!(m.kind.as_str(), "picture" | "audio" | "video") {
+        String::new()
+    } else {
+        let mut end = PUSH_PAYLOAD_MAX;
+        while !m.payload.is_char_boundary(end) {
+            end -= 1;
+        }
+        m.payload[..end].to_string()
+    };
+    Arc::new(Message { payload, extension: String::new(), ..(**m).clone() })
+}
+
 /// From now on, feed every stored direct and group message to offline push.
 pub struct SetPush(pub tokio::sync::mpsc::Sender<SharedMessage>);
 impl actix::Message for SetPush {
@@ -386,5 +410,41 @@ impl Handler<GetStats> for StoreWriter {
 
     fn handle(&mut self, _: GetStats, _: &mut Self::Context) -> Self::Result {
         MessageResult(self.stats)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(kind: &str, payload: String, extension: &str) -> SharedMessage {
+        Arc::new(Message {
+            id: 1,
+            app: "default".into(),
+            conv: "10".into(),
+            sender: "alice".into(),
+            recipient: String::new(),
+            kind: kind.into(),
+            payload,
+            extension: extension.into(),
+            sent_us: 0,
+            status: 0,
+            conv_type: 0,
+        })
+    }
+
+    #[test]
+    fn push_digests_stay_small_whatever_the_message() {
+        let small = message("text", "hi".into(), "");
+        assert!(Arc::ptr_eq(&push_digest(&small), &small), "a small message is shared, not copied");
+        let ext = push_digest(&message("text", "hi".into(), &"e".repeat(60_000)));
+        assert_eq!((ext.payload.as_str(), ext.extension.as_str()), ("hi", ""));
+        // 1000 three-byte characters: cut at a character boundary within the limit.
+        let long = push_digest(&message("text", "好".repeat(1000), ""));
+        assert_eq!(long.payload, "好".repeat(PUSH_PAYLOAD_MAX / 3));
+        let url = format!("http://h/{}", "a".repeat(60_000));
+        assert_eq!(push_digest(&message("picture", url, "")).payload, "", "a cut URL points nowhere");
+        let fits = format!("http://h/{}.png", "a".repeat(100));
+        assert_eq!(push_digest(&message("video", fits.clone(), "x")).payload, fits);
     }
 }
