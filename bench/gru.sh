@@ -52,4 +52,5 @@ SERVER_TOML="$(printf '[gru]\nping_interval_ms = %s\nhandshakes_per_ip_per_sec =
 scenarios wsim-gru
 stop_server
 start_node; scenarios node-socket.io; stop_server
-python3 bench/compare_gru.py "$result" | tee "$OUT/$DATE-gru-summary.md"
+python3 bench/compare.py "$result" wsim-gru node-socket.io "Gru: wsim vs Node socket.io 4.x (same client, same rooms)" \
+  | tee "$OUT/$DATE-gru-summary.md"

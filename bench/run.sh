@@ -2,7 +2,8 @@
 # The standard benchmark suite (`make bench`): release build, the server pinned to CPU 0 and the load
 # generator to CPU 1, scenarios idle, ring and group (10/100/1000) on SQLite and on MariaDB. Writes
 # bench/results/<date>-<backend>.json (one JSON line per run) and bench/results/<date>-summary.md,
-# then the Gru comparison with Node's socket.io (bench/gru.sh).
+# then the Gru comparison with Node's socket.io (bench/gru.sh) and /entry's with a Node ws server
+# (bench/entry.sh).
 # Everything targets 127.0.0.1 and every run is bounded in time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -53,3 +54,5 @@ python3 bench/summarize.py "$OUT" "$DATE" >"$OUT/$DATE-summary.md"
 cat "$OUT/$DATE-summary.md"
 # Gru against Node's socket.io (installs the reference server from npm); BENCH_GRU=0 skips it.
 if [ "${BENCH_GRU:-1}" = 1 ]; then bash bench/gru.sh; fi
+# /entry against a naive in-memory Node ws server, same run; BENCH_ENTRY=0 skips it.
+if [ "${BENCH_ENTRY:-1}" = 1 ]; then bash bench/entry.sh; fi

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# /entry against a naive in-memory Node server of the same signaling (part of `make bench`): the same
+# wsim-bench client against wsim (SQLite, every message stored before delivery) and against
+# bench/peers/ws-entry.js (Node's `ws`, no storage), each alone on CPU 0, the generator on CPU 1.
+# Idle memory per connection, the ring and group-of-100 knees, and both at equal loads (EQUAL_RING,
+# EQUAL_GROUP offered msg/s). Writes bench/results/<date>-entry.json ("label" says which server) and
+# bench/results/<date>-entry-summary.md with the ratios wsim/node.
+#   BENCH_BACKEND=mysql bash bench/entry.sh       # wsim on MariaDB instead
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/wsim-target}"
+DATE="$(date -u +%Y-%m-%d)"
+OUT="${BENCH_OUT:-bench/results}"
+STEP_SECS="${BENCH_STEP_SECS:-5}"
+IDLE_SECS="${BENCH_IDLE_SECS:-10}"
+IDLE_CONNS="${BENCH_IDLE_CONNS:-19000}"
+BACKEND="${BENCH_BACKEND:-sqlite}"
+EQUAL_RING="${BENCH_EQUAL_RING:-4000 8000}"
+EQUAL_GROUP="${BENCH_EQUAL_GROUP:-800 2000}"
+mkdir -p "$OUT"
+cargo build --release --bins --features bench-tool -q
+if [ ! bench/peers/node_modules/.package-lock.json -nt bench/peers/package-lock.json ]; then
+  (cd bench/peers && npm ci --no-audit --no-fund --loglevel=error)
+fi
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+source bench/lib.sh
+result="$OUT/$DATE-entry.json"
+: >"$result"
+
+start_node() {
+  SERVER_TMP="$(mktemp -d)"
+  SERVER_DB=""
+  SERVER_PORT=$((20000 + RANDOM % 20000))
+  taskset -c 0 node bench/peers/ws-entry.js "$SERVER_PORT" >"$SERVER_TMP/server.out" 2>&1 &
+  SERVER_PID=$!
+  for _ in $(seq 100); do grep -q listening "$SERVER_TMP/server.out" 2>/dev/null && break; sleep 0.1; done
+}
+
+gen() {
+  local label=$1; shift
+  taskset -c 1 "$BIN/wsim-bench" "$@" --server "127.0.0.1:$SERVER_PORT" --server-pid "$SERVER_PID" \
+    --label "$label" | tee -a /dev/stderr | grep '^{' >>"$result" || true
+}
+
+# Each scenario on a fresh server (idle connections would weigh on the others).
+each() {
+  local label=$1 start=$2; shift 2
+  $start; gen "$label" "$@"; stop_server
+}
+
+scenarios() {
+  local label=$1 start=$2 r
+  echo "== $label: idle ($IDLE_CONNS connections)"
+  each "$label" "$start" idle --connections "$IDLE_CONNS" --connect-rate 1500 --duration "$IDLE_SECS"
+  echo "== $label: ring knee"
+  each "$label" "$start" ring --connections 1000 --rate 2000 --find-knee --knee-step 1.6 --knee-steps 10 --duration "$STEP_SECS"
+  for r in $EQUAL_RING; do
+    echo "== $label: ring at $r msg/s"
+    each "$label" "$start" ring --connections 1000 --rate "$r" --duration "$STEP_SECS"
+  done
+  echo "== $label: group 100 knee"
+  each "$label" "$start" group --connections 1000 --group-size 100 --senders 2 --rate 100 --find-knee --knee-step 2 --knee-steps 8 --duration "$STEP_SECS"
+  for r in $EQUAL_GROUP; do
+    echo "== $label: group 100 at $r msg/s"
+    each "$label" "$start" group --connections 1000 --group-size 100 --senders 2 --rate "$r" --duration "$STEP_SECS"
+  done
+}
+
+scenarios "wsim-$BACKEND" "start_server $BACKEND"
+scenarios node-ws start_node
+python3 bench/compare.py "$result" "wsim-$BACKEND" node-ws \
+  "/entry: wsim ($BACKEND, stored) vs a naive in-memory Node ws server (same client)" | tee "$OUT/$DATE-entry-summary.md"
