@@ -19,22 +19,11 @@ EQUAL_RING="${BENCH_EQUAL_RING:-4000 8000}"
 EQUAL_GROUP="${BENCH_EQUAL_GROUP:-800 2000}"
 mkdir -p "$OUT"
 cargo build --release --bins --features bench-tool -q
-if [ ! bench/peers/node_modules/.package-lock.json -nt bench/peers/package-lock.json ]; then
-  (cd bench/peers && npm ci --no-audit --no-fund --loglevel=error)
-fi
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 source bench/lib.sh
+ensure_peers
 result="$OUT/$DATE-entry.json"
 : >"$result"
-
-start_node() {
-  SERVER_TMP="$(mktemp -d)"
-  SERVER_DB=""
-  SERVER_PORT=$((20000 + RANDOM % 20000))
-  taskset -c 0 node bench/peers/ws-entry.js "$SERVER_PORT" >"$SERVER_TMP/server.out" 2>&1 &
-  SERVER_PID=$!
-  for _ in $(seq 100); do grep -q listening "$SERVER_TMP/server.out" 2>/dev/null && break; sleep 0.1; done
-}
 
 gen() {
   local label=$1; shift
@@ -67,6 +56,6 @@ scenarios() {
 }
 
 scenarios "wsim-$BACKEND" "start_server $BACKEND"
-scenarios node-ws start_node
+scenarios node-ws "start_peer ws-entry.js"
 python3 bench/compare.py "$result" "wsim-$BACKEND" node-ws \
   "/entry: wsim ($BACKEND, stored) vs a naive in-memory Node ws server (same client)" | tee "$OUT/$DATE-entry-summary.md"

@@ -14,23 +14,11 @@ STEP_SECS="${BENCH_STEP_SECS:-5}"
 PING_MS=3600000
 mkdir -p "$OUT"
 cargo build --release --bins --features bench-tool -q
-if [ ! bench/peers/node_modules/.package-lock.json -nt bench/peers/package-lock.json ]; then
-  (cd bench/peers && npm ci --no-audit --no-fund --loglevel=error)
-fi
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 source bench/lib.sh
+ensure_peers
 result="$OUT/$DATE-gru.json"
 : >"$result"
-
-# wsim comes from bench/lib.sh (start_server); the Node server sets the same variables.
-start_node() {
-  SERVER_TMP="$(mktemp -d)"
-  SERVER_DB=""
-  SERVER_PORT=$((20000 + RANDOM % 20000))
-  taskset -c 0 node bench/peers/socketio-gru.js "$SERVER_PORT" "$PING_MS" >"$SERVER_TMP/server.out" 2>&1 &
-  SERVER_PID=$!
-  for _ in $(seq 100); do grep -q listening "$SERVER_TMP/server.out" 2>/dev/null && break; sleep 0.1; done
-}
 
 gen() {
   local label=$1; shift
@@ -51,6 +39,6 @@ scenarios() {
 SERVER_TOML="$(printf '[gru]\nping_interval_ms = %s\nhandshakes_per_ip_per_sec = 0' "$PING_MS")" start_server sqlite
 scenarios wsim-gru
 stop_server
-start_node; scenarios node-socket.io; stop_server
+start_peer socketio-gru.js "$PING_MS"; scenarios node-socket.io; stop_server
 python3 bench/compare.py "$result" wsim-gru node-socket.io "Gru: wsim vs Node socket.io 4.x (same client, same rooms)" \
   | tee "$OUT/$DATE-gru-summary.md"

@@ -1,7 +1,9 @@
 # Shared by bench/run.sh and bench/quick.sh: a fresh wsim release server pinned to CPU 0.
 #   start_server sqlite|mysql   sets SERVER_PID, SERVER_PORT, SERVER_TMP (and SERVER_DB for MariaDB);
 #                               $SERVER_TOML, when set, is the server's configuration file
+#   start_peer SCRIPT ARGS…     a Node reference server from bench/peers (its port first), same variables
 #   stop_server                 SIGTERM, wait, drop the database, remove the temporary directory
+#   ensure_peers                npm ci in bench/peers when its lock file changed
 BIN="$CARGO_TARGET_DIR/release"
 MYSQL_ADMIN_URL="${WSIM_BENCH_MYSQL_URL:-mysql://root@127.0.0.1:3306/test}"
 
@@ -32,4 +34,20 @@ stop_server() {
   kill -TERM "$SERVER_PID"; wait "$SERVER_PID" || true
   if [ -n "$SERVER_DB" ]; then mysql -uroot -h127.0.0.1 -e "DROP DATABASE IF EXISTS \`$SERVER_DB\`"; fi
   rm -rf "$SERVER_TMP"
+}
+
+start_peer() {
+  local script=$1; shift
+  SERVER_TMP="$(mktemp -d)"
+  SERVER_DB=""
+  SERVER_PORT=$((20000 + RANDOM % 20000))
+  taskset -c 0 node "bench/peers/$script" "$SERVER_PORT" "$@" >"$SERVER_TMP/server.out" 2>&1 &
+  SERVER_PID=$!
+  for _ in $(seq 100); do grep -q listening "$SERVER_TMP/server.out" 2>/dev/null && break; sleep 0.1; done
+}
+
+ensure_peers() {
+  if [ ! bench/peers/node_modules/.package-lock.json -nt bench/peers/package-lock.json ]; then
+    (cd bench/peers && npm ci --no-audit --no-fund --loglevel=error)
+  fi
 }

@@ -23,6 +23,18 @@ use crate::transport::ws::MAX_FRAME;
 /// waits (its socket is not read) instead of queueing store reads. A `records_` answer may be 50
 /// messages of up to 64 KiB, so only a few are in flight at once.
 const MEMBERS_COST: u64 = 4096;
+/// The error frame of a query the store could not answer.
+const INTERNAL: (u16, &str) = (500, "internal error");
+
+/// The conversation `records_<id>` and `mute_<id>` name for `user`: the group `id` when the user is
+/// a member of one, else the direct conversation with the user `id`.
+async fn conversation_named(core: &Core, app: &str, user: &str, id: &str) -> Result<ConvKey, CoreError> {
+    let group = GroupKey::new(app, id);
+    Ok(match core.group(&group).await? {
+        Some(g) if g.members.iter().any(|m| m == user) => ConvKey::group(&group),
+        _ => ConvKey::direct(&UserKey::new(app, user), id),
+    })
+}
 const RECORDS_COST: u64 = 64 * 1024;
 /// Messages returned by `records_`.
 pub const RECORDS_LIMIT: i64 = 50;
@@ -101,35 +113,43 @@ impl EntryConn {
         }
     }
 
-    /// Answers `members_<gid>` (every member) or `online_<gid>` (those with a live connection), to
-    /// members of the group only.
-    fn members(&mut self, group: String, online_only: bool, ctx: &mut ws::WebsocketContext<Self>) {
+    /// Runs a query of the logged-in user off the actor, its answer counted against the inflow bound
+    /// while it is prepared: `answer` gets the core, the app and the user, and yields the frames to
+    /// send, or the code and reason of an error frame.
+    fn query<F, Fut>(&mut self, ctx: &mut ws::WebsocketContext<Self>, cost: u64, answer: F)
+    where
+        F: FnOnce(Core, String, String) -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<String>, (u16, &'static str)>> + 'static,
+    {
         let Some(user) = self.user.clone() else {
             return self.send_error(ctx, 401, "login first");
         };
-        let core = self.core.clone();
-        let app = self.settings.app.clone();
-        let slot = self.delivery.inflow_add(MEMBERS_COST);
-        let fut = async move {
-            let g = match core.group(&GroupKey::new(&app, &group)).await? {
-                Some(g) if g.members.contains(&user) => g,
-                Some(_) => return Ok(Err((403, "not a member"))),
-                None => return Ok(Err((404, "no such group"))),
-            };
-            if !online_only {
-                return Ok(Ok(codec::render_members(&group, &g.members)));
-            }
-            let online = core.online_among(&app, g.members).await;
-            Ok::<_, CoreError>(Ok(codec::render_online(&group, &online)))
-        };
+        let slot = self.delivery.inflow_add(cost);
+        let fut = answer(self.core.clone(), self.settings.app.clone(), user);
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
             act.settled(slot, ctx);
             match res {
-                Ok(Ok(frame)) => act.send_text(ctx, frame),
-                Ok(Err((code, reason))) => act.send_error(ctx, code, reason),
-                Err(_) => act.send_error(ctx, 500, "internal error"),
+                Ok(frames) => delivery::texts(act, ctx, frames),
+                Err((code, reason)) => act.send_error(ctx, code, reason),
             }
         }));
+    }
+
+    /// Answers `members_<gid>` (every member) or `online_<gid>` (those with a live connection), to
+    /// members of the group only.
+    fn members(&mut self, group: String, online_only: bool, ctx: &mut ws::WebsocketContext<Self>) {
+        self.query(ctx, MEMBERS_COST, move |core, app, user| async move {
+            let g = match core.group(&GroupKey::new(&app, &group)).await.map_err(|_| INTERNAL)? {
+                Some(g) if g.members.contains(&user) => g,
+                Some(_) => return Err((403, "not a member")),
+                None => return Err((404, "no such group")),
+            };
+            if !online_only {
+                return Ok(vec![codec::render_members(&group, &g.members)]);
+            }
+            let online = core.online_among(&app, g.members).await;
+            Ok(vec![codec::render_online(&group, &online)])
+        });
     }
 
     fn on_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
@@ -182,62 +202,22 @@ impl EntryConn {
             }
             Signal::Members(group) => self.members(group, false, ctx),
             Signal::Online(group) => self.members(group, true, ctx),
-            Signal::Mute { id, on } => {
-                let Some(user) = self.user.clone() else {
-                    return self.send_error(ctx, 401, "login first");
-                };
-                let core = self.core.clone();
-                let app = self.settings.app.clone();
-                let slot = self.delivery.inflow_add(MEMBERS_COST);
-                let fut = async move {
-                    let me = UserKey::new(&app, &user);
-                    let group = GroupKey::new(&app, &id);
-                    let conv = match core.group(&group).await? {
-                        Some(g) if g.members.contains(&user) => ConvKey::group(&group),
-                        _ => ConvKey::direct(&me, &id),
-                    };
-                    core.set_mute(&me, &conv, on).await?;
-                    Ok::<_, CoreError>(codec::render_mute(&id, on))
-                };
-                ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
-                    act.settled(slot, ctx);
-                    match res {
-                        Ok(frame) => act.send_text(ctx, frame),
-                        Err(_) => act.send_error(ctx, 500, "internal error"),
-                    }
-                }));
-            }
+            Signal::Mute { id, on } => self.query(ctx, MEMBERS_COST, move |core, app, user| async move {
+                let conv = conversation_named(&core, &app, &user, &id).await.map_err(|_| INTERNAL)?;
+                core.set_mute(&UserKey::new(&app, &user), &conv, on).await.map_err(|_| INTERNAL)?;
+                Ok(vec![codec::render_mute(&id, on)])
+            }),
             Signal::Records { id, before } => {
-                let Some(user) = self.user.clone() else {
-                    return self.send_error(ctx, 401, "login first");
-                };
-                let core = self.core.clone();
-                let app = self.settings.app.clone();
                 let before_us =
                     if before == 0 { Core::now_us() + 1 } else { before.saturating_mul(1_000_000) };
-                let viewer = user.clone();
-                let slot = self.delivery.inflow_add(RECORDS_COST);
-                let fut = async move {
-                    let group = GroupKey::new(&app, &id);
-                    let conv = match core.group(&group).await? {
-                        Some(g) if g.members.contains(&user) => ConvKey::group(&group),
-                        _ => ConvKey::direct(&UserKey::new(&app, &user), &id),
-                    };
-                    let msgs = core.history_before(&conv, before_us, RECORDS_LIMIT).await?;
-                    Ok::<_, CoreError>((id, msgs))
-                };
-                ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
-                    act.settled(slot, ctx);
-                    match res {
-                        Ok((id, msgs)) => {
-                            let mut frames: Vec<String> =
-                                msgs.iter().map(|m| incoming_frame(m, &viewer)).collect();
-                            frames.push(codec::render_records_end(&id));
-                            delivery::texts(act, ctx, frames);
-                        }
-                        Err(_) => act.send_error(ctx, 500, "internal error"),
-                    }
-                }));
+                self.query(ctx, RECORDS_COST, move |core, app, user| async move {
+                    let conv = conversation_named(&core, &app, &user, &id).await.map_err(|_| INTERNAL)?;
+                    let msgs =
+                        core.history_before(&conv, before_us, RECORDS_LIMIT).await.map_err(|_| INTERNAL)?;
+                    let mut frames: Vec<String> = msgs.iter().map(|m| incoming_frame(m, &user)).collect();
+                    frames.push(codec::render_records_end(&id));
+                    Ok(frames)
+                });
             }
         }
     }
