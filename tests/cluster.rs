@@ -57,16 +57,12 @@ async fn wsim_messages_reach_users_on_other_nodes() {
     alice.send(&format!("online_{gid}"));
     assert_eq!(alice.recv().await, format!("online_{gid}_alice,bob,carol"));
     carol.close().await;
-    let mut last = String::new();
-    for _ in 0..50 {
-        alice.send(&format!("online_{gid}"));
-        last = alice.recv().await;
-        if last == format!("online_{gid}_alice,bob") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(last, format!("online_{gid}_alice,bob"), "carol, gone from node 3, is still online");
+    let want = format!("online_{gid}_alice,bob");
+    assert_eq!(
+        alice.ask_until(&format!("online_{gid}"), &want).await,
+        want,
+        "carol, gone from node 3, is still online"
+    );
 }
 
 #[actix_rt::test]

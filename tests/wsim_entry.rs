@@ -302,16 +302,12 @@ async fn members_and_records_queries(b: Backend) {
     alice.send(&format!("online_{gid}"));
     assert_eq!(alice.recv().await, format!("online_{gid}_alice,carol"));
     carol.close().await;
-    let mut last = String::new();
-    for _ in 0..50 {
-        alice.send(&format!("online_{gid}"));
-        last = alice.recv().await;
-        if last == format!("online_{gid}_alice") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(last, format!("online_{gid}_alice"), "carol stays online after closing");
+    let want = format!("online_{gid}_alice");
+    assert_eq!(
+        alice.ask_until(&format!("online_{gid}"), &want).await,
+        want,
+        "carol stays online after closing"
+    );
     zed.send(&format!("online_{gid}"));
     assert_eq!(zed.recv().await, "error_403_not a member");
     alice.send("online_424242");

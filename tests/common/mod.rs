@@ -657,6 +657,20 @@ impl Ws {
         }
     }
 
+    /// Sends `ask` every 100 ms (at most 50 times) until the answer is `want`; answers the last one.
+    pub async fn ask_until(&mut self, ask: &str, want: &str) -> String {
+        let mut last = String::new();
+        for _ in 0..50 {
+            self.send(ask);
+            last = self.recv().await;
+            if last == want {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        last
+    }
+
     /// Asserts that no text frame (other than heartbeats) arrives within `wait`.
     pub async fn expect_silence(&mut self, wait: Duration) {
         if let Some(ev) = self.next_event(wait).await {
