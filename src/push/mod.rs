@@ -105,8 +105,8 @@ async fn read_app(
         .await
 }
 
-/// Who is notified of `batch`, the newest message per recipient and conversation: the recipients
-/// (members but the sender) not notified of the conversation within the quiet period, then those
+/// Who is notified of `batch`, the newest message per conversation: its recipients (members but the
+/// sender) not notified of the conversation within the quiet period, then those
 /// offline (in memory, and one Redis round trip in a cluster), then those who did not mute it (one
 /// store round trip per app, with the unread counts).
 async fn resolve(
@@ -116,25 +116,25 @@ async fn resolve(
     preview_chars: usize,
 ) -> Vec<Notification> {
     let now = Instant::now();
-    let mut members: HashMap<(String, String), Vec<String>> = HashMap::new();
-    let mut newest: HashMap<QuietKey, SharedMessage> = HashMap::new();
+    // The newest message of each conversation speaks for the batch (a busy group is looked at once):
+    // its recipients are told of it, with their unread counts covering the others.
+    let mut latest: HashMap<(&str, &str), &SharedMessage> = HashMap::new();
     for m in batch {
+        latest.insert((m.app.as_str(), m.conv.as_str()), m);
+    }
+    let mut newest: HashMap<QuietKey, SharedMessage> = HashMap::new();
+    for m in latest.into_values() {
         let recipients: Vec<String> = if !m.recipient.is_empty() {
             vec![m.recipient.clone()]
         } else {
-            let key = (m.app.clone(), m.conv.clone());
-            if !members.contains_key(&key) {
-                let list = match core.group(&GroupKey::new(&m.app, &m.conv)).await {
-                    Ok(Some(g)) => g.members,
-                    Ok(None) => Vec::new(),
-                    Err(e) => {
-                        log::warn!("push: group {} unreadable: {e}", m.conv);
-                        Vec::new()
-                    }
-                };
-                members.insert(key.clone(), list);
+            match core.group(&GroupKey::new(&m.app, &m.conv)).await {
+                Ok(Some(g)) => g.members,
+                Ok(None) => Vec::new(),
+                Err(e) => {
+                    log::warn!("push: group {} unreadable: {e}", m.conv);
+                    Vec::new()
+                }
             }
-            members.get(&key).cloned().unwrap_or_default()
         };
         for r in recipients.into_iter().filter(|r| *r != m.sender) {
             let key = (m.app.clone(), r, m.conv.clone());

@@ -114,6 +114,9 @@ pub fn signature(secret: &str, body: &str) -> String {
 pub struct Quiet {
     period: Duration,
     last: HashMap<(String, String, String), Instant>,
+    /// Size at which the expired entries are forgotten next (twice what was left the last time, so
+    /// pruning stays linear however many recipients are quiet at once).
+    prune_at: usize,
 }
 
 /// Past this many remembered notifications, the expired ones are forgotten.
@@ -121,7 +124,7 @@ const QUIET_PRUNE_AT: usize = 10_000;
 
 impl Quiet {
     pub fn new(period: Duration) -> Quiet {
-        Quiet { period, last: HashMap::new() }
+        Quiet { period, last: HashMap::new(), prune_at: QUIET_PRUNE_AT }
     }
 
     /// Whether a notification for `key` may go at `now` (the last one is at least a period old).
@@ -131,9 +134,10 @@ impl Quiet {
 
     /// Records a notification for `key` at `now`.
     pub fn sent(&mut self, key: (String, String, String), now: Instant) {
-        if self.last.len() >= QUIET_PRUNE_AT {
+        if self.last.len() >= self.prune_at {
             let period = self.period;
             self.last.retain(|_, t| now.duration_since(*t) < period);
+            self.prune_at = (self.last.len() * 2).max(QUIET_PRUNE_AT);
         }
         self.last.insert(key, now);
     }
@@ -248,6 +252,12 @@ mod tests {
         }
         q.sent(key("late", "10"), t0 + Duration::from_secs(61));
         assert_eq!(q.len(), 1);
+        // Many recipients quiet at once: pruning waits until the map has doubled.
+        for i in 0..(3 * QUIET_PRUNE_AT) {
+            q.sent(key(&format!("v{i}"), "10"), t0 + Duration::from_secs(62));
+        }
+        assert_eq!(q.len(), 3 * QUIET_PRUNE_AT + 1);
+        assert!(q.prune_at > q.len(), "next prune at {} for {}", q.prune_at, q.len());
         let zero = Quiet::new(Duration::ZERO);
         assert!(zero.allows(&key("bob", "10"), t0) && zero.is_empty());
     }
