@@ -246,10 +246,11 @@ mod tests {
         assert!(q.allows(&key("bob", "11"), t0), "another conversation");
         assert!(q.allows(&key("carol", "10"), t0), "another recipient");
         assert!(q.allows(&key("bob", "10"), t0 + Duration::from_secs(60)));
-        // Expired entries are forgotten once there are many.
-        for i in 0..QUIET_PRUNE_AT {
+        // Expired entries are forgotten once there are many (here: the map is full when "late" comes).
+        for i in 1..QUIET_PRUNE_AT {
             q.sent(key(&format!("u{i}"), "10"), t0);
         }
+        assert_eq!(q.len(), QUIET_PRUNE_AT);
         q.sent(key("late", "10"), t0 + Duration::from_secs(61));
         assert_eq!(q.len(), 1);
         // Many recipients quiet at once: pruning waits until the map has doubled.
