@@ -3,7 +3,11 @@
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
-use actix_web::dev::Service;
+use std::time::Duration;
+
+use actix_http::HttpService;
+use actix_service::{map_config, IntoServiceFactory};
+use actix_web::dev::{AppConfig, Service};
 use actix_web::{middleware, web, App, HttpResponse, HttpServer};
 
 use crate::cluster::Cluster;
@@ -25,6 +29,7 @@ use crate::transport::access::AdminAccess;
 use crate::transport::conncap::{ConnCap, HeldBody};
 use crate::transport::ratelimit::Limits;
 use crate::transport::slowbody::MinRate;
+use crate::transport::upgraded;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -287,7 +292,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     let http_limits = limits.clone();
     let (body_rate, body_grace) = (settings.limits.body_min_bytes_per_sec, settings.limits.body_grace);
     let conn_cap = ConnCap::new(settings.limits.connections_per_ip);
-    let mut server = HttpServer::new(move || {
+    let make_app = move || {
         let limits = http_limits.clone();
         let (cap, cap_limits) = (conn_cap.clone(), http_limits.clone());
         App::new()
@@ -339,9 +344,9 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
                 Either::Right(async move { Ok(res) })
             })
             // The outermost layer boxes the request's future: the HTTP/1 dispatcher keeps room for it
-            // inline for the connection's whole life (a WebSocket's too, long after its request was
-            // answered), so a pointer there instead of every middleware's state saves kilobytes per
-            // idle connection.
+            // inline for the connection's whole life (an SSE stream's or a long-poll's too, long after
+            // its request was answered), so a pointer there instead of every middleware's state saves
+            // kilobytes per idle connection.
             .wrap_fn(|req, srv| {
                 let fut = srv.call(req);
                 Box::pin(async move {
@@ -364,18 +369,37 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             .configure(longweb::configure(longweb_state.clone()))
             .configure(gru::configure(gru_state.clone()))
             .configure(gateway::configure(gateway_state.clone()))
-    })
-    .shutdown_timeout(5)
-    .keep_alive(settings.limits.keep_alive)
-    // A connection that sends no complete request head within 5 s is answered 408.
-    .client_request_timeout(std::time::Duration::from_secs(5))
-    // Small frames must leave at once (Nagle plus delayed ACKs would add ~40 ms).
-    .tcp_nodelay(true);
+    };
+    let mut builder = actix_server::Server::build().shutdown_timeout(5).backlog(1024);
+    let shutdown = builder.graceful_shutdown_signal();
+    let keep_alive = settings.limits.keep_alive;
     for l in listeners {
-        let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
-        server = server.listen(l).map_err(|e| StartError::Bind(addr, e))?;
+        let addr = l.local_addr().map_err(|e| StartError::Bind("?".into(), e))?;
+        let (make_app, shutdown) = (make_app.clone(), shutdown.clone());
+        builder = builder
+            .listen(format!("wsim-{addr}"), l, move || {
+                let signal = shutdown.clone();
+                let config = AppConfig::default();
+                HttpService::build()
+                    .graceful_shutdown_signal(move || {
+                        let signal = signal.clone();
+                        async move { signal.notified().await }
+                    })
+                    .keep_alive(keep_alive)
+                    // A connection that sends no complete request head within 5 s is answered 408.
+                    .client_request_timeout(Duration::from_secs(5))
+                    .client_disconnect_timeout(Duration::from_secs(1))
+                    // Small frames must leave at once (Nagle plus delayed ACKs would add ~40 ms).
+                    .tcp_nodelay(true)
+                    .local_addr(addr)
+                    // WebSocket handshakes leave the HTTP/1 dispatcher and its buffers behind.
+                    .upgrade(upgraded::service(make_app.clone(), config.clone()))
+                    .finish(map_config(make_app().into_factory(), move |_| config.clone()))
+                    .tcp()
+            })
+            .map_err(|e| StartError::Bind(addr.to_string(), e))?;
     }
-    let server = server.run();
+    let server = builder.run();
     // The ticket service may have an address of its own, serving only /ticket.
     let mut extra = Vec::new();
     if let Some(addr) = &settings.gru.ticket_listen {

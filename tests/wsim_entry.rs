@@ -217,10 +217,14 @@ async fn slow_reader_is_dropped_while_others_keep_receiving(b: Backend) {
             sender.send(&format!("text_fast_{i}_unicast_e"));
         }
     }
+    // The sender's frames are taken in order: once `fast` has the last one, every message to `slow`
+    // has been stored (none is still live when `slow` logs in again below).
+    sender.send("text_fast_end_unicast_e");
     for i in (0..n).step_by(10) {
         let f = fast.recv().await;
         assert!(f.starts_with(&format!("text_sender_{i}_unicast_")), "{i}: {}", &f[..f.len().min(60)]);
     }
+    assert!(fast.recv().await.starts_with("text_sender_end_unicast_"));
     // The slow reader was dropped: reading again ends in a close before all messages.
     slow.resume();
     let mut before_close = 0;

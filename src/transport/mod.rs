@@ -9,4 +9,5 @@ pub mod longpoll;
 pub mod ratelimit;
 pub mod secret;
 pub mod slowbody;
+pub mod upgraded;
 pub mod ws;
