@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use actix_http::HttpService;
 use actix_service::{map_config, IntoServiceFactory};
+use actix_web::body::{BodySize, MessageBody};
 use actix_web::dev::{AppConfig, Service};
-use actix_web::{middleware, web, App, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpResponse, HttpServer};
 
 use crate::cluster::Cluster;
 use crate::config::GruNode;
@@ -134,6 +135,25 @@ async fn healthz(store: web::Data<Store>, cluster: web::Data<Option<Cluster>>) -
         return HttpResponse::ServiceUnavailable().content_type("text/plain").body("redis unavailable");
     }
     HttpResponse::Ok().content_type("text/plain").body("ok")
+}
+
+/// One access log line (target `wsim::http`, level info): client address, request line, status,
+/// body size (`-` when streamed) and the time to the answer's head.
+fn access_log(
+    peer: Option<SocketAddr>,
+    line: &str,
+    status: u16,
+    size: BodySize,
+    started: std::time::Instant,
+) {
+    let peer = peer.map_or_else(|| "-".to_string(), |p| p.ip().to_string());
+    let size = match size {
+        BodySize::Sized(n) => n.to_string(),
+        BodySize::None => "0".to_string(),
+        BodySize::Stream => "-".to_string(),
+    };
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    log::info!(target: "wsim::http", "{peer} \"{line}\" {status} {size} {ms:.3}ms");
 }
 
 /// Opens the store, starts the core and binds every listen address.
@@ -296,7 +316,6 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         let limits = http_limits.clone();
         let (cap, cap_limits) = (conn_cap.clone(), http_limits.clone());
         App::new()
-            .wrap(middleware::Logger::new("%a \"%r\" %s %b %Dms").log_target("wsim::http"))
             // Request bodies keep a minimum average rate (WebSocket streams are not bodies).
             .wrap_fn(move |mut req, srv| {
                 use actix_web::HttpMessage;
@@ -346,13 +365,23 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             // The outermost layer boxes the request's future: the HTTP/1 dispatcher keeps room for it
             // inline for the connection's whole life (an SSE stream's or a long-poll's too, long after
             // its request was answered), so a pointer there instead of every middleware's state saves
-            // kilobytes per idle connection.
+            // kilobytes per idle connection. It counts the answer and writes the access log line when
+            // the answer's head is ready (actix-web's Logger would keep its state in the body, for as
+            // long as a WebSocket lives).
             .wrap_fn(|req, srv| {
+                let started = std::time::Instant::now();
+                let peer = req.peer_addr();
+                let line = log::log_enabled!(target: "wsim::http", log::Level::Info)
+                    .then(|| format!("{} {} {:?}", req.method(), req.uri(), req.version()));
                 let fut = srv.call(req);
                 Box::pin(async move {
                     let res = fut.await?;
                     let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".to_string());
-                    METRICS.http_request(&route, res.status().as_u16());
+                    let status = res.status().as_u16();
+                    METRICS.http_request(&route, status);
+                    if let Some(line) = line {
+                        access_log(peer, &line, status, res.response().body().size(), started);
+                    }
                     Ok(res)
                 })
                     as futures_util::future::LocalBoxFuture<'static, Result<_, actix_web::Error>>

@@ -121,7 +121,8 @@ enum ReplayStep {
 
 struct ConnEntry {
     handle: ConnHandle,
-    replay: Option<Replay>,
+    /// Boxed: a connection is replaying only for a moment of its life.
+    replay: Option<Box<Replay>>,
     /// Per conversation and per node that stored them, the highest id handed to the connection
     /// (others' messages, by replay or live). A node's messages of a conversation come in id order,
     /// so anything at or below this is a copy of something handed over already (a live copy of a
@@ -186,11 +187,61 @@ pub struct SessionLinks {
 /// The session's presence in the cluster, registered once; every replay waits for it.
 type Registration = futures_util::future::Shared<futures_util::future::BoxFuture<'static, ()>>;
 
+/// A user's connections, usually one or two: a vector searched by id (a hash map of one entry
+/// allocates room for four), holding no allocation while there are none.
+#[derive(Default)]
+struct Conns(Vec<(ConnId, ConnEntry)>);
+
+impl Conns {
+    fn get(&self, id: &ConnId) -> Option<&ConnEntry> {
+        self.0.iter().find(|(c, _)| c == id).map(|(_, e)| e)
+    }
+
+    fn get_mut(&mut self, id: &ConnId) -> Option<&mut ConnEntry> {
+        self.0.iter_mut().find(|(c, _)| c == id).map(|(_, e)| e)
+    }
+
+    /// Adds (or replaces) the entry of `id`, growing the vector by one place at a time.
+    fn insert(&mut self, id: ConnId, entry: ConnEntry) {
+        if let Some(e) = self.get_mut(&id) {
+            *e = entry;
+            return;
+        }
+        self.0.reserve_exact(1);
+        self.0.push((id, entry));
+    }
+
+    fn remove(&mut self, id: &ConnId) -> Option<ConnEntry> {
+        let at = self.0.iter().position(|(c, _)| c == id)?;
+        let (_, entry) = self.0.swap_remove(at);
+        if self.0.is_empty() {
+            self.0 = Vec::new();
+        }
+        Some(entry)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&ConnId, &ConnEntry)> {
+        self.0.iter().map(|(id, e)| (id, e))
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = (&ConnId, &mut ConnEntry)> {
+        self.0.iter_mut().map(|(id, e)| (&*id, e))
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &ConnId> {
+        self.0.iter().map(|(id, _)| id)
+    }
+}
+
 pub struct UserSession {
     key: UserKey,
     links: SessionLinks,
     store: Store,
-    conns: HashMap<ConnId, ConnEntry>,
+    conns: Conns,
     delivered: HashMap<String, i64>,
     dirty: HashSet<String>,
     attaches_seen: u64,
@@ -205,7 +256,7 @@ impl UserSession {
             key,
             links,
             store,
-            conns: HashMap::new(),
+            conns: Conns::default(),
             delivered: HashMap::new(),
             dirty: HashSet::new(),
             attaches_seen: 0,
@@ -294,14 +345,14 @@ impl UserSession {
         if entry.replay.is_some() {
             return;
         }
-        entry.replay = Some(Replay {
+        entry.replay = Some(Box::new(Replay {
             positions: HashMap::new(),
             exhausted: HashSet::new(),
             buffer: Vec::new(),
             buffer_bytes: 0,
             gave_up: false,
             failures: 0,
-        });
+        }));
         self.read_conversations(conn, catch_up, registered, ctx);
     }
 
@@ -449,7 +500,8 @@ impl UserSession {
     fn finish_replay(&mut self, conn: ConnId, ctx: &mut Context<Self>) {
         let Some(entry) = self.conns.get_mut(&conn) else { return };
         let Some(replay) = entry.replay.take() else { return };
-        for msg in replay.buffer {
+        let Replay { buffer, .. } = *replay;
+        for msg in buffer {
             if entry.take(&msg, msg.sender == self.key.user) {
                 entry.handle.deliver.do_send(Deliver::single(msg, false));
             }

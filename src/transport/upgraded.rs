@@ -84,17 +84,22 @@ where
                 .map_err(|e| log::error!("upgrade service: the application did not start: {e:?}"))?;
             let app = Rc::new(app);
             Ok(fn_service(move |(req, framed): (Request, Framed<T, Codec>)| {
-                actix_rt::spawn(serve(app.clone(), req, framed));
-                std::future::ready(Ok::<_, actix_http::Error>(()))
+                let app = app.clone();
+                async move {
+                    serve(app, req, framed).await;
+                    Ok::<_, actix_http::Error>(())
+                }
             }))
         }
     })
 }
 
-/// Answers one upgrade request on its socket.
+/// Answers one upgrade request on its socket: the answer is made on the connection's own task, and
+/// an upgrade leaves it for a task of its own running only the [`Pump`] (the connection's task,
+/// with room for every step of an HTTP exchange, ends).
 async fn serve<T, S, B>(app: Rc<S>, mut req: Request, framed: Framed<T, Codec>)
 where
-    T: AsyncRead + AsyncWrite + Unpin,
+    T: AsyncRead + AsyncWrite + Unpin + 'static,
     S: Service<Request>,
     S::Error: Into<Response<BoxBody>>,
     S::Response: Into<Response<B>>,
@@ -121,7 +126,7 @@ where
         if codec.encode(Message::Item((head, body.size())), &mut out).is_err() {
             return;
         }
-        Pump::new(io, inbound, body, out).await;
+        actix_rt::spawn(Pump::new(io, inbound, body, out));
     } else {
         let written = actix_rt::time::timeout(LINGER, answer_and_close(io, codec, res)).await;
         if !matches!(written, Ok(Ok(()))) {
