@@ -2,6 +2,7 @@
 //! direct messages, and answers presence. Its handlers are small and never wait on the database.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
@@ -117,6 +118,9 @@ pub struct Registry {
     events: Option<Recipient<ClusterEvent>>,
     /// A cluster's record of the groups with members online on this node.
     groups_online: Option<Recipient<GroupsOnline>>,
+    /// What every session started from now on is linked to (built once, shared: each address clone
+    /// costs a few allocations per session otherwise); rebuilt after the cluster links.
+    session_links: Option<Arc<SessionLinks>>,
 }
 
 impl Registry {
@@ -128,9 +132,26 @@ impl Registry {
             groups: HashMap::new(),
             rooms,
             presence: None,
+            session_links: None,
             events: None,
             groups_online: None,
         }
+    }
+
+    fn session_links(&mut self, ctx: &mut Context<Self>) -> Arc<SessionLinks> {
+        let (writer, presence, groups_online) = (&self.writer, &self.presence, &self.groups_online);
+        self.session_links
+            .get_or_insert_with(|| {
+                let me = ctx.address();
+                Arc::new(SessionLinks {
+                    announce: me.clone().recipient(),
+                    idle: me.recipient(),
+                    watermarks: writer.clone().recipient(),
+                    presence: presence.clone(),
+                    groups_online: groups_online.clone(),
+                })
+            })
+            .clone()
     }
 
     fn tell_presence(&self, key: &UserKey, online: bool) {
@@ -189,14 +210,7 @@ impl Handler<Attach> for Registry {
     type Result = MessageResult<Attach>;
 
     fn handle(&mut self, msg: Attach, ctx: &mut Self::Context) -> Self::Result {
-        let me = ctx.address();
-        let links = SessionLinks {
-            announce: me.clone().recipient(),
-            idle: me.recipient(),
-            watermarks: self.writer.clone().recipient(),
-            presence: self.presence.clone(),
-            groups_online: self.groups_online.clone(),
-        };
+        let links = self.session_links(ctx);
         let store = self.store.clone();
         let start = |key: &UserKey| SessionEntry {
             addr: UserSession::new(key.clone(), links.clone(), store.clone()).start(),
@@ -393,6 +407,7 @@ impl Handler<LinkCluster> for Registry {
         self.presence = Some(msg.presence);
         self.groups_online = Some(msg.groups_online);
         self.events = Some(msg.events);
+        self.session_links = None;
     }
 }
 

@@ -43,9 +43,12 @@ pub struct GroupSpec {
     pub snap: String,
 }
 
-/// A cheap, cloneable handle on the running core.
+/// A cheap, cloneable handle on the running core: one pointer (every connection holds one).
 #[derive(Clone)]
-pub struct Core {
+pub struct Core(Arc<CoreParts>);
+
+/// What a [`Core`] handle reaches.
+pub struct CoreParts {
     pub store: Store,
     registry: Addr<Registry>,
     writer: Addr<StoreWriter>,
@@ -55,6 +58,14 @@ pub struct Core {
     /// The cluster's view of users online on the other nodes, once linked.
     online_elsewhere: std::sync::Arc<std::sync::OnceLock<Recipient<super::UsersOnlineElsewhere>>>,
     ids: Arc<IdGen>,
+}
+
+impl std::ops::Deref for Core {
+    type Target = CoreParts;
+
+    fn deref(&self) -> &CoreParts {
+        &self.0
+    }
 }
 
 impl From<StoreError> for CoreError {
@@ -106,7 +117,7 @@ impl Core {
         });
         // The arbiter lives as long as the process.
         std::mem::forget(arbiter);
-        Core {
+        Core(Arc::new(CoreParts {
             store,
             registry,
             writer,
@@ -114,7 +125,7 @@ impl Core {
             rooms_elsewhere: Default::default(),
             online_elsewhere: Default::default(),
             ids,
-        }
+        }))
     }
 
     /// Links the core to a cluster: every stored message, users coming and going, and membership and

@@ -5,6 +5,7 @@
 //! what sat in the queue of a connection that was dropped is replayed at the next login.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -239,7 +240,7 @@ impl Conns {
 
 pub struct UserSession {
     key: UserKey,
-    links: SessionLinks,
+    links: Arc<SessionLinks>,
     store: Store,
     conns: Conns,
     delivered: HashMap<String, i64>,
@@ -251,10 +252,10 @@ pub struct UserSession {
 }
 
 impl UserSession {
-    pub fn new(key: UserKey, links: SessionLinks, store: Store) -> Self {
+    pub fn new(key: UserKey, links: impl Into<Arc<SessionLinks>>, store: Store) -> Self {
         UserSession {
             key,
-            links,
+            links: links.into(),
             store,
             conns: Conns::default(),
             delivered: HashMap::new(),
@@ -321,6 +322,10 @@ impl UserSession {
     /// cluster.
     fn registration(&mut self) -> Registration {
         use futures_util::FutureExt;
+        if self.links.presence.is_none() {
+            // Nothing to wait for: none kept either.
+            return futures_util::future::ready(()).boxed().shared();
+        }
         let (links, key) = (&self.links, &self.key);
         self.registration
             .get_or_insert_with(|| {

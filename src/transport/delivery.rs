@@ -53,7 +53,7 @@ pub struct WsDelivery {
     outbox: VecDeque<Deliver>,
     outbox_bytes: u64,
     last_ack_ping: Instant,
-    /// When the peer last sent anything (see [`watch_liveness`]).
+    /// When the peer last sent anything (see [`keep_watch`]).
     last_heard: Instant,
     ack_ping_scheduled: bool,
     pump_scheduled: bool,
@@ -196,28 +196,66 @@ pub fn liveness_tick(client_timeout: Duration, heartbeat_interval: Duration) -> 
     (client_timeout / 4).clamp(Duration::from_secs(1), heartbeat_interval.max(Duration::from_secs(1)))
 }
 
-/// Drops the connection once its peer has been silent (no [`WsDelivery::heard`]) for longer than
-/// `client_timeout`, looking every [`liveness_tick`] and writing what waits in between.
-pub fn watch_liveness<A: WsFrontend>(
+/// Keeps watch over the peer: every [`liveness_tick`] it is dropped once it has been silent (no
+/// [`WsDelivery::heard`]) for longer than `client_timeout`, and what waits is written; every
+/// `heartbeat_interval` `beat` runs (a ping, a heartbeat frame). Both run on one chain of one-shot
+/// timers, one alive at a time, at the moments two intervals would: an idle connection holds one
+/// timer, not two.
+pub fn keep_watch<A: WsFrontend>(
     ctx: &mut ws::WebsocketContext<A>,
     client_timeout: Duration,
     heartbeat_interval: Duration,
+    beat: fn(&mut A, &mut ws::WebsocketContext<A>),
 ) {
-    ctx.run_interval(liveness_tick(client_timeout, heartbeat_interval), move |act, ctx| {
-        let d = act.delivery();
-        if d.last_heard.elapsed() > client_timeout {
-            log::info!("{} conn {}: peer silent, dropping", d.name, d.id);
-            d.meter.abort();
-            ctx.stop();
-        } else {
-            pump(act, ctx);
-        }
-    });
+    let now = Instant::now();
+    let tick = liveness_tick(client_timeout, heartbeat_interval);
+    let every = heartbeat_interval.max(Duration::from_millis(100));
+    Watch { check_at: now + tick, beat_at: now + every, tick, every, client_timeout, beat }.arm(ctx);
 }
 
-/// Pings the peer every `interval` (its pongs keep it alive).
-pub fn ping_every<A: WsFrontend>(ctx: &mut ws::WebsocketContext<A>, interval: Duration) {
-    ctx.run_interval(interval, |act, ctx| ping(act, ctx));
+/// The next moments of [`keep_watch`]'s two duties.
+struct Watch<A: WsFrontend> {
+    check_at: Instant,
+    beat_at: Instant,
+    tick: Duration,
+    every: Duration,
+    client_timeout: Duration,
+    beat: fn(&mut A, &mut ws::WebsocketContext<A>),
+}
+
+impl<A: WsFrontend> Watch<A> {
+    fn arm(mut self, ctx: &mut ws::WebsocketContext<A>) {
+        let next = self.check_at.min(self.beat_at);
+        ctx.run_later(next.saturating_duration_since(Instant::now()), move |act, ctx| {
+            let now = Instant::now();
+            if now >= self.check_at {
+                let d = act.delivery();
+                if d.last_heard.elapsed() > self.client_timeout {
+                    log::info!("{} conn {}: peer silent, dropping", d.name, d.id);
+                    d.meter.abort();
+                    ctx.stop();
+                    return;
+                }
+                pump(act, ctx);
+                self.check_at = next_after(self.check_at, self.tick, now);
+            }
+            if now >= self.beat_at {
+                (self.beat)(act, ctx);
+                self.beat_at = next_after(self.beat_at, self.every, now);
+            }
+            self.arm(ctx);
+        });
+    }
+}
+
+/// The first moment of the schedule `at`, `at + every`, … after `now` (a late timer skips what it
+/// missed, as an interval does).
+fn next_after(at: Instant, every: Duration, now: Instant) -> Instant {
+    let mut next = at + every;
+    while next <= now {
+        next += every;
+    }
+    next
 }
 
 /// Sends one WebSocket ping.
@@ -428,6 +466,23 @@ pub fn texts<A: WsFrontend>(act: &mut A, ctx: &mut ws::WebsocketContext<A>, fram
 mod tests {
     use super::*;
     use std::sync::Arc;
+
+    #[test]
+    fn a_late_watch_keeps_its_schedule() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        // (schedule start, period, now) -> the next moment, as an offset from t0
+        for (at, every, now, want) in [
+            (0, 30, 0, 30),   // on time
+            (0, 30, 29, 30),  // early wake: the next is still due
+            (0, 30, 30, 60),  // exactly at the next moment: the one after
+            (0, 30, 95, 120), // late by three periods: skipped, not bunched
+            (30, 22, 31, 52),
+        ] {
+            let got = next_after(t0 + ms(at), ms(every), t0 + ms(now));
+            assert_eq!(got, t0 + ms(want), "{at}+{every} at {now}");
+        }
+    }
 
     #[test]
     fn liveness_tick_follows_the_timeout() {

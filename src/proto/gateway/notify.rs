@@ -101,8 +101,12 @@ impl Actor for NotifyWs {
                 Err(_) => ctx.stop(),
             },
         ));
-        delivery::watch_liveness(ctx, self.settings.client_timeout, self.settings.heartbeat_interval);
-        delivery::ping_every(ctx, self.settings.heartbeat_interval);
+        delivery::keep_watch(
+            ctx,
+            self.settings.client_timeout,
+            self.settings.heartbeat_interval,
+            delivery::ping,
+        );
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {

@@ -118,8 +118,7 @@ impl Actor for LongwebWs {
                 ctx.stop();
             }
         }));
-        delivery::watch_liveness(ctx, self.state.client_timeout, self.state.heartbeat_interval);
-        delivery::ping_every(ctx, self.state.heartbeat_interval);
+        delivery::keep_watch(ctx, self.state.client_timeout, self.state.heartbeat_interval, delivery::ping);
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {

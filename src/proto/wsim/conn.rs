@@ -293,12 +293,16 @@ impl Actor for EntryConn {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.delivery.metrics.connections.inc();
-        delivery::watch_liveness(ctx, self.settings.client_timeout, self.settings.heartbeat_interval);
-        ctx.run_interval(self.settings.heartbeat_interval, |act, ctx| {
-            let hb = codec::render_heartbeat(chrono::Utc::now().timestamp());
-            act.send_text(ctx, hb);
-            delivery::ping(act, ctx);
-        });
+        delivery::keep_watch(
+            ctx,
+            self.settings.client_timeout,
+            self.settings.heartbeat_interval,
+            |act, ctx| {
+                let hb = codec::render_heartbeat(chrono::Utc::now().timestamp());
+                act.send_text(ctx, hb);
+                delivery::ping(act, ctx);
+            },
+        );
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
