@@ -11,9 +11,8 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/wsim-target}"
 MODE=${1:-idle}
 NODES=${2:-5}
 PER_NODE=${3:-19000}
-cargo build --release --bins --features bench-tool -q
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-BIN="$CARGO_TARGET_DIR/release"
+source bench/lib.sh
+prepare_bench
 TMP="$(mktemp -d)"
 DB="wsim_cluster_bench_$$"
 REDIS_PORT=$((10000 + RANDOM % 9000))

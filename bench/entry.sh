@@ -22,17 +22,14 @@ EQUAL_GROUP="${BENCH_EQUAL_GROUP:-800 2000}"
 SCENARIOS=" ${BENCH_SCENARIOS:-idle ring group} "
 TAG="${BENCH_TAG:-}"
 mkdir -p "$OUT"
-cargo build --release --bins --features bench-tool -q
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 source bench/lib.sh
+prepare_bench
 ensure_peers
 result="$OUT/$DATE-entry$TAG.json"
 : >"$result"
 
 gen() {
-  local label=$1; shift
-  taskset -c 1 "$BIN/wsim-bench" "$@" --server "127.0.0.1:$SERVER_PORT" --server-pid "$SERVER_PID" \
-    --label "$label" | tee -a /dev/stderr | grep '^{' >>"$result" || true
+  generate "$result" "$@"
 }
 
 # Each scenario on a fresh server (idle connections would weigh on the others).

@@ -13,17 +13,15 @@ OUT="${BENCH_OUT:-bench/results}"
 STEP_SECS="${BENCH_STEP_SECS:-5}"
 PING_MS=3600000
 mkdir -p "$OUT"
-cargo build --release --bins --features bench-tool -q
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 source bench/lib.sh
+prepare_bench
 ensure_peers
 result="$OUT/$DATE-gru.json"
 : >"$result"
 
 gen() {
   local label=$1; shift
-  taskset -c 1 "$BIN/wsim-bench" "$@" --proto socketio --server "127.0.0.1:$SERVER_PORT" \
-    --server-pid "$SERVER_PID" --label "$label" | tee -a /dev/stderr | grep '^{' >>"$result" || true
+  generate "$result" "$label" "$@" --proto socketio
 }
 
 scenarios() {

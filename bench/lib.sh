@@ -1,4 +1,7 @@
-# Shared by bench/run.sh and bench/quick.sh: a fresh wsim release server pinned to CPU 0.
+# Shared by the bench scripts: the set-up, a fresh wsim release server pinned to CPU 0, the generator.
+#   prepare_bench               builds the release binaries, raises the open-file limit
+#   generate RESULT LABEL ARGS… one wsim-bench run (on CPU 1) against the started server, labelled;
+#                               its JSON lines appended to RESULT
 #   start_server sqlite|mysql   sets SERVER_PID, SERVER_PORT, SERVER_TMP (and SERVER_DB for MariaDB);
 #                               $SERVER_TOML, when set, is the server's configuration file
 #   start_peer SCRIPT ARGS…     a Node reference server from bench/peers (its port first), same variables
@@ -44,6 +47,17 @@ start_peer() {
   taskset -c 0 node "bench/peers/$script" "$SERVER_PORT" "$@" >"$SERVER_TMP/server.out" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 100); do grep -q listening "$SERVER_TMP/server.out" 2>/dev/null && break; sleep 0.1; done
+}
+
+prepare_bench() {
+  cargo build --release --bins --features bench-tool -q
+  ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+}
+
+generate() {
+  local result=$1 label=$2; shift 2
+  taskset -c 1 "$BIN/wsim-bench" "$@" --server "127.0.0.1:$SERVER_PORT" --server-pid "$SERVER_PID" \
+    --label "$label" | tee -a /dev/stderr | grep '^{' >>"$result" || true
 }
 
 ensure_peers() {

@@ -7,9 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 backend=$1; shift
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/wsim-target}"
-cargo build --release --bins --features bench-tool -q
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 source bench/lib.sh
+prepare_bench
 start_server "$backend"
 taskset -c 1 "$BIN/wsim-bench" "$@" --server "127.0.0.1:$SERVER_PORT" --server-pid "$SERVER_PID" || true
 stop_server

@@ -16,9 +16,8 @@ IDLE_CONNS="${BENCH_IDLE_CONNS:-19500}"
 BACKENDS="${BENCH_BACKENDS:-sqlite mysql}"
 
 mkdir -p "$OUT"
-cargo build --release --bins --features bench-tool
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 source bench/lib.sh
+prepare_bench
 
 run_backend() {
   local backend=$1 result
