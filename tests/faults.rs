@@ -354,3 +354,32 @@ async fn drain(ws: &mut common::Ws) -> Vec<String> {
     }
     got
 }
+
+/// The database commits a batch but the answer to its COMMIT is lost with the connection: the
+/// writer finds the batch stored, so the message counts as stored — delivered once to the online
+/// member, not refused to its sender, not written twice — and the next message flows as before.
+#[actix_rt::test]
+async fn a_commit_whose_answer_is_lost_is_taken_as_stored_not_refused() {
+    let Some((_db, proxy, s)) = behind_a_proxy("[store]\ncall_timeout_secs = 5\n") else { return };
+    let v = s.get_json("/creategrp?creator=sender&members=online").await;
+    let gid = v["data"]["groupid"].as_str().expect("gid").to_string();
+    let mut sender = s.login("sender").await;
+    let mut online = s.login("online").await;
+    // Logins and their watermarks settle before the one COMMIT whose answer goes missing.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.lose_next_commit_answer();
+    sender.send(&format!("text_{gid}_lost-answer_group_e"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sender.send(&format!("text_{gid}_after_group_e"));
+    let live = drain(&mut online).await;
+    assert_eq!(live, vec!["lost-answer".to_string(), "after".to_string()], "delivered once each, in order");
+    let mut refusals = Vec::new();
+    while let Some(common::Event::Text(f)) = sender.next_event(Duration::from_millis(300)).await {
+        if f.starts_with("error_") {
+            refusals.push(f);
+        }
+    }
+    assert!(refusals.is_empty(), "a stored message was refused: {refusals:?}");
+    let stored = s.count_rows(&format!("SELECT COUNT(*) AS n FROM messages WHERE conv = '{gid}'"));
+    assert_eq!(stored, 2, "each message stored once");
+}

@@ -15,8 +15,8 @@ use super::{CoreError, Origin};
 use crate::domain::ids::{now_us, IdGen};
 use crate::domain::message::{direct_conv_id, Draft, Message, SharedMessage, Target};
 use crate::metrics::METRICS;
-use crate::store::messages::{write_batch, Watermark};
-use crate::store::Store;
+use crate::store::messages::{is_stored, write_batch, Watermark};
+use crate::store::{Store, StoreError};
 
 /// How many messages the writer's mailbox holds before senders are told the server is busy.
 pub const WRITER_MAILBOX: usize = 50_000;
@@ -217,28 +217,7 @@ impl StoreWriter {
         self.in_flight = true;
         let started = std::time::Instant::now();
         let store = self.store.clone();
-        let fut = async move {
-            store
-                .run_unbounded(move |conn| {
-                    let batch: Vec<&Message> = msgs.iter().map(|m| m.as_ref()).collect();
-                    let direct: Vec<&Message> = new_direct.iter().map(|&i| batch[i]).collect();
-                    // Whatever failed (a deadlock, a lock timeout, a lost connection), the
-                    // transaction was rolled back whole: try the batch again, WRITE_ATTEMPTS times in
-                    // all, 40 and 60 ms apart.
-                    let mut attempt = 1;
-                    loop {
-                        match write_batch(conn, &batch, &direct, &watermarks) {
-                            Err(e) if attempt < WRITE_ATTEMPTS => {
-                                log::warn!("store writer: attempt {attempt} failed, retrying: {e}");
-                                attempt += 1;
-                                std::thread::sleep(std::time::Duration::from_millis(20 * attempt as u64));
-                            }
-                            res => break res,
-                        }
-                    }
-                })
-                .await
-        };
+        let fut = write_with_retries(store, Arc::new(msgs), Arc::new(new_direct), Arc::new(watermarks));
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
             act.in_flight = false;
             let written: u64 = jobs.iter().map(|j| j.msg.approx_size()).sum();
@@ -291,6 +270,55 @@ impl StoreWriter {
             }
             act.flush(ctx);
         }));
+    }
+}
+
+/// Writes one batch in one transaction, [`WRITE_ATTEMPTS`] times at most, each on a connection of
+/// its own, 40 and 60 ms apart. Whatever failed, the transaction was rolled back whole — unless the
+/// connection was lost while the COMMIT was on its way: then the database may have committed it.
+/// So after a failure the batch's first message id, looked up on another connection, says whether
+/// it went in: a committed batch is a success (its messages are delivered and acknowledged, never
+/// refused while stored), and is never written twice.
+async fn write_with_retries(
+    store: Store,
+    msgs: Arc<Vec<SharedMessage>>,
+    new_direct: Arc<Vec<usize>>,
+    watermarks: Arc<Vec<Watermark>>,
+) -> Result<(), StoreError> {
+    let first_id = msgs.first().map(|m| m.id);
+    let mut attempt = 1;
+    loop {
+        let (m, d, w) = (msgs.clone(), new_direct.clone(), watermarks.clone());
+        let err = match store
+            .run_unbounded(move |conn| {
+                let batch: Vec<&Message> = m.iter().map(|m| m.as_ref()).collect();
+                let direct: Vec<&Message> = d.iter().map(|&i| batch[i]).collect();
+                write_batch(conn, &batch, &direct, &w)
+            })
+            .await
+        {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        attempt += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(20 * attempt as u64)).await;
+        if let Some(id) = first_id {
+            match store.run_unbounded(move |conn| is_stored(conn, id)).await {
+                Ok(true) => {
+                    log::warn!(
+                        "store writer: a batch reported failed was committed ({err}); taken as stored"
+                    );
+                    return Ok(());
+                }
+                Ok(false) => {}
+                // Unknown still: writing again is safe (the ids are keys, a second copy is refused).
+                Err(check) => log::warn!("store writer: cannot tell whether a failed batch went in: {check}"),
+            }
+        }
+        if attempt > WRITE_ATTEMPTS {
+            return Err(err);
+        }
+        log::warn!("store writer: attempt {} failed, retrying: {err}", attempt - 1);
     }
 }
 

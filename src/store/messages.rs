@@ -209,6 +209,16 @@ pub fn conversations_of(conn: &mut DbConn, app: &str, user: &str) -> Result<Vec<
         .collect())
 }
 
+/// Whether the message with this id is stored: after a commit whose outcome is unknown (the
+/// connection was lost while the COMMIT was on its way), the batch's first id says whether the whole
+/// batch went in.
+pub fn is_stored(conn: &mut DbConn, id: i64) -> Result<bool, StoreError> {
+    let found: Option<i64> = db_run!(conn: {
+        messages::table.filter(messages::id.eq(id)).select(messages::id).first(conn).optional()?
+    });
+    Ok(found.is_some())
+}
+
 /// One message by id (within its app).
 pub fn message_by_id(conn: &mut DbConn, app: &str, id: i64) -> Result<Option<Message>, StoreError> {
     let row: Option<MessageRow> = db_run!(conn: {

@@ -1,6 +1,8 @@
 //! A TCP proxy that can freeze (it keeps reading but delivers nothing either way, as a database server
 //! stopped with SIGSTOP would look to its clients) or go down (every connection cut, new ones closed at
-//! once, as a crashed server). Threads of its own, independent of the test's runtime.
+//! once, as a crashed server), or lose the answer to one COMMIT (the database commits, the client
+//! sees its connection cut: the outcome of that transaction is unknown to it). Threads of its own,
+//! independent of the test's runtime.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -13,9 +15,25 @@ pub struct FreezableProxy {
     frozen: Arc<AtomicBool>,
     down: Arc<AtomicBool>,
     open: Arc<Mutex<Vec<TcpStream>>>,
+    lose_commit_answer: Arc<AtomicBool>,
 }
 
-fn pump(mut from: TcpStream, mut to: TcpStream, frozen: Arc<AtomicBool>) {
+/// What the two directions of one proxied connection share: once the client's COMMIT has gone out
+/// while the proxy was told to lose its answer, the answer is swallowed and the connection cut.
+#[derive(Clone, Default)]
+struct Cut {
+    armed: Arc<AtomicBool>,
+    after_answer: Arc<AtomicBool>,
+}
+
+/// Which way a [`pump`] forwards.
+#[derive(Clone, Copy, PartialEq)]
+enum Way {
+    ToServer,
+    ToClient,
+}
+
+fn pump(mut from: TcpStream, mut to: TcpStream, frozen: Arc<AtomicBool>, way: Way, cut: Cut) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = match from.read(&mut buf) {
@@ -24,6 +42,20 @@ fn pump(mut from: TcpStream, mut to: TcpStream, frozen: Arc<AtomicBool>) {
         };
         while frozen.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(10));
+        }
+        match way {
+            Way::ToServer
+                if buf[..n].windows(6).any(|w| w.eq_ignore_ascii_case(b"COMMIT"))
+                    && cut.armed.swap(false, Ordering::SeqCst) =>
+            {
+                cut.after_answer.store(true, Ordering::SeqCst);
+            }
+            Way::ToClient if cut.after_answer.load(Ordering::SeqCst) => {
+                // The database answered the COMMIT: it is committed; the client never hears it.
+                let _ = from.shutdown(std::net::Shutdown::Both);
+                break;
+            }
+            _ => {}
         }
         if to.write_all(&buf[..n]).is_err() {
             break;
@@ -40,7 +72,8 @@ impl FreezableProxy {
         let frozen = Arc::new(AtomicBool::new(false));
         let down = Arc::new(AtomicBool::new(false));
         let open: Arc<Mutex<Vec<TcpStream>>> = Default::default();
-        let (f, d, o) = (frozen.clone(), down.clone(), open.clone());
+        let lose_commit_answer = Arc::new(AtomicBool::new(false));
+        let (f, d, o, l) = (frozen.clone(), down.clone(), open.clone(), lose_commit_answer.clone());
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
                 if d.load(Ordering::SeqCst) {
@@ -57,11 +90,13 @@ impl FreezableProxy {
                     _ => continue,
                 };
                 let (f1, f2) = (f.clone(), f.clone());
-                std::thread::spawn(move || pump(client, server, f1));
-                std::thread::spawn(move || pump(s2, c2, f2));
+                let cut = Cut { armed: l.clone(), after_answer: Default::default() };
+                let cut2 = cut.clone();
+                std::thread::spawn(move || pump(client, server, f1, Way::ToServer, cut));
+                std::thread::spawn(move || pump(s2, c2, f2, Way::ToClient, cut2));
             }
         });
-        FreezableProxy { addr, frozen, down, open }
+        FreezableProxy { addr, frozen, down, open, lose_commit_answer }
     }
 
     /// The database crashes: every connection is cut and new ones are closed at once.
@@ -81,6 +116,12 @@ impl FreezableProxy {
 
     pub fn freeze(&self) {
         self.frozen.store(true, Ordering::SeqCst);
+    }
+
+    /// The next COMMIT any connection sends reaches the database, which commits it; its answer is
+    /// lost and that connection cut.
+    pub fn lose_next_commit_answer(&self) {
+        self.lose_commit_answer.store(true, Ordering::SeqCst);
     }
 
     pub fn thaw(&self) {
