@@ -67,6 +67,7 @@ fn check_memory_within(frontend: &str, memory: MemoryWatch, bound_kib: u64) {
 /// the 96 MB sent its way. Returns what it read.
 fn assert_cut_off(name: &str, peer: &mut RawPeer) -> Vec<u8> {
     let got = peer.read_until_closed(Duration::from_secs(20)).unwrap_or_else(|| panic!("{name}: still open"));
+    eprintln!("{name} read {} bytes before the close", got.len());
     assert!(got.len() < 16 << 20, "{name} read {} bytes before the close", got.len());
     got
 }

@@ -12,11 +12,28 @@ pub struct RawPeer {
     stream: TcpStream,
 }
 
+/// The receive buffer of a raw peer's socket. Fixed, because Linux otherwise grows it with what the
+/// peer read fast (up to `net.ipv4.tcp_rmem`'s maximum, 32 MiB on some machines): a peer that read a
+/// replay quickly and then stopped would have the kernel take tens of MB for it, and what it finds
+/// when it reads again would measure the kernel, not the server.
+const PEER_RECEIVE_BUFFER: usize = 256 * 1024;
+
+/// A TCP connection to `addr` with a receive buffer of [`PEER_RECEIVE_BUFFER`].
+fn connect(addr: &str) -> TcpStream {
+    use std::net::ToSocketAddrs;
+    let to = addr.to_socket_addrs().expect("resolve").next().expect("an address");
+    let socket =
+        socket2::Socket::new(socket2::Domain::for_address(to), socket2::Type::STREAM, None).expect("socket");
+    socket.set_recv_buffer_size(PEER_RECEIVE_BUFFER).expect("SO_RCVBUF");
+    socket.connect(&to.into()).expect("connect");
+    socket.into()
+}
+
 impl RawPeer {
     /// Connects to `base` (`http://host:port`) and writes `request` (a whole HTTP request).
     pub fn http(base: &str, request: &str) -> RawPeer {
         let addr = base.trim_start_matches("http://");
-        let mut stream = TcpStream::connect(addr).expect("connect");
+        let mut stream = connect(addr);
         stream.write_all(request.as_bytes()).expect("write request");
         RawPeer { stream }
     }
