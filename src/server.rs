@@ -167,7 +167,11 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     log::info!("store ready ({:?})", store.backend());
     let core = Core::start(
         store.clone(),
-        &CoreSettings { node_id: settings.node_id, max_batch: settings.max_batch },
+        &CoreSettings {
+            node_id: settings.node_id,
+            max_batch: settings.max_batch,
+            commit_gap: settings.commit_gap,
+        },
     );
 
     let mut listeners = Vec::new();

@@ -8,7 +8,11 @@ use wsim::core::service::CoreSettings;
 use wsim::core::{ConvKey, Core, Draft, Origin, Target, UserKey};
 use wsim::store::Store;
 
-on_both_backends!(a_burst_costs_few_transactions, ids_compare_byte_for_byte_trailing_spaces_included);
+on_both_backends!(
+    a_burst_costs_few_transactions,
+    a_steady_trickle_shares_commits_within_the_gap,
+    ids_compare_byte_for_byte_trailing_spaces_included
+);
 
 /// A direct message from a to b.
 fn a_to_b(payload: String) -> Draft {
@@ -42,7 +46,10 @@ async fn store_on(b: &Backend, dir: &tempfile::TempDir) -> (Store, Option<common
 async fn a_burst_costs_few_transactions(b: Backend) {
     let dir = tempfile::tempdir().expect("tmp");
     let (store, _db) = store_on(&b, &dir).await;
-    let core = Core::start(store, &CoreSettings { node_id: 5, max_batch: 1000 });
+    let core = Core::start(
+        store,
+        &CoreSettings { node_id: 5, max_batch: 1000, commit_gap: std::time::Duration::ZERO },
+    );
     let n = 2000;
     let acks: Vec<_> = (0..n)
         .map(|i| {
@@ -71,6 +78,31 @@ async fn a_burst_costs_few_transactions(b: Backend) {
     assert_eq!(history[n - 1].payload, format!("m{}", n - 1));
 }
 
+/// Messages that come one at a time, each after the previous one is stored, go one per transaction
+/// without a commit gap; with one, those that come within the gap of a transaction's start share
+/// the next (and each is still stored, in order, before it is acknowledged).
+async fn a_steady_trickle_shares_commits_within_the_gap(b: Backend) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (store, _db) = store_on(&b, &dir).await;
+    let gap = std::time::Duration::from_millis(100);
+    let core = Core::start(store, &CoreSettings { node_id: 1, max_batch: 1000, commit_gap: gap });
+    // An idle writer starts at once: the first message is a transaction of its own.
+    core.submit(a_to_b("first".into()), Origin::default()).await.expect("stored");
+    assert_eq!(core.writer_stats().await.batches, 1);
+    // 20 messages, 10 ms apart, over ~200 ms: about two gaps' worth of transactions.
+    let mut acks = Vec::new();
+    for i in 0..20 {
+        acks.push(core.submit(a_to_b(format!("t{i}")), Origin::default()));
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let stored = futures_util::future::join_all(acks).await;
+    let ids: Vec<i64> = stored.into_iter().map(|r| r.expect("stored").id).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids follow submission order");
+    let stats = core.writer_stats().await;
+    assert_eq!(stats.messages, 21);
+    assert!(stats.batches <= 1 + 6, "20 messages in 200 ms took {} transactions", stats.batches - 1);
+}
+
 /// SQLite's write-ahead log is emptied once it passes the bound, even while commits keep coming.
 #[cfg(feature = "sqlite")]
 #[actix_rt::test]
@@ -82,7 +114,10 @@ async fn the_sqlite_log_stays_bounded() {
         .await
         .expect("join")
         .expect("store");
-    let core = Core::start(store.clone(), &CoreSettings { node_id: 1, max_batch: 50 });
+    let core = Core::start(
+        store.clone(),
+        &CoreSettings { node_id: 1, max_batch: 50, commit_gap: std::time::Duration::ZERO },
+    );
     let wal = dir.path().join("t.db-wal");
     let wal_len = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
     let send = |i: usize| {
@@ -105,7 +140,10 @@ async fn the_sqlite_log_stays_bounded() {
 async fn ids_compare_byte_for_byte_trailing_spaces_included(b: Backend) {
     let dir = tempfile::tempdir().expect("tmp");
     let (store, _db) = store_on(&b, &dir).await;
-    let core = Core::start(store, &CoreSettings { node_id: 1, max_batch: 100 });
+    let core = Core::start(
+        store,
+        &CoreSettings { node_id: 1, max_batch: 100, commit_gap: std::time::Duration::ZERO },
+    );
     core.set_profile(UserKey::new("default", "bob"), Some("Bob".into()), None, "").await.expect("profile");
     let found =
         core.profiles("default", vec!["bob".into(), "bob ".into(), "bob  ".into()]).await.expect("profiles");

@@ -275,6 +275,8 @@ pub struct Settings {
     pub default_app: String,
     pub pool_size: u32,
     pub max_batch: usize,
+    /// Least time between the starts of two store transactions.
+    pub commit_gap: Duration,
     /// How long a request waits for the database.
     pub store_call_timeout: Duration,
     pub wsim: WsimSettings,
@@ -591,6 +593,12 @@ impl Settings {
                 .map_err(|_| invalid("store.pool_size", pool_size.to_string()))?,
             max_batch: usize::try_from(max_batch)
                 .map_err(|_| invalid("store.max_batch", max_batch.to_string()))?,
+            commit_gap: Duration::from_micros(
+                u64::try_from(c.store.commit_gap_us)
+                    .ok()
+                    .filter(|&us| us <= 1_000_000)
+                    .ok_or_else(|| invalid("store.commit_gap_us", c.store.commit_gap_us.to_string()))?,
+            ),
             wsim: WsimSettings {
                 ok_code: c.wsim.ok_code,
                 default_avatar: c.wsim.default_avatar.unwrap_or_default(),
@@ -790,7 +798,7 @@ mod tests {
     fn invalid_values_are_refused_not_clamped() {
         // (flags, environment, file, the option named in the error)
         type Row<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str, &'a str);
-        let table: [Row; 14] = [
+        let table: [Row; 16] = [
             (&[], &[("WSIM_NODE_ID", "x")], "", "WSIM_NODE_ID"),
             (&[], &[("WSIM_NODE_ID", "16")], "", "node_id"),
             (&["--node-id", "-1"], &[], "", "node_id"),
@@ -805,6 +813,8 @@ mod tests {
             (&[], &[], "[gru]\ntoken1_check = \"rot13\"\n", "gru.token1_check"),
             (&["--ok-code", "-1"], &[], "", "wsim.ok_code"),
             (&[], &[], "node_id = \"one\"\n", "node_id"),
+            (&[], &[], "[store]\ncommit_gap_us = -1\n", "store.commit_gap_us"),
+            (&[], &[], "[store]\ncommit_gap_us = 1000001\n", "store.commit_gap_us"),
         ];
         for (args, env, text, named) in table {
             let err = merge(args, env, text).expect_err(&format!("{args:?} {env:?} {text:?}"));

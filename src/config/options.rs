@@ -220,6 +220,11 @@ options! {
         pub pool_size: i64 = 8,
         /// Most messages written in one transaction.
         pub max_batch: i64 = 1000,
+        /// Least time, in microseconds, from the start of one message transaction to the start of
+        /// the next: under a steady light load messages wait up to this long and share a commit
+        /// (each commit costs its WAL pages or its log flush whatever it carries); an idle server
+        /// commits at once. 0: every transaction starts as soon as the previous one ends.
+        pub commit_gap_us: i64 = 2000,
         /// Seconds a request waits for the database before it is answered with its protocol's error
         /// (the database hangs); commits of messages are never given up.
         pub call_timeout_secs: i64 = 5,

@@ -27,6 +27,8 @@ use crate::store::{messages, users, Store, StoreError};
 pub struct CoreSettings {
     pub node_id: u16,
     pub max_batch: usize,
+    /// Least time between the starts of two store transactions (see `[store] commit_gap_us`).
+    pub commit_gap: std::time::Duration,
 }
 
 /// What a new group starts with.
@@ -98,9 +100,11 @@ impl Core {
         let ids = Arc::new(IdGen::new(settings.node_id));
         let arbiter = Arbiter::new();
         let handle = arbiter.handle();
-        let (s, w) = (store.clone(), settings.max_batch);
+        let (s, w, gap) = (store.clone(), settings.max_batch, settings.commit_gap);
         let writer_ids = ids.clone();
-        let writer = StoreWriter::start_in_arbiter(&handle, move |_| StoreWriter::new(s, writer_ids, w));
+        let writer = StoreWriter::start_in_arbiter(&handle, move |_| {
+            StoreWriter::new(s, writer_ids, w).with_commit_gap(gap)
+        });
         let wr = writer.clone();
         let rooms = Rooms::start_in_arbiter(&handle, move |_| Rooms::new(wr.recipient()));
         let (s, wr, r) = (store.clone(), writer.clone(), rooms.clone().recipient());
