@@ -315,8 +315,8 @@ impl StoreWriter {
     }
 }
 
-/// Writes one batch in one transaction, [`WRITE_ATTEMPTS`] times at most, each on a connection of
-/// its own, 40 and 60 ms apart. Whatever failed, the transaction was rolled back whole — unless the
+/// Writes one batch in one transaction, [`WRITE_ATTEMPTS`] times at most, 40 and 60 ms apart, each
+/// attempt on a connection taken from the pool afresh (one the failure broke is not handed out again). Whatever failed, the transaction was rolled back whole — unless the
 /// connection was lost while the COMMIT was on its way: then the database may have committed it.
 /// So after a failure the batch's first message id, looked up on another connection, says whether
 /// it went in: a committed batch is a success (its messages are delivered and acknowledged, never
